@@ -1,0 +1,96 @@
+"""Loading configs (Python or JSON) and applying `--config.a.b=value` overrides."""
+
+import ast
+import importlib.util
+import json
+import os
+import sys
+
+import ml_collections
+
+from lm_jax import UserError
+
+PREFIX = "--config."
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path.py', 'path.py:arg' (get_config(arg)) or 'path.json'."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise UserError(f"no config file at {path}: check --config.")
+  if path.endswith(".json"):
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  for root in (os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
+    if root not in sys.path:  # So a config file anywhere can `from configs import ...`.
+      sys.path.insert(0, root)
+  module_spec = importlib.util.spec_from_file_location("lm_jax_user_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UserError(f"{path} defines no get_config(): a config file returns its ConfigDict from it.")
+  config = module.get_config(arg) if arg else module.get_config()
+  return ml_collections.ConfigDict(config)
+
+
+def flat_keys(config, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += flat_keys(v, f"{prefix}{k}.")
+    else:
+      keys.append(f"{prefix}{k}")
+  return keys
+
+
+def _parse(key: str, text: str, current):
+  """Parses `text` as the type of the value it replaces."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError
+      return text.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, str):
+      return text
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise UserError(f"--config.{key}={text!r} is not a valid {type(current).__name__}: "
+                    f"it replaces {current!r}.") from e
+
+
+def override(config, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+  """Returns a copy of `config` with dotted keys set from their string values.
+
+  Only keys that exist may be set; an unknown key is refused with the list of
+  valid ones.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  valid = flat_keys(config)
+  for key, text in overrides.items():
+    if key not in valid:
+      raise UserError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}.")
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = _parse(key, text, node[leaf])
+  return config
+
+
+def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+  """Takes the `--config.KEY=VALUE` arguments out of argv."""
+  overrides, rest = {}, []
+  it = iter(argv)
+  for a in it:
+    if a.startswith(PREFIX):
+      key, eq, value = a[len(PREFIX):].partition("=")
+      if not eq:
+        value = next(it, "")
+      overrides[key] = value
+    else:
+      rest.append(a)
+  return overrides, rest

@@ -1,0 +1,62 @@
+"""Model registry: `config.model.name` -> Flax module.
+
+A name is either a key of `REGISTRY` or `'package.module:ClassName'`, any
+importable Flax module. Every model is built as `Class(vocab_size=V, **kwargs)`
+from the keys of `config.model` other than `name`, and called as
+`model.apply({'params': params}, tokens_BxL, deterministic=..., rngs=...)`
+returning logits_BxLxV.
+
+Shape letters in tensor names:
+  B batch, L sequence length, S key/value length, V vocabulary,
+  D model width, E embedding width, H heads, G key/value heads, K head width,
+  F MLP hidden width.
+"""
+
+import importlib
+import inspect
+
+import flax.linen as nn
+
+from lm_jax import UserError
+
+REGISTRY = {
+    "gpt": "lm_jax.models.gpt:GPT",
+    "lstm": "lm_jax.models.lstm:LSTM",
+}
+
+
+def get_model_class(name: str) -> type[nn.Module]:
+  """Resolves a registry name or 'package.module:ClassName' to a class."""
+  target = REGISTRY.get(name, name)
+  if ":" not in target:
+    raise UserError(
+        f"unknown model {name!r}: use one of {sorted(REGISTRY)} or name a "
+        "Flax module as 'package.module:ClassName'."
+    )
+  module_name, class_name = target.split(":", 1)
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise UserError(
+        f"cannot import model module {module_name!r} ({e}); run from the "
+        "directory that holds it or add it to PYTHONPATH."
+    ) from e
+  cls = getattr(module, class_name, None)
+  if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+    raise UserError(f"{target!r} does not name a Flax module class.")
+  return cls
+
+
+def build_model(model_config, vocab_size: int) -> nn.Module:
+  """Builds `Class(vocab_size=V, **kwargs)` from `config.model`."""
+  kwargs = dict(model_config)
+  cls = get_model_class(kwargs.pop("name"))
+  fields = {f.name for f in getattr(cls, "__dataclass_fields__", {}).values()}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    valid = sorted(fields - {"parent", "name", "vocab_size"})
+    raise UserError(
+        f"model {cls.__name__} has no hyperparameter(s) {unknown}; "
+        f"its fields are {valid}: remove the key from config.model."
+    )
+  return cls(vocab_size=vocab_size, **kwargs)

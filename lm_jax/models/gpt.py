@@ -1,0 +1,111 @@
+"""GPT: a decoder-only Transformer as in GPT-2 and nanoGPT."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _init(std: float):
+  return nn.initializers.normal(stddev=std)
+
+
+class CausalAttention(nn.Module):
+  """Multi-head causal self-attention."""
+
+  num_heads: int
+  num_layers: int
+  dropout: float
+  use_bias: bool
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x_BxLxD, deterministic: bool):
+    D = x_BxLxD.shape[-1]
+    H = self.num_heads
+    K = D // H
+    qkv_BxLx3xHxK = nn.DenseGeneral(
+        (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02),
+        dtype=self.dtype, name="qkv")(x_BxLxD)
+    q_BxLxHxK, k_BxSxHxK, v_BxSxHxK = jnp.unstack(qkv_BxLx3xHxK, axis=2)
+    logits_BxHxLxS = jnp.einsum(
+        "blhk,bshk->bhls", q_BxLxHxK * (1.0 / math.sqrt(K)), k_BxSxHxK)
+    L = x_BxLxD.shape[1]
+    causal_LxS = jnp.tril(jnp.ones((L, L), dtype=bool))
+    logits_BxHxLxS = jnp.where(causal_LxS, logits_BxHxLxS.astype(jnp.float32),
+                               jnp.finfo(jnp.float32).min)
+    probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(self.dtype)
+    probs_BxHxLxS = nn.Dropout(self.dropout)(probs_BxHxLxS, deterministic)
+    out_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxSxHxK)
+    return nn.DenseGeneral(
+        D, axis=(-2, -1), use_bias=self.use_bias,
+        kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+        dtype=self.dtype, name="proj")(out_BxLxHxK)
+
+
+class Mlp(nn.Module):
+  """Position-wise MLP, 4x wide, GELU."""
+
+  num_layers: int
+  use_bias: bool
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x_BxLxD):
+    D = x_BxLxD.shape[-1]
+    h_BxLxF = nn.Dense(4 * D, use_bias=self.use_bias, kernel_init=_init(0.02),
+                       dtype=self.dtype, name="fc")(x_BxLxD)
+    h_BxLxF = nn.gelu(h_BxLxF)
+    return nn.Dense(D, use_bias=self.use_bias,
+                    kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+                    dtype=self.dtype, name="proj")(h_BxLxF)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+  num_heads: int
+  num_layers: int
+  dropout: float
+  use_bias: bool
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x_BxLxD, deterministic: bool):
+    ln = lambda name: nn.LayerNorm(use_bias=self.use_bias, dtype=self.dtype, name=name)
+    h = CausalAttention(self.num_heads, self.num_layers, self.dropout,
+                        self.use_bias, self.dtype, name="attn")(
+                            ln("ln_1")(x_BxLxD), deterministic)
+    x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
+    h = Mlp(self.num_layers, self.use_bias, self.dtype, name="mlp")(ln("ln_2")(x_BxLxD))
+    return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
+
+
+class GPT(nn.Module):
+  """Token + learned position embeddings, pre-LN blocks, tied head."""
+
+  vocab_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  d_model: int = 128
+  max_len: int = 256
+  dropout: float = 0.0
+  use_bias: bool = True
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, tokens_BxL, deterministic: bool = True):
+    if self.d_model % self.num_heads:
+      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}.")
+    L = tokens_BxL.shape[1]
+    dtype = jnp.dtype(self.dtype)
+    wte = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="wte")
+    wpe = nn.Embed(self.max_len, self.d_model, embedding_init=_init(0.02), name="wpe")
+    x_BxLxD = wte(tokens_BxL) + wpe(jnp.arange(L))[None]
+    x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
+    for i in range(self.num_layers):
+      x_BxLxD = Block(self.num_heads, self.num_layers, self.dropout, self.use_bias,
+                      dtype, name=f"block_{i}")(x_BxLxD, deterministic)
+    x_BxLxD = nn.LayerNorm(use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
+    return wte.attend(x_BxLxD.astype(jnp.float32))

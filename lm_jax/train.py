@@ -1,0 +1,166 @@
+"""TrainState, the pure train and eval steps, and the training loop."""
+
+import math
+import os
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from lm_jax import UserError, data, losses, models, optim, parallel, records, tokenizers
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def train_step(state: TrainState, batch, rng, axis_name=None):
+  """One optimizer step on `batch`; returns (new state, scalar metrics).
+
+  The loss is the mean over every target token of the global batch: each
+  replica's token-loss sum is divided by the global token count, so summing
+  gradients over replicas gives exactly the one-device gradient.
+  """
+  rng = jax.random.fold_in(rng, state.step)
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  weights = batch.get("weights")
+  local_tokens = jnp.float32(batch["targets"].size) if weights is None else weights.sum()
+  num_tokens = parallel.psum(local_tokens, axis_name)
+
+  def loss_fn(params):
+    logits = state.apply_fn({"params": params}, batch["inputs"], deterministic=False,
+                            rngs={"dropout": rng})
+    loss_sum, _ = losses.cross_entropy_sums(logits, batch["targets"], weights)
+    return loss_sum / num_tokens, loss_sum
+
+  (_, loss_sum), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = parallel.psum(grads, axis_name)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      "train_loss": parallel.psum(loss_sum, axis_name) / num_tokens,
+      "grad_norm": optax.tree.norm(grads),
+      "update_norm": optax.tree.norm(updates),
+  }
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(state: TrainState, batch, axis_name=None):
+  """Sums of token losses and weights on `batch` (no dropout)."""
+  logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
+  loss_sum, weight_sum = losses.cross_entropy_sums(logits, batch["targets"], batch["weights"])
+  return parallel.psum({"loss_sum": loss_sum, "weight_sum": weight_sum}, axis_name)
+
+
+def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int,
+             mode: str) -> dict[str, float]:
+  """Loss and perplexity over every token of `tokens`, from exact sums."""
+  loss_sum, weight_sum = 0.0, 0.0
+  for batch in data.eval_batches(tokens, seq_len, batch_size):
+    sums = parallel.unreplicate(p_eval_step(state, parallel.shard(batch, mode)), mode)
+    sums = jax.device_get(sums)
+    loss_sum += float(sums["loss_sum"])
+    weight_sum += float(sums["weight_sum"])
+  loss = loss_sum / weight_sum
+  return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(weight_sum)}
+
+
+def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
+  params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
+  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                    apply_fn=model.apply, tx=tx)
+
+
+def prepare_data(data_config, workdir: str):
+  """Loads the texts, trains (or reloads) the tokenizer, and tokenizes each split."""
+  texts = data.load_texts(data_config)
+  path = os.path.join(workdir, "tokenizer.json")
+  if os.path.exists(path):
+    tokenizer = tokenizers.load(path)
+  else:
+    tokenizer = tokenizers.train(data_config.tokenizer, texts["train"])
+    if jax.process_index() == 0:
+      tokenizers.save(tokenizer, path)
+  tokens = {split: tokenizer.encode(text) for split, text in texts.items()}
+  for split, toks in tokens.items():
+    data.check_length(toks, split, data_config.seq_len)
+  return tokenizer, tokens
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`; returns (final host state, final eval metrics)."""
+  os.makedirs(workdir, exist_ok=True)
+  records.write_config(config, workdir)
+  writer = records.MetricWriter(workdir)
+  c = config.train
+  seq_len = config.data.seq_len
+
+  # Data.
+  tokenizer, tokens = prepare_data(config.data, workdir)
+
+  # Model and optimizer.
+  model = models.build_model(config.model, tokenizer.vocab_size)
+  max_len = getattr(model, "max_len", None)
+  if max_len is not None and max_len < seq_len:
+    raise UserError(f"data.seq_len={seq_len} exceeds model.max_len={max_len}: "
+                    "raise model.max_len or lower data.seq_len.")
+  tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(model, tx, init_rng, seq_len)
+
+  # Step functions.
+  mode = parallel.resolve_mode(c.parallel)
+  eval_batch_size = c.eval_batch_size or c.batch_size
+  parallel.check_batch(c.batch_size, mode)
+  parallel.check_batch(eval_batch_size, mode, "train.eval_batch_size")
+  p_train_step = parallel.compile_step(train_step, mode)
+  p_eval_step = parallel.compile_step(eval_step, mode, in_axes=(0, 0), donate=False)
+  state = parallel.replicate(state, mode)
+
+  def run_eval(step):
+    m = evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size, mode)
+    writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
+    return m
+
+  # Loop.
+  start_step = int(parallel.unreplicate(state, mode).step)
+  tokens_per_step = c.batch_size * seq_len
+  t_start = t_last = time.perf_counter()
+  last_step = start_step
+  eval_metrics = None
+  bar = tqdm.tqdm(range(start_step, c.num_steps), initial=start_step, total=c.num_steps,
+                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  for step in bar:
+    batch = data.train_batch(tokens["train"], config.seed, step, c.batch_size, seq_len)
+    state, metrics = p_train_step(state, parallel.shard(batch, mode), dropout_rng)
+    done = step + 1
+    if done % c.log_every == 0 or done == c.num_steps:
+      metrics = jax.device_get(parallel.unreplicate(metrics, mode))
+      now = time.perf_counter()
+      tok_s = tokens_per_step * (done - last_step) / (now - t_last)
+      t_last, last_step = now, done
+      if not np.isfinite(metrics["train_loss"]):
+        raise UserError(f"the training loss became {metrics['train_loss']} by step {done}: "
+                        "lower optim.learning_rate or set optim.grad_clip.")
+      writer.write(done, **metrics, learning_rate=lr_schedule(step), tokens_per_sec=tok_s,
+                   elapsed_sec=now - t_start)
+      bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", tok_s=f"{tok_s:,.0f}")
+    if done % c.eval_every == 0 or done == c.num_steps:
+      eval_metrics = run_eval(done)
+      bar.write(f"step {done}: val_loss {eval_metrics['loss']:.4f} "
+                f"val_ppl {eval_metrics['perplexity']:.2f}")
+  bar.close()
+  if eval_metrics is None:
+    eval_metrics = run_eval(start_step)
+  return jax.device_get(parallel.unreplicate(state, mode)), eval_metrics

@@ -1,0 +1,54 @@
+"""Test set-up: 8 simulated CPU devices, the repo on sys.path, small corpora."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import tiny  # noqa: E402
+
+# A TFDS manual dir holding tiny-shakespeare's input.txt; tests that need it skip without it.
+MANUAL_DIR = os.environ.get("LM_JAX_MANUAL_DIR", "")
+
+WORDS = ("the king and queen of some far land went down to see a red fox run over "
+         "green hills while old men sang songs by night").split()
+
+
+def make_text(num_words: int, seed: int) -> str:
+  """Seeded pseudo-sentences: enough structure for a model to learn quickly."""
+  rng = np.random.default_rng(seed)
+  lines = []
+  for _ in range(num_words // 8):
+    start = rng.integers(len(WORDS) - 8)
+    lines.append(" ".join(WORDS[start:start + 8]).capitalize() + ".")
+  return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+  """Writes train/validation/test text files; returns their paths by split."""
+  paths = {}
+  for i, split in enumerate(("train", "validation", "test")):
+    paths[split] = str(tmp_path / f"{split}.txt")
+    with open(paths[split], "w") as f:
+      f.write(make_text(4000 if split == "train" else 400, seed=i))
+  return paths
+
+
+@pytest.fixture
+def config(corpus):
+  """The tiny config on the local corpus, shortened for tests."""
+  c = tiny.get_config()
+  c.data.dataset = "text"
+  c.data.text_files.update(corpus)
+  c.model.update(d_model=16, max_len=16)
+  c.data.seq_len = 16
+  c.train.update(batch_size=8, num_steps=6, log_every=2, eval_every=6, parallel="jit")
+  return c
