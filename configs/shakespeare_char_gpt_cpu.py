@@ -40,14 +40,15 @@ def get_config():
   d.seq_len = 64  # Tokens of context per training example.
 
   config.optim = o = ml_collections.ConfigDict()
-  o.name = "adamw"  # adam, or adamw (decays matrices only: no biases, norms or embeddings).
+  o.name = "adamw"  # adam, or adamw (decoupled weight decay).
   o.learning_rate = 1e-3  # Peak, reached after warmup_steps.
   o.min_learning_rate = 1e-4  # Cosine decay ends here at train.num_steps.
   o.warmup_steps = 100  # Linear warmup from 0.
   o.b1 = 0.9
   o.b2 = 0.99
   o.eps = 1e-8
-  o.weight_decay = 0.1  # adamw only.
+  o.weight_decay = 0.1  # adamw only; matrices decay, biases and norm scales never do.
+  o.decay_embeddings = False  # Decay embedding tables too (nanoGPT does; no gain measured here).
   o.grad_clip = 1.0  # Global-norm clipping; 0 turns it off.
 
   config.train = t = ml_collections.ConfigDict()
@@ -56,6 +57,8 @@ def get_config():
   t.log_every = 50  # Steps between train-metric lines in metrics.jsonl.
   t.eval_every = 500  # Steps between evaluations of the whole validation split.
   t.eval_batch_size = 0  # 0: the training batch size.
-  t.checkpoint_every = 500
+  t.checkpoint_every = 500  # Also saved at the end, and on SIGTERM/SIGINT.
+  t.keep_checkpoints = 2  # The newest this many are kept...
+  t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).
   t.parallel = "auto"  # jit (one device), pmap (all local devices), auto (pmap if > 1).
   return config

@@ -94,3 +94,41 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     else:
       rest.append(a)
   return overrides, rest
+
+
+def differences(a, b) -> list[str]:
+  """The dotted keys whose values differ between two configs (or exist in one only)."""
+  fa = {k: _get(a, k) for k in flat_keys(a)}
+  fb = {k: _get(b, k) for k in flat_keys(b)}
+  return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _MISSING) != fb.get(k, _MISSING))
+
+
+_MISSING = object()
+
+
+def _get(config, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return list(config) if isinstance(config, tuple) else config
+
+
+def for_workdir(workdir: str, spec: str | None, overrides: dict[str, str],
+                may_change: list[str]) -> ml_collections.ConfigDict:
+  """The config of a run in `workdir`: new from `spec`, or the stored one to resume.
+
+  A workdir that already holds config.json resumes with it; a `spec` or
+  overrides that change it are refused, except for the keys in `may_change`.
+  """
+  stored_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(stored_path):
+    if not spec:
+      raise UserError(f"{workdir} holds no run to resume: pass --config CONFIG.py to start one.")
+    return override(load(spec), overrides)
+  stored = load(stored_path)
+  config = override(load(spec) if spec else stored, overrides)
+  changed = [k for k in differences(stored, config) if k not in may_change]
+  if changed:
+    raise UserError(f"{workdir} holds a run with a different config; keys that differ: "
+                    f"{', '.join(changed)}. Resume without changing them, pass "
+                    f"--override={','.join(changed)} to allow it, or use a new --workdir.")
+  return config

@@ -1,5 +1,7 @@
 """config.optim -> (optax transformation, learning-rate schedule)."""
 
+import functools
+
 import jax
 import optax
 
@@ -17,16 +19,16 @@ def schedule(optim_config, num_steps: int) -> optax.Schedule:
       end_value=c.min_learning_rate)
 
 
-def decay_mask(params):
-  """True for matrices (Dense, attention and LSTM kernels) that weight decay shrinks.
+def decay_mask(params, decay_embeddings: bool):
+  """True for the parameters weight decay shrinks: matrices (ndim >= 2).
 
-  Biases, norm scales and embeddings (ndim < 2 or under an Embed module) are
-  left alone.
+  Biases and norm scales never decay; embedding tables only when
+  `decay_embeddings` (nanoGPT decays them).
   """
-  def is_matrix(path, x):
-    names = [getattr(k, "key", "") for k in path]
-    return x.ndim >= 2 and "embedding" not in names
-  return jax.tree_util.tree_map_with_path(is_matrix, params)
+  def decays(path, x):
+    is_embedding = any(getattr(k, "key", "") == "embedding" for k in path)
+    return x.ndim >= 2 and (decay_embeddings or not is_embedding)
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(optim_config, num_steps: int):
@@ -37,7 +39,7 @@ def make_optimizer(optim_config, num_steps: int):
     opt = optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)
   elif c.name == "adamw":
     opt = optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                      mask=decay_mask)
+                      mask=functools.partial(decay_mask, decay_embeddings=c.decay_embeddings))
   else:
     raise UserError(f"unknown optimizer {c.name!r}: set optim.name to 'adam' or 'adamw'.")
   if c.grad_clip > 0:

@@ -1,24 +1,76 @@
-"""What a run writes into its workdir: config.json and metrics.jsonl."""
+"""What a run writes into its workdir besides checkpoints.
 
+config.json (the resolved config), run.json (versions, commit, devices),
+metrics.jsonl (one JSON object per line) and TensorBoard event files.
+Only process 0 writes.
+"""
+
+import importlib.metadata
 import json
 import os
+import platform
+import subprocess
+import time
 
 import jax
 
+import lm_jax
+
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
+             "ml-collections", "numpy")
+
+
+def _is_writer() -> bool:
+  return jax.process_index() == 0
+
 
 class MetricWriter:
-  """Appends one JSON object per line to WORKDIR/metrics.jsonl (process 0 only)."""
+  """Appends scalars to WORKDIR/metrics.jsonl and to TensorBoard event files."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.active = jax.process_index() == 0
+    self.workdir = workdir
+    self._events = None
+
+  def _event_writer(self):
+    if self._events is None:
+      from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+      self._events = EventFileWriter(self.workdir)
+    return self._events
 
   def write(self, step: int, **metrics) -> None:
-    if not self.active:
+    if not _is_writer():
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+    values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in row.items()
+              if k != "step" and isinstance(v, (int, float))]
+    self._event_writer().add_event(event_pb2.Event(
+        wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
+
+  def write_text(self, tag: str, text: str) -> None:
+    """A text summary (TensorBoard's Text tab), e.g. the config."""
+    if not _is_writer():
+      return
+    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2  # pylint: disable=g-import-not-at-top
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+    value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
+    self._event_writer().add_event(event_pb2.Event(
+        wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value])))
+
+  def flush(self) -> None:
+    if self._events is not None:
+      self._events.flush()
+
+  def close(self) -> None:
+    if self._events is not None:
+      self._events.close()
+      self._events = None
 
 
 def _plain(v):
@@ -32,7 +84,57 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def truncate_metrics(workdir: str, step: int) -> None:
+  """Drops lines past `step`, written after the checkpoint a run resumes from."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not _is_writer() or not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
 def write_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
+  if _is_writer():
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def _git(*args) -> str:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return ""
+
+
+def run_info(config) -> dict:
+  """Everything besides the config that reproducing this run depends on."""
+  versions = {}
+  for name in VERSIONED:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return {
+      "lm_jax_version": lm_jax.__version__,
+      "git_commit": _git("rev-parse", "HEAD") or None,
+      "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+      "python": platform.python_version(),
+      "versions": versions,
+      "platform": jax.default_backend(),
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "seed": config.seed,
+      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
+
+
+def write_run_info(config, workdir: str) -> None:
+  if _is_writer():
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+      json.dump(run_info(config), f, indent=2)
+      f.write("\n")

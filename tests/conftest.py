@@ -31,6 +31,10 @@ def make_text(num_words: int, seed: int) -> str:
   return "\n".join(lines) + "\n"
 
 
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: takes over ~20 s; still runs in CI")
+
+
 @pytest.fixture
 def corpus(tmp_path):
   """Writes train/validation/test text files; returns their paths by split."""

@@ -16,6 +16,7 @@ import importlib
 import inspect
 
 import flax.linen as nn
+import jax
 
 from lm_jax import UserError
 
@@ -60,3 +61,14 @@ def build_model(model_config, vocab_size: int) -> nn.Module:
         f"its fields are {valid}: remove the key from config.model."
     )
   return cls(vocab_size=vocab_size, **kwargs)
+
+
+def flops_per_token(model: nn.Module, params, seq_len: int) -> float:
+  """Training FLOPs per token (forward and backward).
+
+  A model may define `flops_per_token(params, seq_len)`; otherwise 6 per
+  parameter (2 forward, 4 backward).
+  """
+  if hasattr(model, "flops_per_token"):
+    return float(model.flops_per_token(params, seq_len))
+  return 6.0 * sum(x.size for x in jax.tree_util.tree_leaves(params))

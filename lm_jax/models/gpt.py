@@ -56,7 +56,7 @@ class Mlp(nn.Module):
     D = x_BxLxD.shape[-1]
     h_BxLxF = nn.Dense(4 * D, use_bias=self.use_bias, kernel_init=_init(0.02),
                        dtype=self.dtype, name="fc")(x_BxLxD)
-    h_BxLxF = nn.gelu(h_BxLxF)
+    h_BxLxF = nn.gelu(h_BxLxF, approximate=False)
     return nn.Dense(D, use_bias=self.use_bias,
                     kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
                     dtype=self.dtype, name="proj")(h_BxLxF)
@@ -73,7 +73,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool):
-    ln = lambda name: nn.LayerNorm(use_bias=self.use_bias, dtype=self.dtype, name=name)
+    ln = lambda name: nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name=name)
     h = CausalAttention(self.num_heads, self.num_layers, self.dropout,
                         self.use_bias, self.dtype, name="attn")(
                             ln("ln_1")(x_BxLxD), deterministic)
@@ -94,6 +94,11 @@ class GPT(nn.Module):
   use_bias: bool = True
   dtype: str = "float32"
 
+  def flops_per_token(self, params, seq_len: int) -> float:
+    """6 per non-position-embedding parameter plus attention's 12 * layers * width * context."""
+    n = sum(x.size for x in jax.tree_util.tree_leaves(params)) - params["wpe"]["embedding"].size
+    return 6.0 * n + 12.0 * self.num_layers * self.d_model * seq_len
+
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True):
     if self.d_model % self.num_heads:
@@ -107,5 +112,5 @@ class GPT(nn.Module):
     for i in range(self.num_layers):
       x_BxLxD = Block(self.num_heads, self.num_layers, self.dropout, self.use_bias,
                       dtype, name=f"block_{i}")(x_BxLxD, deterministic)
-    x_BxLxD = nn.LayerNorm(use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
+    x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
     return wte.attend(x_BxLxD.astype(jnp.float32))

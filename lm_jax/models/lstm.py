@@ -1,6 +1,7 @@
 """LSTM language model: Embed -> stack of LSTM layers -> Dense head."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -18,6 +19,12 @@ class LSTM(nn.Module):
   num_layers: int = 1
   dropout: float = 0.0
   tie_weights: bool = False
+
+  def flops_per_token(self, params, seq_len: int) -> float:
+    """6 per parameter, leaving out the embedding table unless it is the head too."""
+    del seq_len
+    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    return 6.0 * (n if self.tie_weights else n - params["embed"]["embedding"].size)
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True):

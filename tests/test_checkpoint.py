@@ -1,0 +1,213 @@
+"""Checkpoints, exact resume, preemption, reproducibility and run records."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lm_jax import UserError, checkpoint, data, records, train
+from lm_jax import config as config_lib
+
+from conftest import ROOT
+
+
+def run_script(*args, wait=True):
+  cmd = [sys.executable, "scripts/train.py", *args]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def write_config(config, path):
+  with open(path, "w") as f:
+    f.write(config.to_json_best_effort())
+  return str(path)
+
+
+def train_losses(workdir):
+  return [(r["step"], r["train_loss"]) for r in records.read_metrics(workdir) if "train_loss" in r]
+
+
+def assert_same_params(a, b):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def sigterm_at(monkeypatch, at_step):
+  """Makes the run receive SIGTERM while it fetches the batch of `at_step`."""
+  real = data.train_batch
+
+  def batch(tokens, seed, step, *args, **kwargs):
+    if step == at_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(tokens, seed, step, *args, **kwargs)
+
+  monkeypatch.setattr(data, "train_batch", batch)
+
+
+@pytest.fixture
+def resumable(config):
+  config.train.update(num_steps=12, log_every=1, eval_every=4, checkpoint_every=4)
+  config.model.dropout = 0.1  # The resumed run must also draw the same dropout masks.
+  return config
+
+
+def test_sigterm_saves_and_a_new_process_resumes_exactly(resumable, tmp_path, monkeypatch):
+  spec = write_config(resumable, tmp_path / "config.json")
+  r = run_script("--config", spec, "--workdir", str(tmp_path / "straight"))
+  assert r.returncode == 0, r.stderr[-2000:]
+
+  sigterm_at(monkeypatch, 6)
+  with pytest.raises(train.Preempted, match="SIGTERM: saved a checkpoint at step 7"):
+    train.train_and_evaluate(resumable, str(tmp_path / "resumed"))
+  assert checkpoint.Checkpointer(str(tmp_path / "resumed"), read_only=True).steps() == [4, 7]
+  r = run_script("--workdir", str(tmp_path / "resumed"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resumed" in r.stderr
+
+  assert train_losses(str(tmp_path / "resumed")) == train_losses(str(tmp_path / "straight"))
+  a = train.load_run(str(tmp_path / "straight"))
+  b = train.load_run(str(tmp_path / "resumed"))
+  assert a[4] == b[4] == 12
+  assert_same_params(a[3].params, b[3].params)
+  assert_same_params(a[3].opt_state, b[3].opt_state)
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_resumes_to_the_same_result(resumable, tmp_path):
+  resumable.train.update(num_steps=40, checkpoint_every=2)
+  spec = write_config(resumable, tmp_path / "config.json")
+  assert run_script("--config", spec, "--workdir", str(tmp_path / "straight")).returncode == 0
+  killed = str(tmp_path / "killed")
+  for delay in (0.0, 0.05, 0.2):  # Kill soon after checkpoints start appearing.
+    p = run_script("--config", spec, "--workdir", killed, wait=False)
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(killed, "checkpoints", "*")) and time.time() < deadline:
+      time.sleep(0.01)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+  r = run_script("--workdir", killed)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert train_losses(killed) == train_losses(str(tmp_path / "straight"))
+  assert_same_params(train.load_run(killed)[3].params,
+                     train.load_run(str(tmp_path / "straight"))[3].params)
+
+
+def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys):
+  config.train.update(num_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  assert sorted(os.listdir(ckpt_dir)) == ["2", "4", "6"]
+  os.makedirs(os.path.join(ckpt_dir, "8.orbax-checkpoint-tmp"))  # A save cut short.
+  for path in glob.glob(os.path.join(ckpt_dir, "6", "state", "**", "*"), recursive=True):
+    if os.path.isfile(path) and "metadata" not in path.lower():
+      with open(path, "r+b") as f:
+        f.truncate(3)
+  *_, state, step = train.load_run(workdir)
+  assert step == 4 and int(state.step) == 4
+  assert "checkpoint 6" in capsys.readouterr().err
+
+
+def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  config.model.d_model = 32
+  with pytest.raises(UserError, match=r"(?s)does not fit.*\n  params/block_0/attn/qkv/kernel: "
+                     r"checkpoint \(\(16, 3, 2, 8\), 'float32'\), config \(\(32, 3, 2, 16\)"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_checkpoints_move_between_device_counts(config, tmp_path):
+  config.train.update(num_steps=8, checkpoint_every=4, parallel="jit")
+  _, _ = train.train_and_evaluate(config, str(tmp_path / "jit"))
+  straight = train.load_run(str(tmp_path / "jit"))[3]
+  config.train.update(num_steps=4, parallel="pmap")
+  train.train_and_evaluate(config, str(tmp_path / "moved"))  # 8 devices, steps 0-3.
+  config.train.update(num_steps=8, parallel="jit")
+  train.train_and_evaluate(config, str(tmp_path / "moved"))  # 1 device, steps 4-7.
+  moved = train.load_run(str(tmp_path / "moved"))[3]
+  for x, y in zip(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)):
+    np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_resume_refuses_a_changed_config_unless_allowed(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  spec = write_config(config, tmp_path / "same.json")
+  assert config_lib.for_workdir(workdir, None, {}, []) == config
+  assert config_lib.for_workdir(workdir, spec, {}, []) == config
+  with pytest.raises(UserError, match="keys that differ: optim.learning_rate, train.num_steps"):
+    config_lib.for_workdir(workdir, spec, {"train.num_steps": "9", "optim.learning_rate": "0.5"}, [])
+  longer = config_lib.for_workdir(workdir, None, {"train.num_steps": "9"}, ["train.num_steps"])
+  assert longer.train.num_steps == 9
+  with pytest.raises(UserError, match="holds no run to resume"):
+    config_lib.for_workdir(str(tmp_path / "empty"), None, {}, [])
+
+
+def test_same_config_twice_gives_identical_losses(config, tmp_path):
+  config.model.dropout = 0.1
+  train.train_and_evaluate(config, str(tmp_path / "a"))
+  train.train_and_evaluate(config, str(tmp_path / "b"))
+  assert train_losses(str(tmp_path / "a")) == train_losses(str(tmp_path / "b"))
+
+
+def test_json_config_reproduces_the_run(config, tmp_path):
+  train.train_and_evaluate(config, str(tmp_path / "a"))
+  again = config_lib.load(str(tmp_path / "a" / "config.json"))
+  assert again == config
+  train.train_and_evaluate(again, str(tmp_path / "b"))
+  assert train_losses(str(tmp_path / "a")) == train_losses(str(tmp_path / "b"))
+
+
+def test_run_records(config, tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  info = json.loads((workdir / "run.json").read_text())
+  assert info["seed"] == config.seed and info["device_count"] == 8
+  assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(info["versions"])
+  assert isinstance(info["git_dirty"], bool) and info["process_count"] == 1
+  assert glob.glob(str(workdir / "events.out.tfevents.*"))
+  row = next(r for r in records.read_metrics(str(workdir)) if "train_loss" in r)
+  assert row["flops_per_sec"] > 0
+
+
+def test_non_finite_loss_stops_the_run(config, tmp_path):
+  config.optim.update(learning_rate=1e30, grad_clip=0.0, warmup_steps=0)
+  config.train.update(num_steps=20, checkpoint_every=2, log_every=1)
+  with pytest.raises(UserError, match="training loss became nan by step"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  steps = checkpoint.Checkpointer(str(tmp_path / "run"), read_only=True).steps()
+  rows = records.read_metrics(str(tmp_path / "run"))
+  assert all(np.isfinite(r["train_loss"]) for r in rows if "train_loss" in r)
+  assert max(steps, default=0) <= max(r["step"] for r in rows if "train_loss" in r)
+
+
+def test_keep_best_keeps_the_lowest_val_loss(config, tmp_path):
+  config.train.update(num_steps=8, checkpoint_every=2, eval_every=100, keep_checkpoints=1,
+                      keep_best=True)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  evals = {r["step"]: r["val_loss"] for r in records.read_metrics(workdir) if "val_loss" in r}
+  assert sorted(evals) == [2, 4, 6, 8]
+  best = min(evals, key=evals.get)
+  assert checkpoint.Checkpointer(workdir, read_only=True).steps() == sorted({best, 8})
+
+
+def test_plot_draws_runs(config, tmp_path):
+  for name in ("a", "b"):
+    train.train_and_evaluate(config, str(tmp_path / name))
+  out = tmp_path / "curves.png"
+  r = subprocess.run([sys.executable, "scripts/plot.py", str(tmp_path / "a"), str(tmp_path / "b"),
+                      "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
