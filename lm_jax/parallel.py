@@ -70,9 +70,6 @@ def shard(batch: dict[str, np.ndarray], mode: str):
   return jax.tree_util.tree_map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
 
 
-def pmean(x, axis_name):
-  return x if axis_name is None else jax.lax.pmean(x, axis_name)
-
-
 def psum(x, axis_name):
+  """Sums over replicas under pmap; the identity under jit."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)
