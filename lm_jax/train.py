@@ -164,8 +164,6 @@ def train_and_evaluate(config, workdir: str):
   Returns (final host state, final validation metrics).
   """
   os.makedirs(workdir, exist_ok=True)
-  records.write_config(config, workdir)
-  records.write_run_info(config, workdir)
   writer = records.MetricWriter(workdir)
   c = config.train
   seq_len = config.data.seq_len
@@ -196,6 +194,8 @@ def train_and_evaluate(config, workdir: str):
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   start_step = int(state.step)
   records.truncate_metrics(workdir, start_step)  # Lines a killed run wrote past its checkpoint.
+  records.write_config(config, workdir)  # Only now: a refused restore leaves the records alone.
+  records.write_run_info(config, workdir)
 
   # Step functions.
   mode = parallel.resolve_mode(c.parallel)

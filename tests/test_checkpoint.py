@@ -121,10 +121,12 @@ def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys
 def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
+  stored = (tmp_path / "run" / "config.json").read_text()
   config.model.d_model = 32
   with pytest.raises(UserError, match=r"(?s)does not fit.*\n  params/block_0/attn/qkv/kernel: "
                      r"checkpoint \(\(16, 3, 2, 8\), 'float32'\), config \(\(32, 3, 2, 16\)"):
     train.train_and_evaluate(config, workdir)
+  assert (tmp_path / "run" / "config.json").read_text() == stored
 
 
 def test_checkpoints_move_between_device_counts(config, tmp_path):
