@@ -1,7 +1,6 @@
 """TrainState, the pure train and eval steps, and the training loop."""
 
 import contextlib
-import math
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import optax
 import tqdm
 
 from lm_jax import config as config_lib
-from lm_jax import UserError, checkpoint, data, losses, models, optim, parallel, records, tokenizers
+from lm_jax import UserError, checkpoint, data, evaluate, losses, models, optim, parallel, records, tokenizers
 
 
 @flax.struct.dataclass
@@ -59,26 +58,6 @@ def train_step(state: TrainState, batch, rng, axis_name=None):
       "update_norm": optax.tree.norm(updates),
   }
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def eval_step(state: TrainState, batch, axis_name=None):
-  """Sums of token losses and weights on `batch` (no dropout)."""
-  logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
-  loss_sum, weight_sum = losses.cross_entropy_sums(logits, batch["targets"], batch["weights"])
-  return parallel.psum({"loss_sum": loss_sum, "weight_sum": weight_sum}, axis_name)
-
-
-def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int,
-             mode: str) -> dict[str, float]:
-  """Loss and perplexity over every token of `tokens`, from exact sums."""
-  loss_sum, weight_sum = 0.0, 0.0
-  for batch in data.eval_batches(tokens, seq_len, batch_size):
-    sums = parallel.unreplicate(p_eval_step(state, parallel.shard(batch, mode)), mode)
-    sums = jax.device_get(sums)
-    loss_sum += float(sums["loss_sum"])
-    weight_sum += float(sums["weight_sum"])
-  loss = loss_sum / weight_sum
-  return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(weight_sum)}
 
 
 def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
@@ -136,6 +115,8 @@ def load_run(workdir: str, step: int | None = None):
 
   Returns (config, model, tokenizer, host TrainState, step).
   """
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    raise UserError(f"{workdir} holds no training run (no config.json): check --workdir.")
   config = config_lib.load(os.path.join(workdir, "config.json"))
   tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
   model = models.build_model(config.model, tokenizer.vocab_size)
@@ -203,11 +184,12 @@ def train_and_evaluate(config, workdir: str):
   parallel.check_batch(c.batch_size, mode)
   parallel.check_batch(eval_batch_size, mode, "train.eval_batch_size")
   p_train_step = parallel.compile_step(train_step, mode)
-  p_eval_step = parallel.compile_step(eval_step, mode, in_axes=(0, 0), donate=False)
+  p_eval_step = parallel.compile_step(evaluate.eval_step, mode, in_axes=(0, 0), donate=False)
   state = parallel.replicate(state, mode)
 
   def run_eval(step):
-    m = evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size, mode)
+    m = evaluate.evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size,
+                          mode)
     writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
     return m
 

@@ -1,4 +1,4 @@
-"""GPT: a decoder-only Transformer as in GPT-2 and nanoGPT."""
+"""GPT: a decoder-only Transformer as in GPT-2 and nanoGPT, with a KV cache."""
 
 import math
 
@@ -12,7 +12,11 @@ def _init(std: float):
 
 
 class CausalAttention(nn.Module):
-  """Multi-head causal self-attention."""
+  """Multi-head causal self-attention; with `kv`, attends to cached keys too.
+
+  `kv` is {'k': BxSxHxK, 'v': BxSxHxK} holding positions [0, pos); the new
+  keys and values are written at [pos, pos + L) and returned.
+  """
 
   num_heads: int
   num_layers: int
@@ -21,27 +25,32 @@ class CausalAttention(nn.Module):
   dtype: jnp.dtype
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool):
-    D = x_BxLxD.shape[-1]
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+    B, L, D = x_BxLxD.shape
     H = self.num_heads
     K = D // H
     qkv_BxLx3xHxK = nn.DenseGeneral(
         (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02),
         dtype=self.dtype, name="qkv")(x_BxLxD)
     q_BxLxHxK, k_BxSxHxK, v_BxSxHxK = jnp.unstack(qkv_BxLx3xHxK, axis=2)
+    if kv is not None:
+      k_BxSxHxK = jax.lax.dynamic_update_slice(kv["k"], k_BxSxHxK.astype(kv["k"].dtype), (0, pos, 0, 0))
+      v_BxSxHxK = jax.lax.dynamic_update_slice(kv["v"], v_BxSxHxK.astype(kv["v"].dtype), (0, pos, 0, 0))
+      kv = {"k": k_BxSxHxK, "v": v_BxSxHxK}
+    S = k_BxSxHxK.shape[1]
     logits_BxHxLxS = jnp.einsum(
-        "blhk,bshk->bhls", q_BxLxHxK * (1.0 / math.sqrt(K)), k_BxSxHxK)
-    L = x_BxLxD.shape[1]
-    causal_LxS = jnp.tril(jnp.ones((L, L), dtype=bool))
+        "blhk,bshk->bhls", q_BxLxHxK * (1.0 / math.sqrt(K)), k_BxSxHxK.astype(self.dtype))
+    causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
     logits_BxHxLxS = jnp.where(causal_LxS, logits_BxHxLxS.astype(jnp.float32),
                                jnp.finfo(jnp.float32).min)
     probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(self.dtype)
     probs_BxHxLxS = nn.Dropout(self.dropout)(probs_BxHxLxS, deterministic)
-    out_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxSxHxK)
-    return nn.DenseGeneral(
+    out_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxSxHxK.astype(self.dtype))
+    out_BxLxD = nn.DenseGeneral(
         D, axis=(-2, -1), use_bias=self.use_bias,
         kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
         dtype=self.dtype, name="proj")(out_BxLxHxK)
+    return out_BxLxD, kv
 
 
 class Mlp(nn.Module):
@@ -72,18 +81,22 @@ class Block(nn.Module):
   dtype: jnp.dtype
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
     ln = lambda name: nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name=name)
-    h = CausalAttention(self.num_heads, self.num_layers, self.dropout,
-                        self.use_bias, self.dtype, name="attn")(
-                            ln("ln_1")(x_BxLxD), deterministic)
+    h, kv = CausalAttention(self.num_heads, self.num_layers, self.dropout, self.use_bias,
+                            self.dtype, name="attn")(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     h = Mlp(self.num_layers, self.use_bias, self.dtype, name="mlp")(ln("ln_2")(x_BxLxD))
-    return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
+    return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
 
 class GPT(nn.Module):
-  """Token + learned position embeddings, pre-LN blocks, tied head."""
+  """Token + learned position embeddings, pre-LN blocks, tied head.
+
+  `model.apply(v, tokens_BxL)` gives logits_BxLxV; with a cache from
+  `init_cache`, `model.apply(v, tokens_BxL, cache=cache)` gives
+  (logits_BxLxV, cache) for the tokens following those already cached.
+  """
 
   vocab_size: int
   num_layers: int = 4
@@ -99,18 +112,31 @@ class GPT(nn.Module):
     n = sum(x.size for x in jax.tree_util.tree_leaves(params)) - params["wpe"]["embedding"].size
     return 6.0 * n + 12.0 * self.num_layers * self.d_model * seq_len
 
+  def init_cache(self, batch_size: int, length: int):
+    """An empty KV cache for `length` positions (at most max_len)."""
+    shape = (batch_size, min(length, self.max_len), self.num_heads, self.d_model // self.num_heads)
+    kv = {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
+    return {"pos": jnp.zeros((), jnp.int32), "layers": [kv] * self.num_layers}
+
   @nn.compact
-  def __call__(self, tokens_BxL, deterministic: bool = True):
+  def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     if self.d_model % self.num_heads:
       raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}.")
     L = tokens_BxL.shape[1]
+    pos = 0 if cache is None else cache["pos"]
     dtype = jnp.dtype(self.dtype)
     wte = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="wte")
     wpe = nn.Embed(self.max_len, self.d_model, embedding_init=_init(0.02), name="wpe")
-    x_BxLxD = wte(tokens_BxL) + wpe(jnp.arange(L))[None]
+    x_BxLxD = wte(tokens_BxL) + wpe(pos + jnp.arange(L))[None]
     x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
+    layers = []
     for i in range(self.num_layers):
-      x_BxLxD = Block(self.num_heads, self.num_layers, self.dropout, self.use_bias,
-                      dtype, name=f"block_{i}")(x_BxLxD, deterministic)
+      kv = None if cache is None else cache["layers"][i]
+      x_BxLxD, kv = Block(self.num_heads, self.num_layers, self.dropout, self.use_bias,
+                          dtype, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
+      layers.append(kv)
     x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
-    return wte.attend(x_BxLxD.astype(jnp.float32))
+    logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
+    if cache is None:
+      return logits_BxLxV
+    return logits_BxLxV, {"pos": pos + L, "layers": layers}

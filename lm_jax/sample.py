@@ -1,0 +1,155 @@
+"""Model-agnostic sampling over `step_fn(tokens_BxL, cache) -> (logits_BxLxV, cache)`.
+
+A model with `init_cache(batch_size, length)` decodes incrementally: the
+Transformer caches keys and values, the LSTM its carries. Any other causal
+model falls back to `full_forward_step_fn`, which reruns the whole sequence
+each step.
+"""
+
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm_jax import UserError
+
+
+def filter_logits(logits_BxV, temperature, top_k: int, top_p):
+  """Scales by temperature, then keeps the top_k tokens and the top_p nucleus.
+
+  top_k=0 and top_p>=1 switch those filters off. The nucleus is the smallest
+  set of most likely tokens whose probabilities sum to at least top_p.
+  Excluded tokens get -inf.
+  """
+  logits_BxV = logits_BxV.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
+  if top_k > 0:
+    kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
+  sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+  probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+  before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV  # Mass of the more likely tokens.
+  kept_BxV = (before_BxV < top_p) | (top_p >= 1.0)
+  threshold_Bx1 = jnp.min(jnp.where(kept_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+  return jnp.where(logits_BxV < threshold_Bx1, -jnp.inf, logits_BxV)
+
+
+def sample_token(logits_BxV, rng, temperature, top_k: int, top_p):
+  """Draws one token per row; temperature 0 means greedy (argmax)."""
+  greedy_B = jnp.argmax(logits_BxV, axis=-1)
+  drawn_B = jax.random.categorical(rng, filter_logits(logits_BxV, temperature, top_k, top_p))
+  return jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
+
+
+def sample(step_fn, cache, prompt_BxP, lengths_B, rng, *, min_len: int, max_new_tokens: int,
+           temperature=1.0, top_k: int = 0, top_p=1.0, eos_id: int = -1):
+  """Continues each prompt by `max_new_tokens` tokens inside one `lax.while_loop`.
+
+  Args:
+    step_fn: (tokens_BxL, cache) -> (logits_BxLxV, cache), for the tokens that
+      follow those already in the cache.
+    cache: the empty cache, with room for P + max_new_tokens positions.
+    prompt_BxP: prompts, right-padded; row b holds lengths_B[b] >= 1 tokens.
+    min_len: min(lengths_B), a Python int: that many tokens are prefilled in
+      one call; longer prompts are fed on token by token, then sampling starts.
+    eos_id: rows stop after emitting it (-1: none).
+
+  Returns:
+    int32[B, P + max_new_tokens]: row b's prompt, then its new tokens from
+    position lengths_B[b] on.
+  """
+  B, P = prompt_BxP.shape
+  T = P + max_new_tokens
+  out_BxT = jnp.zeros((B, T), jnp.int32).at[:, :P].set(prompt_BxP)
+  logits_BxLxV, cache = step_fn(prompt_BxP[:, :min_len], cache)
+  end_B = lengths_B + max_new_tokens
+
+  def cond(carry):
+    t, _, _, _, _, done_B = carry
+    return (t < T) & ~jnp.all(done_B)
+
+  def body(carry):
+    t, out_BxT, cache, logits_BxV, rng, done_B = carry
+    rng, key = jax.random.split(rng)
+    drawn_B = sample_token(logits_BxV, key, temperature, top_k, top_p)
+    in_prompt_B = t < lengths_B
+    token_B = jnp.where(in_prompt_B, out_BxT[:, t], drawn_B)
+    token_B = jnp.where(done_B, max(eos_id, 0), token_B)
+    out_BxT = jax.lax.dynamic_update_slice(out_BxT, token_B[:, None], (0, t))
+    done_B = done_B | (~in_prompt_B & (token_B == eos_id)) | (t + 1 >= end_B)
+    logits_BxLxV, cache = step_fn(token_B[:, None], cache)
+    return t + 1, out_BxT, cache, logits_BxLxV[:, -1], rng, done_B
+
+  done_B = jnp.zeros((B,), bool)
+  carry = (jnp.int32(min_len), out_BxT, cache, logits_BxLxV[:, -1], rng, done_B)
+  return jax.lax.while_loop(cond, body, carry)[1]
+
+
+def full_forward_step_fn(apply_fn, batch_size: int, length: int):
+  """(step_fn, cache) that recompute the whole sequence each step: for any causal model."""
+  cache = {"tokens": jnp.zeros((batch_size, length), jnp.int32), "pos": jnp.zeros((), jnp.int32)}
+
+  def step_fn(tokens_BxL, cache):
+    buffer_BxT = jax.lax.dynamic_update_slice(cache["tokens"], tokens_BxL, (0, cache["pos"]))
+    logits_BxTxV = apply_fn(buffer_BxT)
+    L = tokens_BxL.shape[1]
+    logits_BxLxV = jax.lax.dynamic_slice_in_dim(logits_BxTxV, cache["pos"], L, axis=1)
+    return logits_BxLxV, {"tokens": buffer_BxT, "pos": cache["pos"] + L}
+
+  return step_fn, cache
+
+
+@functools.partial(jax.jit, static_argnames=("model", "min_len", "max_new_tokens", "top_k",
+                                             "eos_id", "use_cache"))
+def _generate(model, params, prompt_BxP, lengths_B, rng, temperature, top_p, *, min_len,
+              max_new_tokens, top_k, eos_id, use_cache):
+  B, P = prompt_BxP.shape
+  if use_cache and hasattr(model, "init_cache"):
+    step_fn = lambda tokens, cache: model.apply({"params": params}, tokens, cache=cache)
+    cache = model.init_cache(B, P + max_new_tokens)
+  else:
+    apply_fn = lambda tokens: model.apply({"params": params}, tokens)
+    step_fn, cache = full_forward_step_fn(apply_fn, B, P + max_new_tokens)
+  return sample(step_fn, cache, prompt_BxP, lengths_B, rng, min_len=min_len,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                top_p=top_p, eos_id=eos_id)
+
+
+def generate(model, params, prompts: list, rng, *, max_new_tokens: int, temperature=1.0,
+             top_k: int = 0, top_p=1.0, eos_id=None, long_prompt: str = "trim",
+             use_cache: bool = True) -> list[np.ndarray]:
+  """Samples a continuation of each prompt (lists of token ids); returns the new ids.
+
+  A model with `max_len` holds at most that many positions: a longer prompt
+  is trimmed from the left with a warning (`long_prompt='trim'`) or refused
+  ('error'). Rows stop at `eos_id` (not returned). Jitted once per shape.
+  """
+  if max_new_tokens < 1:
+    raise UserError("max_new_tokens must be at least 1.")
+  if any(len(p) == 0 for p in prompts):
+    raise UserError("a prompt is empty: give at least one token.")
+  max_len = getattr(model, "max_len", None)
+  if max_len is not None:
+    room = max_len - max_new_tokens
+    if room < 1:
+      raise UserError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the "
+                      f"model's context of {max_len} tokens: ask for fewer new tokens.")
+    if any(len(p) > room for p in prompts):
+      message = (f"a prompt is longer than the {room} tokens that fit in the model's "
+                 f"context of {max_len} with {max_new_tokens} new tokens")
+      if long_prompt != "trim":
+        raise UserError(message + ": shorten it or ask for fewer new tokens.")
+      print(f"warning: {message}; keeping its last {room} tokens.", file=sys.stderr)
+      prompts = [p[-room:] for p in prompts]
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  prompt_BxP = np.zeros((len(prompts), lengths.max()), np.int32)
+  for row, p in zip(prompt_BxP, prompts):
+    row[:len(p)] = p
+  eos = -1 if eos_id is None else int(eos_id)
+  out_BxT = np.asarray(_generate(
+      model, params, prompt_BxP, lengths, rng, jnp.float32(temperature), jnp.float32(top_p),
+      min_len=int(lengths.min()), max_new_tokens=max_new_tokens, top_k=int(top_k), eos_id=eos,
+      use_cache=use_cache))
+  new = [row[n:n + max_new_tokens] for row, n in zip(out_BxT, lengths)]
+  return [row[:np.argmax(row == eos)] if (row == eos).any() else row for row in new]

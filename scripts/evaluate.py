@@ -1,0 +1,39 @@
+"""Evaluates a run on a whole split; prints one JSON object on stdout.
+
+  python scripts/evaluate.py --workdir runs/gpt_cpu --split test [--checkpoint_step N]
+
+Writes the same object to WORKDIR/eval_<split>_<step>.json.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from lm_jax import UserError  # noqa: E402
+
+flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
+flags.DEFINE_enum("split", "validation", ["validation", "test", "train"], "Split to evaluate.")
+flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to evaluate (default: the newest).")
+flags.DEFINE_integer("batch_size", 0, "Rows per eval batch (default: the run's).")
+flags.DEFINE_string("parallel", "", "jit, pmap or auto (default: the run's train.parallel).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from lm_jax import evaluate  # Imported late so --help stays fast.
+
+  try:
+    result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint_step,
+                                   FLAGS.batch_size, FLAGS.parallel)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)

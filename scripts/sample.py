@@ -1,0 +1,67 @@
+"""Samples text from a trained run; stdout carries the samples alone.
+
+  python scripts/sample.py --workdir runs/gpt_cpu --prompt "ROMEO:" --max_new_tokens 300 \
+      --temperature 0.8 --top_k 40 --top_p 0.95 --num_samples 3 --seed 0
+
+Samples are separated by a line holding `---`. An empty prompt starts from a
+newline. Same seed, same output.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from lm_jax import UserError  # noqa: E402
+
+flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
+flags.DEFINE_string("prompt", "", "Text to continue ('' starts from a newline).")
+flags.DEFINE_string("prompt_file", None, "A file of prompts, one per line (\\n escapes a newline).")
+flags.DEFINE_integer("max_new_tokens", 300, "Tokens to generate per sample.")
+flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
+flags.DEFINE_float("top_p", 1.0, "Keep the smallest set of tokens with this much probability (1: all).")
+flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default: the newest).")
+flags.DEFINE_enum("long_prompt", "trim", ["trim", "error"],
+                  "A prompt longer than the context: keep its end (with a warning), or refuse.")
+flags.DEFINE_bool("cache", True, "Decode with the model's cache (KV or LSTM state).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
+
+  from lm_jax import sample, train  # pylint: disable=g-import-not-at-top
+
+  try:
+    _, model, tokenizer, state, step = train.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+    if FLAGS.prompt_file:
+      with open(FLAGS.prompt_file) as f:
+        texts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+    else:
+      texts = [FLAGS.prompt]
+    texts = [t or "\n" for t in texts for _ in range(FLAGS.num_samples)]
+    prompts = [tokenizer.encode(t) for t in texts]
+    start = time.perf_counter()
+    new = sample.generate(
+        model, state.params, prompts, jax.random.key(FLAGS.seed),
+        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+        top_p=FLAGS.top_p, eos_id=getattr(tokenizer, "eos_id", None),
+        long_prompt=FLAGS.long_prompt, use_cache=FLAGS.cache)
+    seconds = time.perf_counter() - start
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  print("\n---\n".join(t + tokenizer.decode(ids) for t, ids in zip(texts, new)))
+  total = sum(len(ids) for ids in new)
+  print(f"checkpoint {step}: {total} tokens in {seconds:.2f} s (with compilation), "
+        f"{total / seconds:,.0f} tokens/s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
