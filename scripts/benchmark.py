@@ -1,0 +1,147 @@
+"""Measures training and generation speed of a config on synthetic tokens.
+
+  python scripts/benchmark.py --config configs/shakespeare_char_gpt_cpu.py --steps 20
+
+Prints one JSON object: compile_sec, step_sec (median), tokens_per_sec,
+flops_per_token (the model's formula) and xla_flops_per_token (XLA's cost
+analysis of the compiled step), model_flops_per_sec, mfu (against
+--peak_flops, else a datasheet value for known accelerators, else a matmul
+measured here), peak_memory_bytes where the backend reports it, and
+generation tokens/s with and without the decode cache at batch 1 and 16.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from lm_jax import UserError  # noqa: E402
+from lm_jax import config as config_lib  # noqa: E402
+
+flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
+flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).")
+flags.DEFINE_integer("vocab_size", 65, "Vocabulary of the synthetic tokens.")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet or measured).")
+flags.DEFINE_integer("gen_tokens", 256, "New tokens per generation benchmark (0: skip).")
+flags.DEFINE_list("gen_batches", ["1", "16"], "Batch sizes for the generation benchmark.")
+FLAGS = flags.FLAGS
+OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' datasheets.
+DATASHEET = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
+             "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12}
+
+
+def peak_flops(jax, jnp):
+  """--peak_flops, else the datasheet value of the device, else a measured fp32 matmul."""
+  if FLAGS.peak_flops:
+    return FLAGS.peak_flops, "flag"
+  kind = jax.devices()[0].device_kind
+  for name, flops in DATASHEET.items():
+    if name.lower() in kind.lower():
+      return flops * jax.local_device_count(), f"datasheet {name}"
+  n = 2048
+  a = jnp.ones((n, n), jnp.float32)
+  dot = jax.jit(lambda x: x @ x)
+  dot(a).block_until_ready()
+  times = []
+  for _ in range(5):
+    t = time.perf_counter()
+    dot(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n**3 / min(times), f"measured {n}x{n} fp32 matmul"
+
+
+def main(argv):
+  del argv
+  try:
+    benchmark()
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+def benchmark():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from lm_jax import data, models, optim, parallel, sample, train  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
+  c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
+  model = models.build_model(config.model, V)
+  tx, _ = optim.make_optimizer(config.optim, c.num_steps)
+  init_rng, rng = jax.random.split(jax.random.key(config.seed))
+  state = train.create_train_state(model, tx, init_rng, seq_len)
+  flops_per_token = models.flops_per_token(model, state.params, seq_len)
+  mode = parallel.resolve_mode(c.parallel)
+  parallel.check_batch(c.batch_size, mode)
+  tokens = np.random.default_rng(0).integers(0, V, 1_000_000).astype(np.int32)
+  batch = lambda s: parallel.shard(data.train_batch(tokens, 0, s, c.batch_size, seq_len), mode)
+
+  step_fn = parallel.compile_step(train.train_step, mode)
+  state = parallel.replicate(state, mode)
+  t = time.perf_counter()
+  compiled = step_fn.lower(state, batch(0), rng).compile() if mode == "jit" else None
+  if compiled is None:  # pmap: compile by running once.
+    state, m = step_fn(state, batch(0), rng)
+    jax.block_until_ready(m)
+  compile_sec = time.perf_counter() - t
+  run = compiled or step_fn
+  cost = (compiled.cost_analysis() or {}) if compiled is not None else {}
+  if isinstance(cost, list):
+    cost = cost[0] if cost else {}
+  for s in range(2):
+    state, m = run(state, batch(s), rng)
+  jax.block_until_ready(m)
+  times, waits = [], []
+  for s in range(FLAGS.steps):
+    t0 = time.perf_counter()
+    b = batch(s)
+    t1 = time.perf_counter()
+    state, m = run(state, b, rng)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+    waits.append(t1 - t0)
+  step_sec = statistics.median(times)
+  tokens_per_step = c.batch_size * seq_len
+  peak, peak_source = peak_flops(jax, jnp)
+  result = {
+      "config": FLAGS.config, "mode": mode, "devices": jax.local_device_count(),
+      "device_kind": jax.devices()[0].device_kind,
+      "compile_sec": compile_sec, "step_sec": step_sec,
+      "tokens_per_sec": tokens_per_step / step_sec,
+      "input_sec_share": statistics.median(waits) / step_sec,
+      "flops_per_token": flops_per_token,
+      "xla_flops_per_token": cost.get("flops", 0.0) / tokens_per_step if cost else None,
+      "model_flops_per_sec": flops_per_token * tokens_per_step / step_sec,
+      "peak_flops": peak, "peak_source": peak_source,
+  }
+  result["mfu"] = result["model_flops_per_sec"] / peak
+  stats = jax.devices()[0].memory_stats() or {}
+  result["peak_memory_bytes"] = stats.get("peak_bytes_in_use")
+
+  if FLAGS.gen_tokens:
+    gen_model = model.clone(max_len=max(getattr(model, "max_len", 0), FLAGS.gen_tokens + 1)) \
+        if hasattr(model, "max_len") else model
+    params = jax.jit(gen_model.init)(init_rng, jnp.zeros((1, 8), jnp.int32))["params"]
+    for b in map(int, FLAGS.gen_batches):
+      for cached in (True, False):
+        go = lambda: sample.generate(gen_model, params, [np.array([1])] * b, rng,
+                                     max_new_tokens=FLAGS.gen_tokens, temperature=1.0,
+                                     use_cache=cached)
+        go()
+        t = time.perf_counter()
+        go()
+        key = f"gen_tokens_per_sec_b{b}_{'cached' if cached else 'uncached'}"
+        result[key] = b * FLAGS.gen_tokens / (time.perf_counter() - t)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main, argv=ARGV)
