@@ -119,37 +119,45 @@ def _generate(model, params, prompt_BxP, lengths_B, rng, temperature, top_p, *, 
 def generate(model, params, prompts: list, rng, *, max_new_tokens: int, temperature=1.0,
              top_k: int = 0, top_p=1.0, eos_id=None, long_prompt: str = "trim",
              use_cache: bool = True) -> list[np.ndarray]:
-  """Samples a continuation of each prompt (lists of token ids); returns the new ids.
+  """Samples a continuation of each prompt (arrays of token ids); returns the new ids.
 
-  A model with `max_len` holds at most that many positions: a longer prompt
-  is trimmed from the left with a warning (`long_prompt='trim'`) or refused
-  ('error'). Rows stop at `eos_id` (not returned). Jitted once per shape.
+  A model with `max_len` sees at most that many positions. A prompt longer
+  than max_len - 1 is trimmed from the left with a warning
+  (`long_prompt='trim'`) or refused ('error'). When the context fills up,
+  generation continues from its last max_len // 2 tokens (re-prefilled), so
+  any number of new tokens can be drawn. Rows stop at `eos_id` (not
+  returned). Each chunk is one jitted call, compiled once per shape.
   """
   if max_new_tokens < 1:
     raise UserError("max_new_tokens must be at least 1.")
   if any(len(p) == 0 for p in prompts):
     raise UserError("a prompt is empty: give at least one token.")
+  prompts = [np.asarray(p, np.int32) for p in prompts]
   max_len = getattr(model, "max_len", None)
-  if max_len is not None:
-    room = max_len - max_new_tokens
-    if room < 1:
-      raise UserError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the "
-                      f"model's context of {max_len} tokens: ask for fewer new tokens.")
-    if any(len(p) > room for p in prompts):
-      message = (f"a prompt is longer than the {room} tokens that fit in the model's "
-                 f"context of {max_len} with {max_new_tokens} new tokens")
-      if long_prompt != "trim":
-        raise UserError(message + ": shorten it or ask for fewer new tokens.")
-      print(f"warning: {message}; keeping its last {room} tokens.", file=sys.stderr)
-      prompts = [p[-room:] for p in prompts]
-  lengths = np.array([len(p) for p in prompts], np.int32)
-  prompt_BxP = np.zeros((len(prompts), lengths.max()), np.int32)
-  for row, p in zip(prompt_BxP, prompts):
-    row[:len(p)] = p
+  if max_len is not None and any(len(p) >= max_len for p in prompts):
+    message = (f"a prompt is longer than the {max_len - 1} tokens that leave room for a new "
+               f"one in the model's context of {max_len}")
+    if long_prompt != "trim":
+      raise UserError(message + ": shorten it, or pass --long_prompt=trim.")
+    print(f"warning: {message}; keeping its last {max_len - 1} tokens.", file=sys.stderr)
+    prompts = [p[-(max_len - 1):] for p in prompts]
   eos = -1 if eos_id is None else int(eos_id)
-  out_BxT = np.asarray(_generate(
-      model, params, prompt_BxP, lengths, rng, jnp.float32(temperature), jnp.float32(top_p),
-      min_len=int(lengths.min()), max_new_tokens=max_new_tokens, top_k=int(top_k), eos_id=eos,
-      use_cache=use_cache))
-  new = [row[n:n + max_new_tokens] for row, n in zip(out_BxT, lengths)]
+  new = [np.zeros((0,), np.int32) for _ in prompts]
+  context = prompts
+  while (remaining := max_new_tokens - len(new[0])) > 0:
+    lengths = np.array([len(p) for p in context], np.int32)
+    P = int(lengths.max())
+    n = remaining if max_len is None else min(remaining, max_len - P)
+    prompt_BxP = np.zeros((len(context), P), np.int32)
+    for row, p in zip(prompt_BxP, context):
+      row[:len(p)] = p
+    rng, key = jax.random.split(rng)
+    out_BxT = np.asarray(_generate(
+        model, params, prompt_BxP, lengths, key, jnp.float32(temperature), jnp.float32(top_p),
+        min_len=int(lengths.min()), max_new_tokens=n, top_k=int(top_k), eos_id=eos,
+        use_cache=use_cache))
+    chunk = [row[m:m + n] for row, m in zip(out_BxT, lengths)]
+    new = [np.concatenate([a, b]) for a, b in zip(new, chunk)]
+    context = [np.concatenate([p, c])[-(max_len // 2):] for p, c in zip(context, chunk)] \
+        if max_len is not None else None
   return [row[:np.argmax(row == eos)] if (row == eos).any() else row for row in new]

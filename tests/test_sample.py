@@ -90,13 +90,30 @@ def test_same_seed_same_samples():
 def test_long_prompt_is_trimmed_or_refused(capsys):
   model = build("gpt")  # max_len 16.
   params, _ = init(model)
-  prompt = [np.arange(14) % V]
+  prompt = [np.arange(20) % V]
   out = sample.generate(model, params, prompt, jax.random.key(0), max_new_tokens=6, temperature=0.0)
-  assert "keeping its last 10 tokens" in capsys.readouterr().err
-  trimmed = sample.generate(model, params, [prompt[0][-10:]], jax.random.key(0), max_new_tokens=6,
+  assert "keeping its last 15 tokens" in capsys.readouterr().err
+  trimmed = sample.generate(model, params, [prompt[0][-15:]], jax.random.key(0), max_new_tokens=6,
                             temperature=0.0)
   np.testing.assert_array_equal(out[0], trimmed[0])
-  with pytest.raises(UserError, match="longer than the 10 tokens"):
+  with pytest.raises(UserError, match="longer than the 15 tokens"):
     sample.generate(model, params, prompt, jax.random.key(0), max_new_tokens=6, long_prompt="error")
-  with pytest.raises(UserError, match="leaves no room"):
-    sample.generate(model, params, prompt, jax.random.key(0), max_new_tokens=16)
+
+
+def test_generation_runs_past_the_context():
+  """Past max_len, generation goes on from the last max_len // 2 tokens."""
+  model = build("gpt")  # max_len 16.
+  params, _ = init(model)
+  prompt = np.array([1, 2, 3])
+  out = sample.generate(model, params, [prompt, prompt[:1]], jax.random.key(0), max_new_tokens=40,
+                        temperature=0.0)
+  assert [len(o) for o in out] == [40, 40]
+  # The first chunk fills the context: 13 new tokens after the 3-token prompt.
+  first = sample.generate(model, params, [prompt], jax.random.key(0), max_new_tokens=13,
+                          temperature=0.0)[0]
+  np.testing.assert_array_equal(out[0][:13], first)
+  # The next chunk continues from the last 8 tokens of prompt + first.
+  window = np.concatenate([prompt, first])[-8:]
+  second = sample.generate(model, params, [window], jax.random.key(0), max_new_tokens=8,
+                           temperature=0.0)[0]
+  np.testing.assert_array_equal(out[0][13:21], second)
