@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CORPUS = "/work/shared/data/tiny_shakespeare/input.txt"
 VOCAB = 65
 
 
@@ -142,7 +141,7 @@ def train_step(model, opt, x, y):
   return loss
 
 
-def load_splits():
+def load_splits(corpus):
   """TFDS tiny_shakespeare (v1.0.0) splits by character offset in input.txt.
 
   Checked against TFDS's prepared dataset: each split is one example whose text
@@ -151,7 +150,7 @@ def load_splits():
     validation = [1003854, 1059624)  = [int(0.9 N), int(0.95 N))
     test       = [1059624, 1115394)  = [int(0.95 N), N)
   """
-  with open(CORPUS, encoding="utf-8") as f:
+  with open(corpus, encoding="utf-8") as f:
     text = f.read()
   assert len(text) == 1115394, len(text)
   return text[:1003854], text[1003854:1059624]
@@ -180,7 +179,7 @@ def evaluate(model, val, seq_len, batch=64):
 
 
 def run_train(args):
-  train_text, val_text = load_splits()
+  train_text, val_text = load_splits(args.corpus)
   chars = sorted(set(train_text))
   stoi = {c: i for i, c in enumerate(chars)}
   encode = lambda s: torch.from_numpy(np.array([stoi[c] for c in s], dtype=np.int64))
@@ -233,6 +232,7 @@ def main():
   p.add_argument("--n_head", type=int, default=4)
   p.add_argument("--n_embd", type=int, default=128)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--corpus", default="input.txt", help="train: tiny-shakespeare's input.txt")
   p.add_argument("--log_every", type=int, default=0, help="train: print the loss every N steps")
   args = p.parse_args()
   recipe = {"gpt": (12, 64), "lstm": (32, 128)}[args.model]
