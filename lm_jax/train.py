@@ -1,4 +1,4 @@
-"""TrainState, the pure train and eval steps, and the training loop."""
+"""TrainState, the pure train step, and the training loop around it."""
 
 import contextlib
 import os
@@ -16,7 +16,8 @@ import optax
 import tqdm
 
 from lm_jax import config as config_lib
-from lm_jax import UserError, checkpoint, data, evaluate, losses, models, optim, parallel, records, tokenizers
+from lm_jax import (UserError, checkpoint, data, evaluate, losses, models, optim, parallel,
+                    records, tokenizers)
 
 
 @flax.struct.dataclass

@@ -14,8 +14,9 @@ def _init(std: float):
 class CausalAttention(nn.Module):
   """Multi-head causal self-attention; with `kv`, attends to cached keys too.
 
-  `kv` is {'k': BxSxHxK, 'v': BxSxHxK} holding positions [0, pos); the new
-  keys and values are written at [pos, pos + L) and returned.
+  `kv` is {'k': BxHxSxK, 'v': BxHxSxK} holding positions [0, pos); the new
+  keys and values are written at [pos, pos + L) and returned. Heads lead the
+  sequence axis so both einsums read the cache in place.
   """
 
   num_heads: int
@@ -32,24 +33,24 @@ class CausalAttention(nn.Module):
     qkv_BxLx3xHxK = nn.DenseGeneral(
         (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02),
         dtype=self.dtype, name="qkv")(x_BxLxD)
-    q_BxLxHxK, k_BxSxHxK, v_BxSxHxK = jnp.unstack(qkv_BxLx3xHxK, axis=2)
+    q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
-      k_BxSxHxK = jax.lax.dynamic_update_slice(kv["k"], k_BxSxHxK.astype(kv["k"].dtype), (0, pos, 0, 0))
-      v_BxSxHxK = jax.lax.dynamic_update_slice(kv["v"], v_BxSxHxK.astype(kv["v"].dtype), (0, pos, 0, 0))
-      kv = {"k": k_BxSxHxK, "v": v_BxSxHxK}
-    S = k_BxSxHxK.shape[1]
+      k_BxHxSxK = jax.lax.dynamic_update_slice(kv["k"], k_BxHxSxK.astype(kv["k"].dtype), (0, 0, pos, 0))
+      v_BxHxSxK = jax.lax.dynamic_update_slice(kv["v"], v_BxHxSxK.astype(kv["v"].dtype), (0, 0, pos, 0))
+      kv = {"k": k_BxHxSxK, "v": v_BxHxSxK}
+    S = k_BxHxSxK.shape[2]
     logits_BxHxLxS = jnp.einsum(
-        "blhk,bshk->bhls", q_BxLxHxK * (1.0 / math.sqrt(K)), k_BxSxHxK.astype(self.dtype))
+        "bhlk,bhsk->bhls", q_BxHxLxK * (1.0 / math.sqrt(K)), k_BxHxSxK.astype(self.dtype))
     causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
     logits_BxHxLxS = jnp.where(causal_LxS, logits_BxHxLxS.astype(jnp.float32),
                                jnp.finfo(jnp.float32).min)
     probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(self.dtype)
     probs_BxHxLxS = nn.Dropout(self.dropout)(probs_BxHxLxS, deterministic)
-    out_BxLxHxK = jnp.einsum("bhls,bshk->blhk", probs_BxHxLxS, v_BxSxHxK.astype(self.dtype))
+    out_BxHxLxK = jnp.einsum("bhls,bhsk->bhlk", probs_BxHxLxS, v_BxHxSxK.astype(self.dtype))
     out_BxLxD = nn.DenseGeneral(
         D, axis=(-2, -1), use_bias=self.use_bias,
         kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-        dtype=self.dtype, name="proj")(out_BxLxHxK)
+        dtype=self.dtype, name="proj")(out_BxHxLxK.transpose(0, 2, 1, 3))
     return out_BxLxD, kv
 
 
@@ -114,9 +115,10 @@ class GPT(nn.Module):
 
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache for `length` positions (at most max_len)."""
-    shape = (batch_size, min(length, self.max_len), self.num_heads, self.d_model // self.num_heads)
-    kv = {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
-    return {"pos": jnp.zeros((), jnp.int32), "layers": [kv] * self.num_layers}
+    shape = (batch_size, self.num_heads, min(length, self.max_len), self.d_model // self.num_heads)
+    layers = [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
+              for _ in range(self.num_layers)]
+    return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):

@@ -40,8 +40,8 @@ class LSTM(nn.Module):
   def init_cache(self, batch_size: int, length: int):
     """Zero (c, h) carries for each layer; an LSTM needs no room per position."""
     del length
-    zeros = jnp.zeros((batch_size, self.hidden_size), jnp.float32)
-    return {"layers": [(zeros, zeros)] * self.num_layers}
+    zeros = lambda: jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+    return {"layers": [(zeros(), zeros()) for _ in range(self.num_layers)]}
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
