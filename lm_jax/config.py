@@ -28,7 +28,8 @@ def load(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise UserError(f"{path} defines no get_config(): a config file returns its ConfigDict from it.")
+    raise UserError(f"{path} defines no get_config(): a config file returns its ConfigDict "
+                    "from get_config().")
   config = module.get_config(arg) if arg else module.get_config()
   return ml_collections.ConfigDict(config)
 

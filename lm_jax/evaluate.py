@@ -26,7 +26,8 @@ def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: i
   """
   loss_sum, weight_sum = 0.0, 0.0
   for batch in data.eval_batches(tokens, seq_len, batch_size):
-    sums = jax.device_get(parallel.unreplicate(p_eval_step(state, parallel.shard(batch, mode)), mode))
+    sums = p_eval_step(state, parallel.shard(batch, mode))
+    sums = jax.device_get(parallel.unreplicate(sums, mode))
     loss_sum += float(sums["loss_sum"])
     weight_sum += float(sums["weight_sum"])
   loss = loss_sum / weight_sum

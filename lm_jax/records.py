@@ -54,7 +54,8 @@ class MetricWriter:
     """A text summary (TensorBoard's Text tab), e.g. the config."""
     if not _is_writer():
       return
-    from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import (  # pylint: disable=g-import-not-at-top
+        event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2)
     tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
                                     tensor_shape=tensor_shape_pb2.TensorShapeProto())
     metadata = summary_pb2.SummaryMetadata(

@@ -35,8 +35,9 @@ class CausalAttention(nn.Module):
         dtype=self.dtype, name="qkv")(x_BxLxD)
     q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
-      k_BxHxSxK = jax.lax.dynamic_update_slice(kv["k"], k_BxHxSxK.astype(kv["k"].dtype), (0, 0, pos, 0))
-      v_BxHxSxK = jax.lax.dynamic_update_slice(kv["v"], v_BxHxSxK.astype(kv["v"].dtype), (0, 0, pos, 0))
+      write = lambda cache, new: jax.lax.dynamic_update_slice(
+          cache, new.astype(cache.dtype), (0, 0, pos, 0))
+      k_BxHxSxK, v_BxHxSxK = write(kv["k"], k_BxHxSxK), write(kv["v"], v_BxHxSxK)
       kv = {"k": k_BxHxSxK, "v": v_BxHxSxK}
     S = k_BxHxSxK.shape[2]
     logits_BxHxLxS = jnp.einsum(
