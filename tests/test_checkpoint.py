@@ -129,13 +129,14 @@ def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
 
 
 def test_checkpoints_move_between_device_counts(config, tmp_path):
-  config.train.update(num_steps=8, checkpoint_every=4, parallel="jit")
+  config.train.update(num_steps=9, checkpoint_every=3, parallel="jit")
   _, _ = train.train_and_evaluate(config, str(tmp_path / "jit"))
   straight = train.load_run(str(tmp_path / "jit"))[3]
-  config.train.update(num_steps=4, parallel="pmap")
-  train.train_and_evaluate(config, str(tmp_path / "moved"))  # 8 devices, steps 0-3.
-  config.train.update(num_steps=8, parallel="jit")
-  train.train_and_evaluate(config, str(tmp_path / "moved"))  # 1 device, steps 4-7.
+  # Stopping early via num_steps keeps the schedule: all 9 steps lie in the 10-step warmup.
+  assert config.optim.warmup_steps >= 9
+  for num_steps, mode in ((3, "pmap"), (6, "jit"), (9, "pmap")):  # 8 devices, 1, then 8 again.
+    config.train.update(num_steps=num_steps, parallel=mode)
+    train.train_and_evaluate(config, str(tmp_path / "moved"))
   moved = train.load_run(str(tmp_path / "moved"))[3]
   for x, y in zip(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)):
     np.testing.assert_allclose(x, y, atol=1e-5)
