@@ -15,17 +15,19 @@ def get_config():
   config.seed = 0  # Seeds parameter init, dropout and the batch sequence.
 
   config.model = m = ml_collections.ConfigDict()
-  m.name = "gpt"  # A registry name (gpt, lstm) or 'package.module:ClassName'.
+  m.name = "gpt"  # A registry name (gpt, llama, lstm) or 'package.module:ClassName'.
   m.num_layers = 4
   m.num_heads = 4
   m.d_model = 128
   m.max_len = 64  # Longest context the position embedding covers.
   m.dropout = 0.0
   m.use_bias = False  # Biases in Dense and LayerNorm layers (nanoGPT: off).
-  m.dtype = "float32"  # Compute dtype; parameters, softmax and loss stay float32.
+  m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
+  m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
+  m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
 
   config.data = d = ml_collections.ConfigDict()
-  d.dataset = "tiny_shakespeare"  # A TFDS name, or 'text' for local files.
+  d.dataset = "tiny_shakespeare"  # A TFDS name, 'text' (local files) or 'synthetic'.
   d.data_dir = ""  # Where TFDS keeps prepared data ('' = ~/tensorflow_datasets).
   d.manual_dir = ""  # A folder holding the raw files (tiny_shakespeare: input.txt), for offline use.
   d.text_key = "text"  # The TFDS feature that holds the text.
@@ -36,8 +38,18 @@ def get_config():
   d.text_files.train = ""
   d.text_files.validation = ""
   d.text_files.test = ""
-  d.tokenizer = "char"  # char: one id per character of the train split.
+  d.documents = "file"  # Local files: one document per 'file' or per 'blank_line'-separated block.
+  d.holdout_fraction = 0.05  # Without validation files: this end fraction of the train text.
+  d.tokenizer = "char"  # char (characters of the train split), byte, or sentencepiece.
+  d.vocab_size = 1024  # sentencepiece and synthetic: the vocabulary size.
+  d.sentencepiece_type = "bpe"  # bpe or unigram.
+  d.tokenizer_train_bytes = 10_000_000  # sentencepiece: trained on up to this much train text.
+  d.synthetic = "random"  # synthetic: 'random' ids, or 'pattern' (runs a model can learn).
+  d.synthetic_tokens = 1_000_000  # synthetic: train tokens (validation and test: a tenth).
+  d.cache_dir = ""  # Token cache ('' = $XDG_CACHE_HOME/lm_jax or ~/.cache/lm_jax).
   d.seq_len = 64  # Tokens of context per training example.
+  d.order = "random_windows"  # random_windows (nanoGPT), or epochs (seeded permutations).
+  d.prefetch = 2  # Batches a background thread prepares ahead of the train step.
 
   config.optim = o = ml_collections.ConfigDict()
   o.name = "adamw"  # adam, or adamw (decoupled weight decay).
@@ -60,5 +72,10 @@ def get_config():
   t.checkpoint_every = 500  # Also saved at the end, and on SIGTERM/SIGINT.
   t.keep_checkpoints = 2  # The newest this many are kept...
   t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).
-  t.parallel = "auto"  # jit (one device), pmap (all local devices), auto (pmap if > 1).
+  t.grad_accum_steps = 1  # Microbatches per step (same update as the whole batch at once).
+  t.parallel = "auto"  # jit (one device), pmap, sharded (config.mesh), auto (pmap if > 1).
+
+  config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
+  config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.
+  config.mesh.fsdp = 1  # Batch split too, and each parameter split along its largest dim.
   return config

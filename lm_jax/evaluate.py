@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from lm_jax import UserError, data, losses, parallel
+from lm_jax import UserError, data, losses, parallel, tokenizers
 
 
 def eval_step(state, batch, axis_name=None):
@@ -18,16 +18,17 @@ def eval_step(state, batch, axis_name=None):
 
 
 def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int,
-             mode: str) -> dict:
+             plan: parallel.Plan) -> dict:
   """Loss and perplexity over every next-token prediction in `tokens`.
 
   Token-loss sums and counts are added up in float64 on the host, so the
   result does not depend on the batch size or the device count.
   """
   loss_sum, weight_sum = 0.0, 0.0
+  rows = plan.rows(batch_size)
   for batch in data.eval_batches(tokens, seq_len, batch_size):
-    sums = p_eval_step(state, parallel.shard(batch, mode))
-    sums = jax.device_get(parallel.unreplicate(sums, mode))
+    batch = jax.tree_util.tree_map(lambda x: x[rows], batch)
+    sums = plan.to_host(p_eval_step(state, plan.shard(batch)))
     loss_sum += float(sums["loss_sum"])
     weight_sum += float(sums["weight_sum"])
   loss = loss_sum / weight_sum
@@ -48,17 +49,16 @@ def evaluate_run(workdir: str, split: str = "validation", step: int | None = Non
   config, _, tokenizer, state, step = train.load_run(workdir, step)
   if split not in data.SPLITS:
     raise UserError(f"unknown split {split!r}: use one of {list(data.SPLITS)}.")
-  _, tokens = train.prepare_data(config.data, workdir)
+  _, tokens = data.prepare(config.data, workdir, is_writer=False)
   if split not in tokens:
     raise UserError(f"the run's data has no {split} split: set data.test_split or "
                     f"data.text_files.{split} in its config.")
-  mode = parallel.resolve_mode(parallel_mode or config.train.parallel)
+  plan = parallel.make_plan(parallel_mode or config.train.parallel, config.mesh)
   batch_size = batch_size or config.train.eval_batch_size or config.train.batch_size
-  parallel.check_batch(batch_size, mode, "the eval batch size")
-  p_eval_step = parallel.compile_step(eval_step, mode, in_axes=(0, 0), donate=False)
-  m = evaluate(p_eval_step, parallel.replicate(state, mode), tokens[split],
-               config.data.seq_len, batch_size, mode)
-  num_bytes = len(tokenizer.decode(tokens[split][1:]).encode("utf-8"))
+  plan.check_batch(batch_size, "the eval batch size")
+  p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
+  m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
+  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split][1:])
   result = {"split": split, "step": step, "loss": m["loss"], "perplexity": m["perplexity"],
             "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes, "tokens": m["tokens"],
             "bytes": num_bytes}

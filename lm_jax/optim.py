@@ -20,14 +20,19 @@ def schedule(optim_config, num_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params, decay_embeddings: bool):
-  """True for the parameters weight decay shrinks: matrices (ndim >= 2).
+  """True for the parameters weight decay shrinks: weight matrices.
 
-  Biases and norm scales never decay; embedding tables only when
-  `decay_embeddings` (nanoGPT decays them).
+  Flax names them `kernel` (Dense, attention, LSTM gates); biases and norm
+  scales never decay, embedding tables only when `decay_embeddings` (nanoGPT
+  decays them). By name, not rank: stacked layers (scan_layers) make every
+  parameter one rank higher. Other names (plugin models): matrices decay.
   """
   def decays(path, x):
-    is_embedding = any(getattr(k, "key", "") == "embedding" for k in path)
-    return x.ndim >= 2 and (decay_embeddings or not is_embedding)
+    name = getattr(path[-1], "key", "")
+    if name in ("kernel", "embedding"):
+      return name == "kernel" or decay_embeddings
+    return name not in ("bias", "scale") and x.ndim >= 2
+
   return jax.tree_util.tree_map_with_path(decays, params)
 
 

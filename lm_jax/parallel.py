@@ -1,75 +1,190 @@
-"""The few lines that differ between a jitted and a pmapped run.
+"""Everything that differs between a jit, a pmap and a sharded run, in one place.
 
-The step functions take `axis_name`: None under `jit` (one device), the pmap
-axis under `pmap` (one replica per local device, batch split on axis 0).
-Everything else in the trainer is the same for both.
+  jit      one device; the step sees the whole batch.
+  pmap     one replica per local device (jax.pmap); the batch is split on its
+           first axis and gradients are summed over the `batch` axis by the
+           step itself. Across hosts, each process feeds its own devices.
+  sharded  jax.jit over a Mesh with axes ('data', 'fsdp'): the batch is split
+           over both axes; each parameter and its optimizer state is split over
+           'fsdp' along its largest divisible dimension (FSDP / ZeRO-3), and
+           XLA inserts the collectives. What MaxText and the Flax examples use.
+
+The step functions take `axis_name`: the pmap axis under pmap, else None.
+A `Plan` places state and batches for its mode and brings them back as
+global arrays (what Orbax saves), so checkpoints move between all three.
 """
 
+import dataclasses
 import functools
 
 import jax
 import numpy as np
 from flax import jax_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lm_jax import UserError
 
 AXIS = "batch"
-MODES = ("auto", "jit", "pmap")
+MODES = ("auto", "jit", "pmap", "sharded")
+MESH_AXES = ("data", "fsdp")
 
 
-def resolve_mode(parallel: str) -> str:
-  """'auto' -> 'pmap' when more than one local device is present, else 'jit'."""
+def make_mesh(mesh_config, devices=None) -> Mesh:
+  """A ('data', 'fsdp') mesh over all devices; one size may be -1 (the rest)."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise UserError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} are invalid: give positive "
+                    "sizes, at most one of them -1 (fills the remaining devices).")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    sizes[sizes.index(-1)] = devices.size // known if devices.size % known == 0 else -1
+  if int(np.prod(sizes)) != devices.size:
+    raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))} does not cover the {devices.size} "
+                    "devices: set config.mesh.data x config.mesh.fsdp to the device count.")
+  return Mesh(devices.reshape(sizes), MESH_AXES)
+
+
+def fsdp_spec(shape, fsdp_size: int) -> P:
+  """Splits the largest dimension divisible by the fsdp size; replicates otherwise."""
+  if fsdp_size > 1:
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+      if shape[dim] % fsdp_size == 0:
+        return P(*[("fsdp" if d == dim else None) for d in range(len(shape))])
+  return P()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How a run lays state and batches over devices; see the module docstring."""
+
+  mode: str
+  mesh: Mesh | None = None
+
+  @property
+  def num_replicas(self) -> int:
+    """Devices the batch is split over, in all processes."""
+    return {"jit": 1, "pmap": jax.device_count(), "sharded": jax.device_count()}[self.mode]
+
+  def check_batch(self, batch_size: int, what: str = "train.batch_size") -> None:
+    n = self.num_replicas
+    if batch_size % n:
+      raise UserError(f"{what}={batch_size} is not divisible by the {n} devices of a "
+                      f"{self.mode} run: use a multiple of {n}, or train.parallel='jit'.")
+
+  def rows(self, batch_size: int) -> slice:
+    """This process's rows of a global batch."""
+    if self.mode == "jit":
+      return slice(None)
+    per = batch_size // jax.process_count()
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+  # State.
+
+  def state_shardings(self, abstract_tree):
+    """Shardings of the global (checkpointed) arrays of a state tree."""
+    if self.mode == "jit":
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      return jax.tree_util.tree_map(lambda _: device, abstract_tree)
+    if self.mode == "pmap":
+      replicated = NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
+      return jax.tree_util.tree_map(lambda _: replicated, abstract_tree)
+    fsdp = self.mesh.shape["fsdp"]
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, fsdp)), abstract_tree)
+
+  def init(self, fn):
+    """Runs `fn() -> state` into the step's layout; sharded states never exist whole."""
+    if self.mode == "pmap":
+      return self.put(jax.jit(fn)())
+    return jax.jit(fn, out_shardings=self.state_shardings(jax.eval_shape(fn)))()
+
+  def place(self, tree):
+    """Host or global arrays -> global arrays in the checkpoint layout."""
+    def one(x, s):
+      if isinstance(x, jax.Array) and x.sharding == s:
+        return x
+      if isinstance(x, jax.Array) and (s.is_fully_addressable or not x.is_fully_addressable):
+        return jax.device_put(x, s)  # Resharding a global array, or within this process.
+      x = np.asarray(x)  # A whole local value (the same on every process) -> global.
+      return jax.make_array_from_callback(x.shape, s, lambda i: x[i])
+
+    return jax.tree_util.tree_map(one, tree, self.state_shardings(tree))
+
+  def put(self, tree):
+    """Host or global arrays -> the layout the compiled step takes."""
+    if self.mode != "pmap":
+      return self.place(tree)
+    local = lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x
+    return jax_utils.replicate(jax.tree_util.tree_map(local, tree))
+
+  def get(self, tree):
+    """The step's layout -> global arrays (what Orbax saves); pmap keeps one replica."""
+    if self.mode != "pmap":
+      return tree
+
+    def one(x, s):
+      shards = [a.data[0] for a in x.addressable_shards]
+      return jax.make_array_from_single_device_arrays(x.shape[1:], s, shards)
+
+    return jax.tree_util.tree_map(one, tree, self.state_shardings(tree))
+
+  # Batches and metrics.
+
+  def shard(self, batch: dict):
+    """This process's rows of a global batch -> the step's batch layout."""
+    if self.mode == "pmap":
+      n = jax.local_device_count()
+      return jax.tree_util.tree_map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+    if self.mode == "sharded":
+      sharding = NamedSharding(self.mesh, P(MESH_AXES))
+      return jax.tree_util.tree_map(
+          lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return batch
+
+  def to_host(self, tree):
+    """Replicated step outputs (metrics, sums) -> numpy on every process."""
+    if self.mode == "pmap":
+      tree = jax.tree_util.tree_map(lambda x: x.addressable_data(0).reshape(x.shape[1:]), tree)
+    return jax.device_get(tree)
+
+  # Compilation.
+
+  def compile_step(self, step_fn, in_axes=(0, 0, None), donate: bool = True, state=None):
+    """Jits or pmaps `step_fn(state, batch, ..., axis_name=...)`.
+
+    The state (first argument) is donated when `donate`. Under pmap, `in_axes`
+    says which arguments are split over devices (0) and which are broadcast
+    (None): by default the rng is broadcast and the step folds in the device
+    index itself. Sharded, a step returning (state, metrics) for `state` (an
+    abstract one will do) keeps the state's shardings step after step.
+    """
+    donate = (0,) if donate else ()
+    if self.mode == "pmap":
+      return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
+                      in_axes=in_axes, donate_argnums=donate)
+    out_shardings = None
+    if self.mode == "sharded" and state is not None:
+      out_shardings = (self.state_shardings(state), NamedSharding(self.mesh, P()))
+    return jax.jit(functools.partial(step_fn, axis_name=None), donate_argnums=donate,
+                   out_shardings=out_shardings)
+
+
+def make_plan(parallel: str, mesh_config=None) -> Plan:
+  """'auto' -> 'pmap' when more than one device is present, else 'jit'."""
   if parallel not in MODES:
     raise UserError(f"train.parallel={parallel!r}: use one of {list(MODES)}.")
   if parallel == "auto":
-    return "pmap" if jax.local_device_count() > 1 else "jit"
-  return parallel
-
-
-def num_replicas(mode: str) -> int:
-  return jax.local_device_count() if mode == "pmap" else 1
-
-
-def check_batch(batch_size: int, mode: str, what: str = "train.batch_size") -> None:
-  n = num_replicas(mode)
-  if batch_size % n:
-    raise UserError(f"{what}={batch_size} is not divisible by the {n} devices of a "
-                    f"{mode} run: use a multiple of {n}, or train.parallel='jit'.")
-
-
-def compile_step(step_fn, mode: str, in_axes=(0, 0, None), donate: bool = True):
-  """Jits or pmaps `step_fn(state, batch, ..., axis_name=...)`.
-
-  The state (first argument) is donated when `donate`. Under pmap, `in_axes`
-  says which arguments are split over devices (0) and which are broadcast
-  (None): by default the rng is broadcast and the step folds in the device
-  index itself.
-  """
-  donate = (0,) if donate else ()
-  if mode == "pmap":
-    return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
-                    in_axes=in_axes, donate_argnums=donate)
-  return jax.jit(functools.partial(step_fn, axis_name=None), donate_argnums=donate)
-
-
-def replicate(tree, mode: str):
-  """Puts host/global state on the devices of the run."""
-  return jax_utils.replicate(tree) if mode == "pmap" else jax.device_put(tree)
-
-
-def unreplicate(tree, mode: str):
-  """Brings per-device replicated state back to one copy."""
-  return jax_utils.unreplicate(tree) if mode == "pmap" else tree
-
-
-def shard(batch: dict[str, np.ndarray], mode: str):
-  """Splits the leading batch axis over local devices under pmap."""
-  if mode != "pmap":
-    return batch
-  n = jax.local_device_count()
-  return jax.tree_util.tree_map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+    parallel = "pmap" if jax.device_count() > 1 else "jit"
+  if parallel == "jit" and jax.process_count() > 1:
+    raise UserError("train.parallel='jit' runs on one device, but this run has "
+                    f"{jax.process_count()} processes: use 'pmap' or 'sharded'.")
+  mesh = None
+  if parallel == "sharded":
+    mesh = make_mesh(mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1})
+  return Plan(parallel, mesh)
 
 
 def psum(x, axis_name):
-  """Sums over replicas under pmap; the identity under jit."""
+  """Sums over replicas under pmap; the identity under jit (and sharded jit)."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)

@@ -3,6 +3,10 @@
   python scripts/train.py --config CONFIG.py --workdir DIR [--config.KEY=VALUE ...]
   python scripts/train.py --workdir DIR                      # resume
   python scripts/train.py --workdir DIR --config.train.num_steps=4000 --override=train.num_steps
+
+Several hosts: run the same command on each, adding
+  --coordinator_address HOST:PORT --num_processes N --process_id I
+(on TPU pods, SLURM and Open MPI, `--distributed` alone lets JAX find them).
 """
 
 import os
@@ -20,12 +24,35 @@ flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json. "
 flags.DEFINE_string("workdir", None, "Directory for the run's records and checkpoints.")
 flags.DEFINE_list("override", [], "Config keys that may differ from the stored config "
                   "of the run being resumed, e.g. train.num_steps.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-host runs.")
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
+flags.DEFINE_bool("distributed", False, "Initialize jax.distributed from the cluster's own "
+                  "environment (TPU pod, SLURM, Open MPI) when the three flags above are absent.")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
+def init_distributed():
+  """Joins the other processes before anything touches a device."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  if not FLAGS.distributed and all(x is None for x in explicit):
+    return
+  if any(x is None for x in explicit) and not all(x is None for x in explicit):
+    raise UserError("pass all of --coordinator_address, --num_processes and --process_id, "
+                    "or none of them (with --distributed on a TPU pod or SLURM).")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no-op elsewhere.
+  jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+
 def main(argv):
   del argv
+  try:
+    init_distributed()  # Before importing Orbax, which touches the devices.
+  except UserError as e:
+    sys.exit(f"error: {e}")
   from lm_jax import train  # Imported late so --help stays fast.
 
   try:

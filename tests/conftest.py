@@ -35,6 +35,14 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: takes over ~20 s; still runs in CI")
 
 
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path, monkeypatch):
+  """Each test gets its own empty token cache; nothing is written under ~."""
+  path = tmp_path / "cache"
+  monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+  return path / "lm_jax"
+
+
 @pytest.fixture
 def corpus(tmp_path):
   """Writes train/validation/test text files; returns their paths by split."""

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from lm_jax import UserError, checkpoint, data, records, train
+from lm_jax import UserError, checkpoint, records, train
 from lm_jax import config as config_lib
 
 from conftest import ROOT
@@ -41,15 +41,15 @@ def assert_same_params(a, b):
 
 
 def sigterm_at(monkeypatch, at_step):
-  """Makes the run receive SIGTERM while it fetches the batch of `at_step`."""
-  real = data.train_batch
+  """Makes the run receive SIGTERM while it logs the metrics of `at_step`."""
+  real = records.MetricWriter.write
 
-  def batch(tokens, seed, step, *args, **kwargs):
-    if step == at_step:
+  def write(self, step, **metrics):
+    if step == at_step and "train_loss" in metrics:
       os.kill(os.getpid(), signal.SIGTERM)
-    return real(tokens, seed, step, *args, **kwargs)
+    return real(self, step, **metrics)
 
-  monkeypatch.setattr(data, "train_batch", batch)
+  monkeypatch.setattr(records.MetricWriter, "write", write)
 
 
 @pytest.fixture
@@ -128,13 +128,15 @@ def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
   assert (tmp_path / "run" / "config.json").read_text() == stored
 
 
-def test_checkpoints_move_between_device_counts(config, tmp_path):
-  config.train.update(num_steps=9, checkpoint_every=3, parallel="jit")
+def test_checkpoints_move_between_layouts(config, tmp_path):
+  config.train.update(num_steps=9, checkpoint_every=2, parallel="jit")
+  config.mesh.update(data=2, fsdp=4)
   _, _ = train.train_and_evaluate(config, str(tmp_path / "jit"))
   straight = train.load_run(str(tmp_path / "jit"))[3]
   # Stopping early via num_steps keeps the schedule: all 9 steps lie in the 10-step warmup.
   assert config.optim.warmup_steps >= 9
-  for num_steps, mode in ((3, "pmap"), (6, "jit"), (9, "pmap")):  # 8 devices, 1, then 8 again.
+  # 8 pmap replicas -> FSDP over 2 x 4 -> 1 device -> FSDP -> pmap.
+  for num_steps, mode in ((2, "pmap"), (4, "sharded"), (6, "jit"), (8, "sharded"), (9, "pmap")):
     config.train.update(num_steps=num_steps, parallel=mode)
     train.train_and_evaluate(config, str(tmp_path / "moved"))
   moved = train.load_run(str(tmp_path / "moved"))[3]

@@ -16,12 +16,14 @@ V = 23
 # Small hyperparameters per model; a model missing here is built with its defaults.
 SMALL = {
     "gpt": dict(num_layers=2, num_heads=2, d_model=16, max_len=16),
+    "llama": dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16),
     "lstm": dict(embed_size=16, hidden_size=16, num_layers=2),
 }
 
 
-def build(name):
-  return models.build_model(ml_collections.ConfigDict({"name": name, **SMALL.get(name, {})}), V)
+def build(name, **overrides):
+  config = {"name": name, **SMALL.get(name, {}), **overrides}
+  return models.build_model(ml_collections.ConfigDict(config), V)
 
 
 def init(model, length=12, batch=3):
@@ -106,3 +108,93 @@ def test_unknown_model_is_refused():
 def test_unknown_hyperparameter_is_refused():
   with pytest.raises(UserError, match="no hyperparameter"):
     models.build_model(ml_collections.ConfigDict({"name": "gpt", "depth": 3}), V)
+
+
+TRANSFORMERS = ["gpt", "llama"]
+
+
+def value_and_grad(model, params, tokens):
+  return jax.jit(jax.value_and_grad(lambda p: loss_of(model, p, tokens)))(params)
+
+
+def assert_trees_close(a, b, **tolerances):
+  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, **tolerances), a, b)
+
+
+def stack_blocks(params, num_layers):
+  """Unscanned params in the scanned layout: block_0..block_{n-1} stacked as 'blocks'."""
+  rest = {k: v for k, v in params.items() if not k.startswith("block_")}
+  blocks = [params[f"block_{i}"] for i in range(num_layers)]
+  return {**rest, "blocks": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks)}
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_bfloat16_keeps_float32_params_and_logits(name):
+  model = build(name)
+  params, tokens = init(model)
+  bf16 = build(name, dtype="bfloat16")
+  bf16_params = bf16.init(jax.random.key(0), tokens)["params"]
+  assert {x.dtype for x in jax.tree_util.tree_leaves(bf16_params)} == {jnp.dtype(jnp.float32)}
+  expected = model.apply({"params": params}, tokens)
+  logits = bf16.apply({"params": params}, tokens)
+  assert logits.dtype == jnp.float32
+  assert not np.array_equal(logits, expected)  # The blocks did compute in bfloat16.
+  np.testing.assert_allclose(logits, expected, atol=0.05 * float(jnp.abs(expected).max()))
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("remat", ["block", "dots"])
+def test_remat_keeps_loss_and_gradients(name, remat):
+  model = build(name)
+  params, tokens = init(model)
+  loss, grads = value_and_grad(model, params, tokens)
+  remat_model = build(name, remat=remat)
+  jaxpr = str(jax.make_jaxpr(lambda p: value_and_grad(remat_model, p, tokens))(params))
+  assert "remat" in jaxpr or "checkpoint" in jaxpr
+  remat_loss, remat_grads = value_and_grad(remat_model, params, tokens)
+  np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+  assert_trees_close(remat_grads, grads, rtol=1e-4, atol=1e-7)
+
+
+def test_unknown_remat_is_refused():
+  model = build("gpt", remat="full")
+  with pytest.raises(UserError, match="use one of \\['none', 'block', 'dots'\\]"):
+    init(model)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_scanned_layers_equal_unrolled_ones(name):
+  model = build(name)
+  params, tokens = init(model)
+  scanned = build(name, scan_layers=True, remat="block")
+  stacked = stack_blocks(params, SMALL[name]["num_layers"])
+  scanned_init = jax.eval_shape(scanned.init, jax.random.key(0), tokens)["params"]
+  shapes = lambda tree: jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(scanned_init) == shapes(stacked)
+  np.testing.assert_allclose(scanned.apply({"params": stacked}, tokens),
+                             model.apply({"params": params}, tokens), rtol=1e-5, atol=1e-6)
+  loss, grads = value_and_grad(model, params, tokens)
+  scanned_loss, scanned_grads = value_and_grad(scanned, stacked, tokens)
+  np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
+  assert_trees_close(scanned_grads, stack_blocks(grads, SMALL[name]["num_layers"]),
+                     rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_scanned_cached_decoding_equals_full_forward(name):
+  model = build(name, scan_layers=True)
+  params, tokens = init(model)
+  cache = model.init_cache(3, 12)
+  small = SMALL[name]
+  heads = small.get("num_kv_heads", small["num_heads"])  # Grouped-query: only G heads cached.
+  k_shape = (small["num_layers"], 3, heads, 12, small["d_model"] // small["num_heads"])
+  assert cache["layers"]["k"].shape == k_shape
+  step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
+  logits, cache = step_fn(tokens[:, :5], cache)  # Prefill, then one token at a time.
+  pieces = [logits]
+  for t in range(5, 12):
+    logits, cache = step_fn(tokens[:, t:t + 1], cache)
+    pieces.append(logits)
+  full = model.apply({"params": params}, tokens)
+  np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)

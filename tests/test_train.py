@@ -7,10 +7,11 @@ import sys
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax import UserError, data, records, train
+from lm_jax import UserError, models, optim, records, train
 from lm_jax import config as config_lib
 
 from conftest import MANUAL_DIR, ROOT
@@ -74,27 +75,6 @@ def test_plugin_model_by_module_path(config, tmp_path):
   assert state.params["Dense_0"]["kernel"].shape[0] == 4
 
 
-def test_train_batch_is_a_pure_function_of_seed_and_step():
-  tokens = np.arange(1000, dtype=np.int32)
-  a = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10)
-  b = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10)
-  c = data.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10)
-  np.testing.assert_array_equal(a["inputs"], b["inputs"])
-  assert not np.array_equal(a["inputs"], c["inputs"])
-  np.testing.assert_array_equal(a["targets"], a["inputs"] + 1)
-  halves = [data.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3)) for i in (0, 3)]
-  np.testing.assert_array_equal(np.concatenate([h["inputs"] for h in halves]), a["inputs"])
-
-
-def test_eval_batches_cover_every_token_once():
-  tokens = np.arange(50, dtype=np.int32)
-  batches = list(data.eval_batches(tokens, seq_len=4, batch_size=3))
-  weights = np.concatenate([b["weights"] for b in batches]).reshape(-1)
-  targets = np.concatenate([b["targets"] for b in batches]).reshape(-1)
-  assert all(b["inputs"].shape == (3, 4) for b in batches)
-  np.testing.assert_array_equal(targets[weights > 0], np.arange(1, 50))
-
-
 def test_indivisible_batch_is_refused(config, tmp_path):
   config.train.update(parallel="pmap", batch_size=12)
   with pytest.raises(UserError, match="not divisible by the 8 devices"):
@@ -112,24 +92,6 @@ def test_overrides_keep_types(config):
   assert (c.model.num_layers, c.optim.learning_rate, c.model.use_bias) == (3, 0.1, True)
   with pytest.raises(UserError, match="not a valid int"):
     config_lib.override(config, {"model.num_layers": "four"})
-
-
-def test_missing_manual_dir_is_refused(config, tmp_path):
-  config.data.update(dataset="tiny_shakespeare", manual_dir=str(tmp_path / "empty"))
-  with pytest.raises(UserError, match="holds no files"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-
-
-def test_failed_download_is_explained(config, tmp_path, monkeypatch):
-  import tensorflow_datasets as tfds
-
-  def offline(*args, **kwargs):
-    raise ConnectionError("network unreachable")
-
-  monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
-  config.data.update(dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
-  with pytest.raises(UserError, match="--config.data.manual_dir"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def run_script(*args):
@@ -157,3 +119,16 @@ def test_script_trains_tiny_shakespeare(tmp_path):
   assert len(evals) == 2 and evals[1] < evals[0]
   with open(workdir / "tokenizer.json") as f:
     assert len(json.load(f)["chars"]) == 65
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_weight_decay_shrinks_weight_matrices_only(scan_layers):
+  model = models.build_model(config_lib.ml_collections.ConfigDict(dict(
+      name="gpt", num_layers=2, num_heads=2, d_model=8, max_len=8, use_bias=True,
+      scan_layers=scan_layers)), 11)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+  for decay_embeddings in (False, True):
+    mask = optim.decay_mask(params["params"], decay_embeddings)
+    names = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
+    assert all(m == (k.endswith("['kernel']") or (decay_embeddings and "embedding" in k))
+               for k, m in names.items()), names

@@ -9,7 +9,7 @@ returning logits_BxLxV.
 Shape letters in tensor names:
   B batch, L sequence length, S key/value length, V vocabulary,
   D model width, E embedding width, H heads, G key/value heads, K head width,
-  F MLP hidden width.
+  F MLP hidden width, R query heads per key/value head (H = G * R).
 """
 
 import importlib
@@ -22,6 +22,7 @@ from lm_jax import UserError
 
 REGISTRY = {
     "gpt": "lm_jax.models.gpt:GPT",
+    "llama": "lm_jax.models.llama:Llama",
     "lstm": "lm_jax.models.lstm:LSTM",
 }
 

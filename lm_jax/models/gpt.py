@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.models import layers
+
 
 def _init(std: float):
   return nn.initializers.normal(stddev=std)
@@ -27,7 +29,7 @@ class CausalAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
-    B, L, D = x_BxLxD.shape
+    D = x_BxLxD.shape[-1]
     H = self.num_heads
     K = D // H
     qkv_BxLx3xHxK = nn.DenseGeneral(
@@ -35,19 +37,9 @@ class CausalAttention(nn.Module):
         dtype=self.dtype, name="qkv")(x_BxLxD)
     q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
-      write = lambda cache, new: jax.lax.dynamic_update_slice(
-          cache, new.astype(cache.dtype), (0, 0, pos, 0))
-      k_BxHxSxK, v_BxHxSxK = write(kv["k"], k_BxHxSxK), write(kv["v"], v_BxHxSxK)
-      kv = {"k": k_BxHxSxK, "v": v_BxHxSxK}
-    S = k_BxHxSxK.shape[2]
-    logits_BxHxLxS = jnp.einsum(
-        "bhlk,bhsk->bhls", q_BxHxLxK * (1.0 / math.sqrt(K)), k_BxHxSxK.astype(self.dtype))
-    causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
-    logits_BxHxLxS = jnp.where(causal_LxS, logits_BxHxLxS.astype(jnp.float32),
-                               jnp.finfo(jnp.float32).min)
-    probs_BxHxLxS = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(self.dtype)
-    probs_BxHxLxS = nn.Dropout(self.dropout)(probs_BxHxLxS, deterministic)
-    out_BxHxLxK = jnp.einsum("bhls,bhsk->bhlk", probs_BxHxLxS, v_BxHxSxK.astype(self.dtype))
+      k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
+    dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
+    out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype)
     out_BxLxD = nn.DenseGeneral(
         D, axis=(-2, -1), use_bias=self.use_bias,
         kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
@@ -107,7 +99,9 @@ class GPT(nn.Module):
   max_len: int = 256
   dropout: float = 0.0
   use_bias: bool = True
-  dtype: str = "float32"
+  dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
+  remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
+  scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
 
   def flops_per_token(self, params, seq_len: int) -> float:
     """6 per non-position-embedding parameter plus attention's 12 * layers * width * context."""
@@ -117,9 +111,8 @@ class GPT(nn.Module):
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache for `length` positions (at most max_len)."""
     shape = (batch_size, self.num_heads, min(length, self.max_len), self.d_model // self.num_heads)
-    layers = [{"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype)}
-              for _ in range(self.num_layers)]
-    return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
+    return layers.init_kv_cache(self.num_layers, self.scan_layers, shape,
+                                layers.compute_dtype(self.dtype))
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
@@ -127,19 +120,18 @@ class GPT(nn.Module):
       raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}.")
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
-    dtype = jnp.dtype(self.dtype)
+    dtype = layers.compute_dtype(self.dtype)
     wte = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="wte")
     wpe = nn.Embed(self.max_len, self.d_model, embedding_init=_init(0.02), name="wpe")
     x_BxLxD = wte(tokens_BxL) + wpe(pos + jnp.arange(L))[None]
     x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
-    layers = []
-    for i in range(self.num_layers):
-      kv = None if cache is None else cache["layers"][i]
-      x_BxLxD, kv = Block(self.num_heads, self.num_layers, self.dropout, self.use_bias,
-                          dtype, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
-      layers.append(kv)
+    block_kwargs = {"num_heads": self.num_heads, "num_layers": self.num_layers,
+                    "dropout": self.dropout, "use_bias": self.use_bias, "dtype": dtype}
+    x_BxLxD, kv_layers = layers.apply_blocks(
+        Block, block_kwargs, self.num_layers, self.remat, self.scan_layers, x_BxLxD,
+        deterministic, None if cache is None else cache["layers"], pos)
     x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
     logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
     if cache is None:
       return logits_BxLxV
-    return logits_BxLxV, {"pos": pos + L, "layers": layers}
+    return logits_BxLxV, {"pos": pos + L, "layers": kv_layers}

@@ -1,0 +1,33 @@
+"""A Llama-style character model on tiny-shakespeare, sized like the CPU GPT recipe.
+
+  python scripts/train.py --config configs/shakespeare_char_llama.py --workdir runs/llama
+
+RMSNorm, rotary positions, SwiGLU and grouped-query attention in place of the
+GPT's LayerNorm, learned positions, GELU and multi-head attention; the data,
+optimizer and schedule are shakespeare_char_gpt_cpu.py's, so validation losses
+compare directly (the GPT reaches 1.88 or lower; this one is not yet measured).
+"""
+
+import ml_collections
+
+from configs import shakespeare_char_gpt_cpu
+
+
+def get_config():
+  config = shakespeare_char_gpt_cpu.get_config()
+  config.model = m = ml_collections.ConfigDict()  # Replaced whole: the GPT's keys don't apply.
+  m.name = "llama"
+  m.num_layers = 4
+  m.num_heads = 4
+  m.num_kv_heads = 2  # Key/value heads, each serving num_heads // num_kv_heads query heads.
+  m.d_model = 128
+  m.max_len = 64  # Longest context: data.seq_len and the decode cache stay within it.
+  m.mlp_dim = 0  # SwiGLU width; 0: 8/3 * d_model rounded up to a multiple of 8 (344).
+  m.dropout = 0.0
+  m.tie_embeddings = True  # The head reuses the embedding table (Llama's is separate).
+  m.rope_base = 10000.0  # Rotary frequencies: position * rope_base^(-2i / head width).
+  m.norm_eps = 1e-5  # RMSNorm epsilon.
+  m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
+  m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
+  m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
+  return config

@@ -1,0 +1,91 @@
+"""What the Transformers share: cached causal attention, KV caches, remat and layer scan."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm_jax import UserError
+
+DTYPES = ("float32", "bfloat16")
+
+# What the backward pass may keep from the forward pass of each block.
+REMAT_POLICIES = {
+    "none": None,  # No rematerialization: keep everything.
+    "block": jax.checkpoint_policies.nothing_saveable,  # Keep only each block's input.
+    # Keep the projections' outputs, recompute attention's L x S scores (einsums with batch dims).
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """The activation dtype named by `model.dtype`; parameters stay float32 regardless."""
+  if name not in DTYPES:
+    raise UserError(f"unknown model.dtype {name!r}: use one of {list(DTYPES)}.")
+  return jnp.dtype(name)
+
+
+def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
+  """Writes the new keys and values into `kv` at [pos, pos + L); returns all S of them and kv."""
+  write = lambda cache, new: jax.lax.dynamic_update_slice(
+      cache, new.astype(cache.dtype), (0, 0, pos, 0))
+  kv = {"k": write(kv["k"], k_BxGxLxK), "v": write(kv["v"], v_BxGxLxK)}
+  return kv["k"], kv["v"], kv
+
+
+def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
+  """Softmax attention of queries at [pos, pos + L) over keys at [0, S), in float32.
+
+  Each of the G key/value heads serves H // G query heads (grouped-query
+  attention; G == H is multi-head). `dropout` is applied to the probabilities.
+  """
+  B, H, L, K = q_BxHxLxK.shape
+  G, S = k_BxGxSxK.shape[1], k_BxGxSxK.shape[2]
+  q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * (1.0 / math.sqrt(K))
+  logits_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, k_BxGxSxK.astype(dtype))
+  causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
+  logits_BxGxRxLxS = jnp.where(causal_LxS, logits_BxGxRxLxS.astype(jnp.float32),
+                               jnp.finfo(jnp.float32).min)
+  probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
+  out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
+  return out_BxGxRxLxK.reshape(B, H, L, K)
+
+
+def init_kv_cache(num_layers: int, scan_layers: bool, shape_BxGxSxK, dtype):
+  """An empty KV cache {'pos', 'layers'}: layers a list of kv, or one kv stacked if scanned."""
+  if scan_layers:
+    shape_BxGxSxK = (num_layers, *shape_BxGxSxK)
+  kv = lambda: {"k": jnp.zeros(shape_BxGxSxK, dtype), "v": jnp.zeros(shape_BxGxSxK, dtype)}
+  layers = kv() if scan_layers else [kv() for _ in range(num_layers)]
+  return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
+
+
+def apply_blocks(block_cls, block_kwargs: dict, num_layers: int, remat: str, scan_layers: bool,
+                 x_BxLxD, deterministic: bool, layers, pos):
+  """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos) -> (x, kv)`.
+
+  Call inside a compact method. Unscanned, the blocks are submodules
+  block_0, block_1, ... and `layers` (the cache's) is a list of per-layer kv;
+  scanned, one submodule 'blocks' holds every parameter with a leading layer
+  axis, so compile time does not grow with depth, and `layers` is one kv
+  with that leading axis. Returns (x_BxLxD, layers); layers is None without a cache.
+  """
+  if remat not in REMAT_POLICIES:
+    raise UserError(f"unknown model.remat {remat!r}: use one of {list(REMAT_POLICIES)}.")
+  if remat != "none":
+    # Argument 2 (after self) is `deterministic`, a Python bool. Inside a scan the loop
+    # already keeps XLA from merging recomputation with the forward pass.
+    block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,),
+                         prevent_cse=not scan_layers)
+  if scan_layers:
+    stack = nn.scan(block_cls, variable_axes={"params": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast, 0, nn.broadcast), length=num_layers)
+    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos)
+  new_layers = []
+  for i in range(num_layers):
+    kv = None if layers is None else layers[i]
+    x_BxLxD, kv = block_cls(**block_kwargs, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
+    new_layers.append(kv)
+  return x_BxLxD, None if layers is None else new_layers

@@ -1,0 +1,264 @@
+"""Sources, tokenizers, the token cache, batches and prefetching."""
+
+import os
+
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+
+from lm_jax import UserError, data, tokenizers, train
+from configs import tiny
+
+from conftest import make_text
+
+SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
+
+
+def data_config(tmp_path, **kwargs):
+  c = tiny.get_config().data
+  c.update({"dataset": "text", "seq_len": 16, "vocab_size": 300, **kwargs})
+  return c
+
+
+def write(path, text):
+  path.write_text(text, encoding="utf-8")
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece():
+  c = tiny.get_config().data
+  c.update(vocab_size=400, sentencepiece_type="bpe")
+  return tokenizers.train("sentencepiece", [make_text(3000, 0) + "héllo wörld ∑ 日本\n"], c)
+
+
+@SETTINGS
+@hypothesis.given(st.text())
+def test_byte_round_trip(text):
+  tok = tokenizers.ByteTokenizer()
+  assert tok.decode(tok.encode(text)) == text
+
+
+@SETTINGS
+@hypothesis.given(st.text())
+def test_sentencepiece_round_trip(sentencepiece, text):
+  # Byte fallback and identity normalization: any text, even never-seen scripts.
+  assert sentencepiece.decode(sentencepiece.encode(text)) == text
+
+
+@SETTINGS
+@hypothesis.given(st.text(alphabet="abcdefgh \n.!é"))
+def test_char_round_trip(text):
+  tok = tokenizers.train("char", ["abcdefgh \n.!é"], None)
+  assert tok.decode(tok.encode(text)) == text
+
+
+def test_encode_batch_equals_encode(sentencepiece):
+  texts = ["The king", "", "went down.\n", "日本"]
+  for tok in (tokenizers.train("char", texts, None), tokenizers.ByteTokenizer(), sentencepiece):
+    for got, text in zip(tok.encode_batch(texts), texts):
+      np.testing.assert_array_equal(got, tok.encode(text))
+
+
+def test_sentencepiece_compresses_and_saves(sentencepiece, tmp_path):
+  text = make_text(400, 5)
+  assert len(sentencepiece.encode(text)) < len(text) / 2
+  tokenizers.save(sentencepiece, str(tmp_path / "t.json"))
+  loaded = tokenizers.load(str(tmp_path / "t.json"))
+  np.testing.assert_array_equal(loaded.encode(text), sentencepiece.encode(text))
+  assert loaded.vocab_size == 400
+
+
+@pytest.mark.parametrize("vocab_size, fix", [(50_000, "lower"), (200, "raise")])
+def test_sentencepiece_vocab_size_the_corpus_cannot_support(vocab_size, fix):
+  c = tiny.get_config().data
+  c.update(vocab_size=vocab_size, sentencepiece_type="unigram")
+  with pytest.raises(UserError, match=f"vocab_size={vocab_size} .*: {fix} data.vocab_size"):
+    tokenizers.train("sentencepiece", ["a small text.\n" * 20], c)
+
+
+def test_char_refuses_unseen_characters():
+  tok = tokenizers.train("char", ["abc"], None)
+  with pytest.raises(UserError, match="'z'.*data.tokenizer='byte'"):
+    tok.encode("abz")
+
+
+def test_documents_are_joined_by_end_of_document(tmp_path):
+  train_path = write(tmp_path / "train.txt", "one doc\n\nsecond doc\n\n\nthird\n")
+  c = data_config(tmp_path, tokenizer="byte", documents="blank_line", seq_len=2)
+  c.text_files.update(train=train_path, validation=train_path)
+  tok, tokens = data.prepare(c, str(tmp_path))
+  assert tok.decode(tokens["train"]) == "one doc<|endoftext|>second doc<|endoftext|>third"
+  assert tokenizers.num_bytes(tok, tokens["train"]) == len("one doc\nsecond doc\nthird")
+
+
+def test_holdout_takes_the_end_of_the_train_text(tmp_path):
+  text = make_text(2000, 0)
+  c = data_config(tmp_path, holdout_fraction=0.1)
+  c.text_files.train = write(tmp_path / "train.txt", text)
+  tok, tokens = data.prepare(c, str(tmp_path))
+  train_text, val_text = tok.decode(tokens["train"]), tok.decode(tokens["validation"])
+  assert train_text + val_text == text
+  assert abs(len(val_text) - 0.1 * len(text)) < 100
+  assert train_text.endswith("\n")  # Cut at a line end.
+
+
+def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_cache,
+                                                      monkeypatch):
+  c = data_config(tmp_path)
+  c.text_files.update(corpus)
+  _, first = data.prepare(c, str(tmp_path / "run1"))
+  assert first["train"].dtype == np.uint16 and isinstance(first["train"], np.memmap)
+  files = sorted(os.listdir(token_cache / "tokens"))
+  calls = []
+  real = data._tokenize
+  monkeypatch.setattr(data, "_tokenize", lambda *a: calls.append(a) or real(*a))
+  _, second = data.prepare(c, str(tmp_path / "run2"))
+  assert not calls and sorted(os.listdir(token_cache / "tokens")) == files
+  for split in first:
+    np.testing.assert_array_equal(first[split], second[split])
+  c.tokenizer = "byte"
+  _, third = data.prepare(c, str(tmp_path / "run3"))
+  assert len(calls) == 3 and len(os.listdir(token_cache / "tokens")) == 2 * len(files)
+  assert len(third["train"]) == len(open(corpus["train"], "rb").read())
+
+
+def test_source_change_invalidates_the_cache(tmp_path, corpus):
+  c = data_config(tmp_path)
+  c.text_files.update(corpus)
+  _, before = data.prepare(c, str(tmp_path / "run1"))
+  with open(corpus["validation"], "a") as f:
+    f.write("The end.\n")
+  _, after = data.prepare(c, str(tmp_path / "run2"))
+  assert len(after["validation"]) == len(before["validation"]) + len("The end.\n")
+
+
+def test_workdir_tokenizer_must_match_the_config(tmp_path, corpus):
+  c = data_config(tmp_path)
+  c.text_files.update(corpus)
+  data.prepare(c, str(tmp_path))
+  c.tokenizer = "byte"
+  with pytest.raises(UserError, match="is char .* asks for byte: use a new --workdir"):
+    data.prepare(c, str(tmp_path))
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("empty", "validation split .* is empty"),
+    ("short", "fewer than data.seq_len \\+ 1"),
+    ("not_utf8", "not UTF-8 at byte 3"),
+    ("no_file", "matches no file"),
+])
+def test_bad_local_text_is_explained(tmp_path, corpus, problem, match):
+  c = data_config(tmp_path)
+  c.text_files.update(corpus)
+  path = tmp_path / "validation.txt"
+  if problem == "no_file":
+    c.text_files.validation = str(tmp_path / "nope*.txt")
+  else:
+    path.write_bytes({"empty": b"", "short": b"the.", "not_utf8": b"abc\xff\xfe"}[problem])
+  with pytest.raises(UserError, match=match):
+    data.prepare(c, str(tmp_path / "run"))
+
+
+def test_unknown_tfds_name_suggests_close_matches(tmp_path):
+  c = data_config(tmp_path, dataset="tiny_shakespear")
+  with pytest.raises(UserError, match=r"no dataset 'tiny_shakespear' \(close: .*tiny_shakespeare"):
+    data.prepare(c, str(tmp_path))
+
+
+def test_missing_manual_dir_is_refused(tmp_path):
+  c = data_config(tmp_path, dataset="tiny_shakespeare", manual_dir=str(tmp_path / "empty"))
+  with pytest.raises(UserError, match="holds no files"):
+    data.prepare(c, str(tmp_path))
+
+
+def test_failed_download_is_explained(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  def offline(*args, **kwargs):
+    raise ConnectionError("network unreachable")
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+  c = data_config(tmp_path, dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
+  with pytest.raises(UserError, match="--config.data.manual_dir"):
+    data.prepare(c, str(tmp_path))
+
+
+def test_any_tfds_text_dataset_by_name(tmp_path):
+  import tensorflow_datasets as tfds
+
+  c = data_config(tmp_path, dataset="lm1b", tokenizer="byte", eval_split="test",
+                  test_split="test[:50%]", data_dir=str(tmp_path / "tfds"), seq_len=8)
+  with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+    tok, tokens = data.prepare(c, str(tmp_path))
+  texts = tok.decode(tokens["train"]).split(tokenizers.EOD)
+  assert len(texts) == 6 and all(texts)  # Six sentences, joined into one stream.
+  assert set(tokens) == {"train", "validation", "test"}
+
+
+def test_synthetic_data_needs_no_files(tmp_path):
+  c = data_config(tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50,
+                  synthetic_tokens=5000)
+  tok, tokens = data.prepare(c, str(tmp_path))
+  assert tok.vocab_size == 50 and len(tokens["train"]) == 5000
+  assert np.mean(np.diff(tokens["train"]) % 50 == 1) > 0.9
+  assert tok.decode(tokens["train"][:3]) == " ".join(map(str, tokens["train"][:3]))
+
+
+@pytest.mark.parametrize("order", data.ORDERS)
+def test_train_batch_is_a_pure_function_of_seed_and_step(order):
+  tokens = np.arange(1000, dtype=np.int32)
+  a = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  b = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  c = data.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10, order=order)
+  np.testing.assert_array_equal(a["inputs"], b["inputs"])
+  assert not np.array_equal(a["inputs"], c["inputs"])
+  np.testing.assert_array_equal(a["targets"], a["inputs"] + 1)
+  # Two processes, each reading only its half of the rows, together read the whole batch.
+  halves = [data.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order)
+            for i in (0, 3)]
+  for key in a:
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), a[key])
+
+
+def test_epochs_visit_every_window_once():
+  tokens = np.arange(101, dtype=np.int32)  # 10 windows of 10 targets.
+  seen = [data.train_batch(tokens, 0, s, 5, 10, order="epochs")["targets"] for s in range(4)]
+  first, second = np.concatenate(seen[:2]), np.concatenate(seen[2:])
+  np.testing.assert_array_equal(np.sort(first.reshape(-1)), np.arange(1, 101))
+  np.testing.assert_array_equal(np.sort(second.reshape(-1)), np.arange(1, 101))
+  assert not np.array_equal(first, second)  # A new permutation each epoch.
+
+
+def test_eval_batches_cover_every_token_once():
+  tokens = np.arange(50, dtype=np.int32)
+  batches = list(data.eval_batches(tokens, seq_len=4, batch_size=3))
+  weights = np.concatenate([b["weights"] for b in batches]).reshape(-1)
+  targets = np.concatenate([b["targets"] for b in batches]).reshape(-1)
+  assert all(b["inputs"].shape == (3, 4) for b in batches)
+  np.testing.assert_array_equal(targets[weights > 0], np.arange(1, 50))
+
+
+def test_prefetcher_keeps_order_and_raises_errors():
+  fetched = data.Prefetcher(lambda s: s * s, range(5))
+  assert list(fetched) == [0, 1, 4, 9, 16]
+
+  def fail(step):
+    if step == 2:
+      raise ValueError("bad step")
+    return step
+
+  fetched = data.Prefetcher(fail, range(5))
+  with pytest.raises(ValueError, match="bad step"):
+    list(fetched)
+  stopped = data.Prefetcher(lambda s: s, range(10**9))
+  assert next(iter(stopped)) == 0
+  stopped.close()
+
+
+def test_training_reads_the_configured_tokenizer(config, tmp_path):
+  config.data.update(tokenizer="sentencepiece", vocab_size=320)
+  train.train_and_evaluate(config, str(tmp_path))
+  tok = tokenizers.load(str(tmp_path / "tokenizer.json"))
+  assert tok.kind == "sentencepiece" and tok.vocab_size == 320

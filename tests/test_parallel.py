@@ -1,0 +1,135 @@
+"""jit, pmap and sharded runs agree: one step function, three layouts, several hosts."""
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax import UserError, models, optim, parallel, records, train
+
+from conftest import ROOT
+
+
+def assert_trees_close(a, b, atol=1e-5):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
+
+
+@pytest.fixture
+def sharded(config):
+  config.mesh.update(data=2, fsdp=4)
+  config.train.update(num_steps=4, log_every=1, eval_every=4)
+  return config
+
+
+def test_jit_pmap_and_sharded_train_alike(sharded, tmp_path):
+  results = {}
+  for mode in ("jit", "pmap", "sharded"):
+    sharded.train.parallel = mode
+    state, ev = train.train_and_evaluate(sharded, str(tmp_path / mode))
+    losses = [r["train_loss"] for r in records.read_metrics(str(tmp_path / mode))
+              if "train_loss" in r]
+    results[mode] = (state.params, ev["loss"], losses)
+  for mode in ("pmap", "sharded"):
+    assert_trees_close(results[mode][0], results["jit"][0])
+    np.testing.assert_allclose(results[mode][1], results["jit"][1], rtol=1e-5)
+    np.testing.assert_allclose(results[mode][2], results["jit"][2], rtol=1e-5)
+
+
+def test_sharded_state_is_split_over_fsdp(sharded):
+  model = models.build_model(sharded.model, 40)
+  tx, _ = optim.make_optimizer(sharded.optim, 10)
+  plan = parallel.make_plan("sharded", sharded.mesh)
+  state = plan.init(lambda: train.create_train_state(model, tx, jax.random.key(0), 16))
+  spec = lambda x: tuple(x.sharding.spec)
+  assert spec(state.params["wte"]["embedding"]) == ("fsdp", None)  # 40 x 16: 40 splits.
+  assert spec(state.params["block_0"]["mlp"]["fc"]["kernel"]) == (None, "fsdp")  # 16 x 64.
+  mu = state.opt_state[1][0].mu  # clip, then adamw's first moment: split like its params.
+  assert spec(mu["block_0"]["mlp"]["fc"]["kernel"]) == (None, "fsdp")
+  assert spec(state.step) == ()
+  shard = state.params["block_0"]["mlp"]["fc"]["kernel"].addressable_shards[0]
+  assert shard.data.shape == (16, 16)  # Each device holds a quarter.
+
+
+def test_fsdp_spec_picks_the_largest_divisible_dim():
+  assert parallel.fsdp_spec((6, 8), 4) == jax.sharding.PartitionSpec(None, "fsdp")
+  assert parallel.fsdp_spec((12, 8), 4) == jax.sharding.PartitionSpec("fsdp", None)
+  assert parallel.fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
+  assert parallel.fsdp_spec((12, 8), 1) == jax.sharding.PartitionSpec()
+
+
+@pytest.mark.parametrize("mesh, match", [({"data": 3, "fsdp": -1}, "does not cover the 8"),
+                                         ({"data": -1, "fsdp": -1}, "at most one of them -1")])
+def test_bad_mesh_is_explained(mesh, match):
+  with pytest.raises(UserError, match=match):
+    parallel.make_plan("sharded", mesh)
+
+
+def test_grad_accumulation_equals_one_big_batch(config):
+  config.model.dropout = 0.0
+  model = models.build_model(config.model, 30)
+  tx, _ = optim.make_optimizer(config.optim, 10)
+  state = train.create_train_state(model, tx, jax.random.key(0), 16)
+  tokens = jax.random.randint(jax.random.key(1), (8, 17), 0, 30)
+  weights = jnp.ones((8, 16)).at[5:, 9:].set(0.0)  # Unequal token counts per microbatch.
+  batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}
+  outs = {n: jax.jit(functools.partial(train.train_step, grad_accum_steps=n))(
+      state, batch, jax.random.key(2)) for n in (1, 4)}
+  assert_trees_close(outs[4][0].params, outs[1][0].params, atol=1e-6)
+  np.testing.assert_allclose(outs[4][1]["train_loss"], outs[1][1]["train_loss"], rtol=1e-6)
+  np.testing.assert_allclose(outs[4][1]["grad_norm"], outs[1][1]["grad_norm"], rtol=1e-5)
+
+
+def test_grad_accum_must_divide_the_device_batch(config, tmp_path):
+  config.train.update(parallel="pmap", grad_accum_steps=3)  # 8 rows over 8 devices: 1 each.
+  with pytest.raises(UserError, match="grad_accum_steps=3 does not divide the 1 rows"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def launch(config_path, workdir, devices, *flags):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return subprocess.Popen([sys.executable, "scripts/train.py", "--config", config_path,
+                           "--workdir", workdir, *flags], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc):
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_two_hosts_train_like_one(sharded, tmp_path, mode):
+  sharded.mesh.update(data=2, fsdp=2)
+  sharded.train.update(parallel=mode, num_steps=6, checkpoint_every=3, eval_every=3)
+  config_path = str(tmp_path / "config.json")
+  with open(config_path, "w") as f:
+    json.dump(sharded.to_dict(), f)
+  finish(launch(config_path, str(tmp_path / "one"), 4))
+  port = free_port()
+  procs = [launch(config_path, str(tmp_path / "two"), 2, f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}") for i in range(2)]
+  for p in procs:
+    finish(p)
+  one, two = (records.read_metrics(str(tmp_path / d)) for d in ("one", "two"))
+  assert [r["step"] for r in two] == [r["step"] for r in one]  # Written once, by process 0.
+  for key in ("train_loss", "val_loss"):
+    np.testing.assert_allclose([r[key] for r in two if key in r], [r[key] for r in one if key in r],
+                               rtol=1e-5)
+  # The checkpoint both processes wrote together restores on one process, equal to the other's.
+  assert_trees_close(train.load_run(str(tmp_path / "two"))[3].params,
+                     train.load_run(str(tmp_path / "one"))[3].params)
