@@ -16,6 +16,7 @@ global arrays (what Orbax saves), so checkpoints move between all three.
 
 import dataclasses
 import functools
+import os
 
 import jax
 import numpy as np
@@ -183,6 +184,22 @@ def make_plan(parallel: str, mesh_config=None) -> Plan:
   if parallel == "sharded":
     mesh = make_mesh(mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1})
   return Plan(parallel, mesh)
+
+
+def cpu_cores_as_devices(parallel: str, *batch_sizes: int) -> None:
+  """On a CPU, makes each core a JAX device so that pmap runs one replica per core.
+
+  Only for runs that would use them ('auto', 'pmap', 'sharded'): extra host
+  devices slow a one-device jit. Picks the most cores that divide every batch
+  size. Must run before JAX starts its backend; accelerators are unaffected.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if parallel == "jit" or "xla_force_host_platform_device_count" in flags:
+    return
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  n = max(d for d in range(1, (cores or 1) + 1) if all(b % d == 0 for b in batch_sizes))
+  if n > 1:
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def psum(x, axis_name):

@@ -67,14 +67,18 @@ def main(argv):
 
 
 def benchmark():
+  from lm_jax import parallel  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
+  c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
+  parallel.cpu_cores_as_devices(c.parallel, c.batch_size)  # As scripts/train.py does.
+
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import data, models, optim, parallel, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, models, optim, sample, train  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
-  c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
   model = models.build_model(config.model, V)
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
   init_rng, rng = jax.random.split(jax.random.key(config.seed))

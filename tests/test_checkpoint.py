@@ -59,6 +59,7 @@ def resumable(config):
   return config
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_a_new_process_resumes_exactly(resumable, tmp_path, monkeypatch):
   spec = write_config(resumable, tmp_path / "config.json")
   r = run_script("--config", spec, "--workdir", str(tmp_path / "straight"))
@@ -128,6 +129,7 @@ def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
   assert (tmp_path / "run" / "config.json").read_text() == stored
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_layouts(config, tmp_path):
   config.train.update(num_steps=9, checkpoint_every=2, parallel="jit")
   config.mesh.update(data=2, fsdp=4)

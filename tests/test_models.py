@@ -1,5 +1,6 @@
 """Properties every registered model must have, parametrized over the registry."""
 
+import functools
 import math
 
 import jax
@@ -198,3 +199,33 @@ def test_scanned_cached_decoding_equals_full_forward(name):
     pieces.append(logits)
   full = model.apply({"params": params}, tokens)
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_lstm_recurrence_gradient_equals_autodiff():
+  from lm_jax.models import lstm
+
+  k = jax.random.split(jax.random.key(0), 6)
+  L, B, E, H = 7, 3, 5, 8
+  args = (jax.random.normal(k[0], (L, B, E)), jax.random.normal(k[1], (E, 4 * H)) * 0.3,
+          jax.random.normal(k[2], (4 * H,)) * 0.3, jax.random.normal(k[3], (H, 4 * H)) * 0.3,
+          (jax.random.normal(k[4], (B, H)), jax.random.normal(k[5], (B, H))))
+
+  def loss(f, *a):
+    h, (c_last, h_last) = f(*a)
+    return (h * jnp.arange(H)).sum() + ((2 * c_last + 3 * h_last).sum() ** 2) / 10
+
+  plain = lambda *a: lstm._forward(*a)[0]  # Autodiff through the scan.
+  fast = jax.grad(functools.partial(loss, lstm.recurrence), argnums=range(5))(*args)
+  slow = jax.grad(functools.partial(loss, plain), argnums=range(5))(*args)
+  for x, y in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(slow), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_gelu_equals_jax_exact_gelu():
+  from lm_jax.models import layers
+
+  x = jnp.linspace(-8, 8, 1001)
+  np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
+  grad = lambda f: jax.vmap(jax.grad(f))(x)
+  np.testing.assert_allclose(grad(layers.gelu), grad(lambda v: jax.nn.gelu(v, approximate=False)),
+                             atol=1e-6)

@@ -107,6 +107,7 @@ def test_script_refuses_unknown_key_in_one_line(tmp_path):
 
 
 @pytest.mark.skipif(not MANUAL_DIR, reason="set LM_JAX_MANUAL_DIR to tiny-shakespeare's folder")
+@pytest.mark.slow
 def test_script_trains_tiny_shakespeare(tmp_path):
   workdir = tmp_path / "run"
   r = run_script("--config", "configs/tiny.py", "--workdir", str(workdir),

@@ -29,12 +29,12 @@ class CausalAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
-    D = x_BxLxD.shape[-1]
+    B, L, D = x_BxLxD.shape
     H = self.num_heads
     K = D // H
     qkv_BxLx3xHxK = nn.DenseGeneral(
         (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02),
-        dtype=self.dtype, name="qkv")(x_BxLxD)
+        dtype=self.dtype, name="qkv")(x_BxLxD.reshape(B * L, D)).reshape(B, L, 3, H, K)
     q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
       k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
@@ -43,8 +43,8 @@ class CausalAttention(nn.Module):
     out_BxLxD = nn.DenseGeneral(
         D, axis=(-2, -1), use_bias=self.use_bias,
         kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-        dtype=self.dtype, name="proj")(out_BxHxLxK.transpose(0, 2, 1, 3))
-    return out_BxLxD, kv
+        dtype=self.dtype, name="proj")(out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B * L, H, K))
+    return out_BxLxD.reshape(B, L, D), kv
 
 
 class Mlp(nn.Module):
@@ -56,13 +56,13 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD):
-    D = x_BxLxD.shape[-1]
-    h_BxLxF = nn.Dense(4 * D, use_bias=self.use_bias, kernel_init=_init(0.02),
-                       dtype=self.dtype, name="fc")(x_BxLxD)
-    h_BxLxF = nn.gelu(h_BxLxF, approximate=False)
+    B, L, D = x_BxLxD.shape
+    h_NxF = nn.Dense(4 * D, use_bias=self.use_bias, kernel_init=_init(0.02),
+                     dtype=self.dtype, name="fc")(x_BxLxD.reshape(B * L, D))
+    h_NxF = layers.gelu(h_NxF)
     return nn.Dense(D, use_bias=self.use_bias,
                     kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-                    dtype=self.dtype, name="proj")(h_BxLxF)
+                    dtype=self.dtype, name="proj")(h_NxF).reshape(B, L, D)
 
 
 class Block(nn.Module):

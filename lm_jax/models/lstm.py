@@ -12,6 +12,87 @@ def _uniform(bound: float):
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+@jax.custom_vjp
+def recurrence(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
+  """An LSTM layer over L steps from carry (c, h); time-major, as the scan runs.
+
+  Gates in PyTorch's order: input, forget, cell, output. Returns (h_LxBxH,
+  final carry). The backward pass runs the recurrence in reverse for the
+  gate gradients only, then takes the weights' and inputs' gradients as one
+  matmul each over all steps, as cuDNN and PyTorch do; autodiff through the
+  scan would accumulate them step by step in small, slow matmuls.
+  """
+  return _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)[0]
+
+
+def _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
+  def step(carry, x_BxE):
+    c_BxH, h_BxH = carry
+    gates_Bx4H = x_BxE @ w_ih_Ex4H + h_BxH @ w_hh_Hx4H + b_4H
+    i, f, g, o = jnp.split(gates_Bx4H, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c_BxH = f * c_BxH + i * g
+    h_BxH = o * jnp.tanh(c_BxH)
+    return (c_BxH, h_BxH), (h_BxH, c_BxH, jnp.concatenate([i, f, g, o], axis=-1))
+
+  final, (h_LxBxH, c_LxBxH, acts_LxBx4H) = jax.lax.scan(step, carry, x_LxBxE)
+  return (h_LxBxH, final), (h_LxBxH, c_LxBxH, acts_LxBx4H)
+
+
+def _recurrence_fwd(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
+  out, saved = _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)
+  return out, (saved, x_LxBxE, w_ih_Ex4H, w_hh_Hx4H, carry)
+
+
+def _recurrence_bwd(residuals, cotangents):
+  (h_LxBxH, c_LxBxH, acts_LxBx4H), x_LxBxE, w_ih_Ex4H, w_hh_Hx4H, (c0_BxH, h0_BxH) = residuals
+  dh_LxBxH, (dc_last_BxH, dh_last_BxH) = cotangents
+  c_prev_LxBxH = jnp.concatenate([c0_BxH[None], c_LxBxH[:-1]])
+
+  def step(carry, xs):
+    dc_BxH, dh_next_BxH = carry
+    dh_out_BxH, c_BxH, c_prev_BxH, acts_Bx4H = xs
+    i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
+    dh_BxH = dh_out_BxH + dh_next_BxH
+    tanh_c = jnp.tanh(c_BxH)
+    dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
+    dgates_Bx4H = jnp.concatenate([dc_BxH * g * i * (1 - i), dc_BxH * c_prev_BxH * f * (1 - f),
+                                   dc_BxH * i * (1 - g * g), dh_BxH * tanh_c * o * (1 - o)], -1)
+    return (dc_BxH * f, dgates_Bx4H @ w_hh_Hx4H.T), dgates_Bx4H
+
+  (dc0_BxH, dh0_BxH), dgates_LxBx4H = jax.lax.scan(
+      step, (dc_last_BxH, dh_last_BxH),
+      (dh_LxBxH, c_LxBxH, c_prev_LxBxH, acts_LxBx4H), reverse=True)
+  h_prev_LxBxH = jnp.concatenate([h0_BxH[None], h_LxBxH[:-1]])
+  return (dgates_LxBx4H @ w_ih_Ex4H.T,
+          jnp.einsum("lbe,lbg->eg", x_LxBxE, dgates_LxBx4H),
+          dgates_LxBx4H.sum((0, 1)),
+          jnp.einsum("lbh,lbg->hg", h_prev_LxBxH, dgates_LxBx4H),
+          (dc0_BxH, dh0_BxH))
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+class LSTMLayer(nn.Module):
+  """One LSTM layer, parameters as torch.nn.LSTM's (one bias): ih_kernel, hh_kernel, bias."""
+
+  hidden_size: int
+
+  @nn.compact
+  def __call__(self, x_LxBxE, carry=None):
+    H = self.hidden_size
+    init = _uniform(1.0 / math.sqrt(H))
+    E = x_LxBxE.shape[-1]
+    w_ih_Ex4H = self.param("ih_kernel", init, (E, 4 * H))
+    b_4H = self.param("bias", init, (4 * H,))
+    w_hh_Hx4H = self.param("hh_kernel", init, (H, 4 * H))
+    if carry is None:
+      zeros = jnp.zeros((x_LxBxE.shape[1], H), jnp.float32)
+      carry = (zeros, zeros)
+    return recurrence(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)
+
+
 class LSTM(nn.Module):
   """The word-language-model LSTM: embedding, `num_layers` LSTMs, head.
 
@@ -50,15 +131,15 @@ class LSTM(nn.Module):
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
     embed = nn.Embed(self.vocab_size, self.embed_size, name="embed",
                      embedding_init=nn.initializers.normal(1.0))
-    x_BxLxE = nn.Dropout(self.dropout)(embed(tokens_BxL), deterministic)
+    # Time-major inside: the recurrence steps over the leading axis.
+    x_LxBxE = nn.Dropout(self.dropout)(embed(tokens_BxL.T), deterministic)
     carries = []
     for i in range(self.num_layers):
-      cell = nn.OptimizedLSTMCell(self.hidden_size, kernel_init=init, recurrent_kernel_init=init,
-                                  bias_init=init, name=f"lstm_{i}")
       initial = None if cache is None else cache["layers"][i]
-      carry, x_BxLxE = nn.RNN(cell, return_carry=True)(x_BxLxE, initial_carry=initial)
+      x_LxBxE, carry = LSTMLayer(self.hidden_size, name=f"lstm_{i}")(x_LxBxE, initial)
       carries.append(carry)
-      x_BxLxE = nn.Dropout(self.dropout)(x_BxLxE, deterministic)
+      x_LxBxE = nn.Dropout(self.dropout)(x_LxBxE, deterministic)
+    x_BxLxE = x_LxBxE.swapaxes(0, 1)
     if self.tie_weights:
       bias_V = self.param("head_bias", nn.initializers.zeros, (self.vocab_size,))
       logits_BxLxV = embed.attend(x_BxLxE) + bias_V
