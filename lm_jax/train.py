@@ -113,7 +113,8 @@ def _checkpoint_tree(state: TrainState, rng) -> dict:
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": rng}
 
 
-def _abstract_state(config, model, tx):
+def _state_factory(config, model, tx):
+  """(a function creating the initial TrainState, the dropout rng), both from config.seed."""
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   create = lambda: create_train_state(model, tx, init_rng, config.data.seq_len)
   return create, rng
@@ -130,7 +131,7 @@ def load_run(workdir: str, step: int | None = None):
   tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
   model = models.build_model(config.model, tokenizer.vocab_size)
   tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
-  create, rng = _abstract_state(config, model, tx)
+  create, rng = _state_factory(config, model, tx)
   plan = parallel.Plan("jit")
   abstract = _checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, rng))
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
@@ -180,7 +181,7 @@ def train_and_evaluate(config, workdir: str):
   if c.grad_accum_steps < 1 or per_replica % c.grad_accum_steps:
     raise UserError(f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
                     f"{per_replica} rows each device gets: pick a divisor of {per_replica}.")
-  create, dropout_rng = _abstract_state(config, model, tx)
+  create, dropout_rng = _state_factory(config, model, tx)
   state = plan.init(create)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
 
@@ -221,7 +222,7 @@ def train_and_evaluate(config, workdir: str):
   tokens_per_step = c.batch_size * seq_len
   t_start = t_last = time.perf_counter()
   last_step = start_step
-  eval_metrics = None
+  eval_metrics = in_flight = None
   received = []
   rows = plan.rows(c.batch_size)
   make_batch = lambda step: plan.shard(data.train_batch(
@@ -233,6 +234,10 @@ def train_and_evaluate(config, workdir: str):
     with _catch_signals(received):
       for step, batch in zip(bar, batches):
         state, metrics = p_train_step(state, batch, dropout_rng)
+        # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
+        # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
+        jax.block_until_ready(in_flight)
+        in_flight = metrics
         done = step + 1
         last = done == c.num_steps
         stop = list(received)  # Signals after this point are handled at the next step.
