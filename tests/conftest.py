@@ -16,6 +16,8 @@ from configs import tiny  # noqa: E402
 
 # A TFDS manual dir holding tiny-shakespeare's input.txt; tests that need it skip without it.
 MANUAL_DIR = os.environ.get("LM_JAX_MANUAL_DIR", "")
+if not os.path.isfile(os.path.join(MANUAL_DIR, "input.txt")):
+  MANUAL_DIR = ""
 
 WORDS = ("the king and queen of some far land went down to see a red fox run over "
          "green hills while old men sang songs by night").split()
