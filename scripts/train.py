@@ -49,18 +49,20 @@ def init_distributed():
 
 def main(argv):
   del argv
-  try:
-    init_distributed()  # Before importing Orbax, which touches the devices.
-  except UserError as e:
-    sys.exit(f"error: {e}")
-  from lm_jax import parallel, train  # Imported late so --help stays fast.
+  from lm_jax import parallel  # Imported late so --help stays fast.
 
   try:
+    init_distributed()  # Before importing Orbax (lm_jax.train), which starts JAX's backend.
     if not FLAGS.workdir:
       raise UserError("pass --workdir DIR (and --config CONFIG.py to start a new run).")
     config = config_lib.for_workdir(FLAGS.workdir, FLAGS.config, OVERRIDES, FLAGS.override)
     c = config.train
     parallel.cpu_cores_as_devices(c.parallel, c.batch_size, c.eval_batch_size or c.batch_size)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  from lm_jax import train  # Only now: the device count is set.
+
+  try:
     train.train_and_evaluate(config, FLAGS.workdir)
   except UserError as e:
     sys.exit(f"error: {e}")

@@ -133,3 +133,17 @@ def test_weight_decay_shrinks_weight_matrices_only(scan_layers):
     names = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
     assert all(m == (k.endswith("['kernel']") or (decay_embeddings and "embedding" in k))
                for k, m in names.items()), names
+
+
+def test_script_makes_each_cpu_core_a_device(config, tmp_path):
+  config.train.update(parallel="auto", num_steps=2, eval_every=2, log_every=1)
+  spec = tmp_path / "config.json"
+  spec.write_text(json.dumps(config.to_dict()))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  r = subprocess.run([sys.executable, "scripts/train.py", "--config", str(spec), "--workdir",
+                      str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  cores = len(os.sched_getaffinity(0))
+  expected = max(d for d in range(1, cores + 1) if 8 % d == 0)  # Batch 8 splits evenly.
+  assert json.loads((tmp_path / "run" / "run.json").read_text())["device_count"] == expected
