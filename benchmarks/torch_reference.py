@@ -28,6 +28,7 @@ VOCAB = 65
 
 # --- models -----------------------------------------------------------------
 
+
 class CausalSelfAttention(nn.Module):
   def __init__(self, n_embd, n_head):
     super().__init__()
@@ -106,15 +107,18 @@ class LSTMLM(nn.Module):
 
 # --- recipes ----------------------------------------------------------------
 
+
 def build(args, vocab):
   """Model, optimizer and lr(step) for --model."""
   if args.model == "gpt":
     model = GPT(vocab, args.seq_len, args.n_layer, args.n_head, args.n_embd)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # as nanoGPT: embeddings too
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+      lr=1e-3,
+      betas=(0.9, 0.99),
+    )
     warmup, decay_steps, max_lr, min_lr = 100, args.steps, 1e-3, 1e-4
 
     def lr(it):  # nanoGPT train.py get_lr
@@ -163,16 +167,20 @@ def evaluate(model, val, seq_len, batch=64):
   n = len(val) - 1
   xs, ys = [], []
   for i in range(0, n, seq_len):
-    x, y = val[i:i + seq_len], val[i + 1:i + seq_len + 1]
+    x, y = val[i : i + seq_len], val[i + 1 : i + seq_len + 1]
     pad = seq_len - len(y)  # the last window is padded; its padding is masked
-    xs.append(F.pad(x[:len(y)], (0, pad), value=0))
+    xs.append(F.pad(x[: len(y)], (0, pad), value=0))
     ys.append(F.pad(y, (0, pad), value=-1))
   X, Y = torch.stack(xs), torch.stack(ys)
   total = 0.0
   for j in range(0, len(X), batch):
-    logits = model(X[j:j + batch])
-    total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), Y[j:j + batch].reshape(-1),
-                             ignore_index=-1, reduction="sum").item()
+    logits = model(X[j : j + batch])
+    total += F.cross_entropy(
+      logits.reshape(-1, logits.shape[-1]),
+      Y[j : j + batch].reshape(-1),
+      ignore_index=-1,
+      reduction="sum",
+    ).item()
   assert (Y != -1).sum().item() == n
   model.train()
   return total / n
@@ -199,9 +207,17 @@ def run_train(args):
       print(f"step {it} loss {loss.item():.4f}", flush=True)
   train_seconds = time.perf_counter() - t0
   val_loss = evaluate(model, val, args.seq_len)
-  print(json.dumps({"model": args.model, "seed": args.seed, "val_loss": round(val_loss, 4),
-                    "train_seconds": round(train_seconds, 1),
-                    "tokens_per_sec": round(args.steps * args.batch * args.seq_len / train_seconds)}))
+  print(
+    json.dumps(
+      {
+        "model": args.model,
+        "seed": args.seed,
+        "val_loss": round(val_loss, 4),
+        "train_seconds": round(train_seconds, 1),
+        "tokens_per_sec": round(args.steps * args.batch * args.seq_len / train_seconds),
+      }
+    )
+  )
 
 
 def run_speed(args):
@@ -215,14 +231,25 @@ def run_speed(args):
     if it >= 3:
       times.append(time.perf_counter() - t0)
   med = statistics.median(times)
-  print(json.dumps({"model": args.model, "batch": args.batch, "seq_len": args.seq_len,
-                    "step_sec_median": round(med, 5),
-                    "tokens_per_sec": round(args.batch * args.seq_len / med),
-                    "torch_version": torch.__version__, "threads": torch.get_num_threads()}))
+  print(
+    json.dumps(
+      {
+        "model": args.model,
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "step_sec_median": round(med, 5),
+        "tokens_per_sec": round(args.batch * args.seq_len / med),
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+      }
+    )
+  )
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("mode", choices=["speed", "train"])
   p.add_argument("--model", choices=["gpt", "lstm"], required=True)
   p.add_argument("--batch", type=int)

@@ -29,7 +29,9 @@ def get_config():
   config.data = d = ml_collections.ConfigDict()
   d.dataset = "tiny_shakespeare"  # A TFDS name, 'text' (local files) or 'synthetic'.
   d.data_dir = ""  # Where TFDS keeps prepared data ('' = ~/tensorflow_datasets).
-  d.manual_dir = ""  # A folder holding the raw files (tiny_shakespeare: input.txt), for offline use.
+  d.manual_dir = (
+    ""  # A folder holding the raw files (tiny_shakespeare: input.txt), for offline use.
+  )
   d.text_key = "text"  # The TFDS feature that holds the text.
   d.train_split = "train"  # TFDS split names; slicing like 'train[:1%]' works.
   d.eval_split = "validation"

@@ -28,8 +28,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise UserError(f"{path} defines no get_config(): a config file returns its ConfigDict "
-                    "from get_config().")
+    raise UserError(
+      f"{path} defines no get_config(): a config file returns its ConfigDict from get_config()."
+    )
   config = module.get_config(arg) if arg else module.get_config()
   return ml_collections.ConfigDict(config)
 
@@ -59,8 +60,9 @@ def _parse(key: str, text: str, current):
       return text
     return ast.literal_eval(text)
   except (ValueError, SyntaxError) as e:
-    raise UserError(f"--config.{key}={text!r} is not a valid {type(current).__name__}: "
-                    f"it replaces {current!r}.") from e
+    raise UserError(
+      f"--config.{key}={text!r} is not a valid {type(current).__name__}: it replaces {current!r}."
+    ) from e
 
 
 def override(config, overrides: dict[str, str]) -> ml_collections.ConfigDict:
@@ -88,7 +90,7 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
   it = iter(argv)
   for a in it:
     if a.startswith(PREFIX):
-      key, eq, value = a[len(PREFIX):].partition("=")
+      key, eq, value = a[len(PREFIX) :].partition("=")
       if not eq:
         value = next(it, "")
       overrides[key] = value
@@ -113,8 +115,9 @@ def _get(config, key: str):
   return list(config) if isinstance(config, tuple) else config
 
 
-def for_workdir(workdir: str, spec: str | None, overrides: dict[str, str],
-                may_change: list[str]) -> ml_collections.ConfigDict:
+def for_workdir(
+  workdir: str, spec: str | None, overrides: dict[str, str], may_change: list[str]
+) -> ml_collections.ConfigDict:
   """The config of a run in `workdir`: new from `spec`, or the stored one to resume.
 
   A workdir that already holds config.json resumes with it; a `spec` or
@@ -129,7 +132,9 @@ def for_workdir(workdir: str, spec: str | None, overrides: dict[str, str],
   config = override(load(spec) if spec else stored, overrides)
   changed = [k for k in differences(stored, config) if k not in may_change]
   if changed:
-    raise UserError(f"{workdir} holds a run with a different config; keys that differ: "
-                    f"{', '.join(changed)}. Resume without changing them, pass "
-                    f"--override={','.join(changed)} to allow it, or use a new --workdir.")
+    raise UserError(
+      f"{workdir} holds a run with a different config; keys that differ: "
+      f"{', '.join(changed)}. Resume without changing them, pass "
+      f"--override={','.join(changed)} to allow it, or use a new --workdir."
+    )
   return config

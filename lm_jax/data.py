@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tqdm
@@ -49,8 +49,9 @@ def _tfds_sources(c) -> dict[str, Source]:
   """Each configured split of a TFDS dataset; prepared on first read."""
   if c.manual_dir and not (os.path.isdir(c.manual_dir) and os.listdir(c.manual_dir)):
     raise UserError(
-        f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
-        f"manual files there (for tiny_shakespeare, input.txt) or unset it to download.")
+      f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
+      f"manual files there (for tiny_shakespeare, input.txt) or unset it to download."
+    )
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -59,19 +60,23 @@ def _tfds_sources(c) -> dict[str, Source]:
     builder = tfds.builder(c.dataset, data_dir=c.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     close = difflib.get_close_matches(c.dataset.split("/")[0], tfds.list_builders(), n=3)
-    raise UserError(f"TFDS has no dataset {c.dataset!r}"
-                    f"{f' (close: {close})' if close else ''}: check data.dataset.") from e
+    raise UserError(
+      f"TFDS has no dataset {c.dataset!r}"
+      f"{f' (close: {close})' if close else ''}: check data.dataset."
+    ) from e
 
   @functools.cache
   def prepare():
     try:
       builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=c.manual_dir or None))
+        download_config=tfds.download.DownloadConfig(manual_dir=c.manual_dir or None)
+      )
     except Exception as e:  # Network, checksum and manual-file errors all end here.
       raise UserError(
-          f"could not prepare TFDS dataset {c.dataset!r} ({type(e).__name__}: {str(e)[:300]}); "
-          "offline, put its files in a folder and pass --config.data.manual_dir=FOLDER "
-          "(for tiny_shakespeare: input.txt).") from e
+        f"could not prepare TFDS dataset {c.dataset!r} ({type(e).__name__}: {str(e)[:300]}); "
+        "offline, put its files in a folder and pass --config.data.manual_dir=FOLDER "
+        "(for tiny_shakespeare: input.txt)."
+      ) from e
 
   def reader(name):
     def documents():
@@ -79,19 +84,27 @@ def _tfds_sources(c) -> dict[str, Source]:
       try:
         ds = builder.as_dataset(split=name)
       except (ValueError, KeyError) as e:
-        raise UserError(f"TFDS dataset {c.dataset!r} has no split {name!r} "
-                        f"(it has {sorted(builder.info.splits)}): check data.*_split; "
-                        "slices like 'train[:1%]' work.") from e
+        raise UserError(
+          f"TFDS dataset {c.dataset!r} has no split {name!r} "
+          f"(it has {sorted(builder.info.splits)}): check data.*_split; "
+          "slices like 'train[:1%]' work."
+        ) from e
       for example in tfds.as_numpy(ds):
         if c.text_key not in example:
-          raise UserError(f"TFDS dataset {c.dataset!r} has no feature {c.text_key!r} "
-                          f"(it has {sorted(example)}): set data.text_key.")
+          raise UserError(
+            f"TFDS dataset {c.dataset!r} has no feature {c.text_key!r} "
+            f"(it has {sorted(example)}): set data.text_key."
+          )
         yield example[c.text_key].decode("utf-8")
+
     return documents
 
   base = {"tfds": c.dataset, "version": str(builder.version)}
-  return {split: Source({**base, "split": name}, reader(name))
-          for split, name in _split_names(c).items() if name}
+  return {
+    split: Source({**base, "split": name}, reader(name))
+    for split, name in _split_names(c).items()
+    if name
+  }
 
 
 def _read_documents(path: str, per: str) -> list[str]:
@@ -114,7 +127,7 @@ def _holdout(docs: list[str], fraction: float) -> tuple[list[str], list[str]]:
       at = doc.find("\n", cut)
       at = cut if at < 0 or at - cut > 1000 else at + 1
       head, tail = doc[:at], doc[at:]
-      return docs[:i] + ([head] if head else []), ([tail] if tail else []) + docs[i + 1:]
+      return docs[:i] + ([head] if head else []), ([tail] if tail else []) + docs[i + 1 :]
     cut -= len(doc)
   return docs, []
 
@@ -131,12 +144,16 @@ def _file_sources(c) -> dict[str, Source]:
       if not paths[split]:
         raise UserError(f"data.text_files.{split}={pattern!r} matches no file: check the path.")
   if "train" not in paths:
-    raise UserError("data.text_files.train is empty: name the training text files "
-                    "(a path or glob) with --config.data.text_files.train=PATH.")
+    raise UserError(
+      "data.text_files.train is empty: name the training text files "
+      "(a path or glob) with --config.data.text_files.train=PATH."
+    )
   holdout = "validation" not in paths and c.holdout_fraction > 0
   if "validation" not in paths and not holdout:
-    raise UserError("no validation text: set data.text_files.validation, or "
-                    "data.holdout_fraction > 0 to hold out the end of the train text.")
+    raise UserError(
+      "no validation text: set data.text_files.validation, or "
+      "data.holdout_fraction > 0 to hold out the end of the train text."
+    )
 
   def reader(split):
     def documents():
@@ -144,11 +161,14 @@ def _file_sources(c) -> dict[str, Source]:
       if holdout and split in ("train", "validation"):
         docs = _holdout(docs, c.holdout_fraction)[split == "validation"]
       return docs
+
     return documents
 
   def identity(split):
-    files = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
-             for p in paths.get(split, paths["train"])]
+    files = [
+      (os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns)
+      for p in paths.get(split, paths["train"])
+    ]
     held = c.holdout_fraction if holdout and split in ("train", "validation") else None
     return {"files": files, "documents": c.documents, "holdout": held, "split": split}
 
@@ -169,8 +189,9 @@ def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> 
 
 def _tokenize(tokenizer, documents: Iterable[str], desc: str) -> Iterator[np.ndarray]:
   """Yields the token stream in chunks: documents joined by end-of-document ids."""
-  bar = tqdm.tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                  mininterval=1.0)
+  bar = tqdm.tqdm(
+    desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False, mininterval=1.0
+  )
   first, chunk, size = True, [], 0
 
   def flush():
@@ -224,12 +245,16 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> np.ndarray:
         f.write(ids.astype(dtype).tobytes())
 
     _atomic_write(path, write)
-    meta = {"identity": source.identity, "tokenizer": tokenizer.kind,
-            "seconds": time.perf_counter() - t}
+    meta = {
+      "identity": source.identity,
+      "tokenizer": tokenizer.kind,
+      "seconds": time.perf_counter() - t,
+    }
     _atomic_write(path + ".json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
   if os.path.getsize(path) == 0:
-    raise UserError(f"the {split} split of {c.dataset!r} is empty: check data.*_split "
-                    "and data.text_files.")
+    raise UserError(
+      f"the {split} split of {c.dataset!r} is empty: check data.*_split and data.text_files."
+    )
   return np.memmap(path, dtype=dtype, mode="r")
 
 
@@ -246,8 +271,9 @@ def _tokenizer(c, workdir: str, train: Source):
     settings.update(vocab_size=c.vocab_size)
   if kind == "sentencepiece":
     settings.update(type=c.sentencepiece_type, train_bytes=c.tokenizer_train_bytes)
-  cache = os.path.join(_cache_dir(c), "tokenizers",
-                       f"{kind}-{_key(_CACHE_FORMAT, train.identity, settings)}.json")
+  cache = os.path.join(
+    _cache_dir(c), "tokenizers", f"{kind}-{_key(_CACHE_FORMAT, train.identity, settings)}.json"
+  )
   if os.path.exists(cache):
     tokenizer = tokenizers.load(cache)
   else:
@@ -268,8 +294,9 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
     held_out = max(c.synthetic_tokens // 10, 2 * c.seq_len)
     sizes = {"train": c.synthetic_tokens, "validation": held_out, "test": held_out}
     tokenizer = _tokenizer(c, workdir, Source({"synthetic": c.vocab_size}, list))
-    tokens = {s: synthetic_tokens(c.synthetic, c.vocab_size, n, i) for i, (s, n) in
-              enumerate(sizes.items())}
+    tokens = {
+      s: synthetic_tokens(c.synthetic, c.vocab_size, n, i) for i, (s, n) in enumerate(sizes.items())
+    }
   else:
     sources = _file_sources(c) if c.dataset == "text" else _tfds_sources(c)
     for split, key in (("train", "train_split"), ("validation", "eval_split")):
@@ -288,8 +315,10 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
 
 def check_length(tokens: np.ndarray, split: str, seq_len: int) -> None:
   if len(tokens) < seq_len + 1:
-    raise UserError(f"the {split} split has {len(tokens)} tokens, fewer than "
-                    f"data.seq_len + 1 = {seq_len + 1}: lower data.seq_len or add text.")
+    raise UserError(
+      f"the {split} split has {len(tokens)} tokens, fewer than "
+      f"data.seq_len + 1 = {seq_len + 1}: lower data.seq_len or add text."
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -297,8 +326,15 @@ def _epoch_permutation(seed: int, epoch: int, num_windows: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 1]).permutation(num_windows)
 
 
-def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int,
-                rows: slice = slice(None), order: str = "random_windows") -> dict:
+def train_batch(
+  tokens: np.ndarray,
+  seed: int,
+  step: int,
+  batch_size: int,
+  seq_len: int,
+  rows: slice = slice(None),
+  order: str = "random_windows",
+) -> dict:
   """The global batch's `rows` at `step`: windows of seq_len + 1 tokens.
 
   A pure function of (seed, step): resuming, restarting or sharding the run
@@ -316,11 +352,19 @@ def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_l
   elif order == "epochs":
     num_windows = (len(tokens) - 1) // seq_len
     index = step * batch_size + np.arange(batch_size)[rows]
-    starts = np.array([_epoch_permutation(seed, int(e), num_windows)[w] for e, w in
-                       zip(*np.divmod(index, num_windows))], np.int64).reshape(-1) * seq_len
+    starts = (
+      np.array(
+        [
+          _epoch_permutation(seed, int(e), num_windows)[w]
+          for e, w in zip(*np.divmod(index, num_windows))
+        ],
+        np.int64,
+      ).reshape(-1)
+      * seq_len
+    )
   else:
     raise UserError(f"data.order={order!r}: use one of {list(ORDERS)}.")
-  windows = np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int32)
+  windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
   return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 
@@ -334,7 +378,7 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int):
   num_windows = -(-n // seq_len)
   num_rows = -(-num_windows // batch_size) * batch_size
   padded = np.zeros(num_rows * seq_len + 1, np.int32)
-  padded[:n + 1] = tokens
+  padded[: n + 1] = tokens
   inputs = padded[:-1].reshape(num_rows, seq_len)
   targets = padded[1:].reshape(num_rows, seq_len)
   weights = (np.arange(num_rows * seq_len) < n).reshape(num_rows, seq_len).astype(np.float32)

@@ -17,8 +17,9 @@ def eval_step(state, batch, axis_name=None):
   return parallel.psum({"loss_sum": loss_sum, "weight_sum": weight_sum}, axis_name)
 
 
-def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int,
-             plan: parallel.Plan) -> dict:
+def evaluate(
+  p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int, plan: parallel.Plan
+) -> dict:
   """Loss and perplexity over every next-token prediction in `tokens`.
 
   Token-loss sums and counts are added up in float64 on the host, so the
@@ -32,12 +33,21 @@ def evaluate(p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: i
     loss_sum += float(sums["loss_sum"])
     weight_sum += float(sums["weight_sum"])
   loss = loss_sum / weight_sum
-  return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(weight_sum),
-          "loss_sum": loss_sum}
+  return {
+    "loss": loss,
+    "perplexity": math.exp(min(loss, 700.0)),
+    "tokens": int(weight_sum),
+    "loss_sum": loss_sum,
+  }
 
 
-def evaluate_run(workdir: str, split: str = "validation", step: int | None = None,
-                 batch_size: int = 0, parallel_mode: str = "") -> dict:
+def evaluate_run(
+  workdir: str,
+  split: str = "validation",
+  step: int | None = None,
+  batch_size: int = 0,
+  parallel_mode: str = "",
+) -> dict:
   """Evaluates a run's newest (or given) checkpoint on a whole split; writes JSON.
 
   Returns {'split', 'step', 'loss' (nats per token), 'perplexity',
@@ -51,17 +61,25 @@ def evaluate_run(workdir: str, split: str = "validation", step: int | None = Non
     raise UserError(f"unknown split {split!r}: use one of {list(data.SPLITS)}.")
   _, tokens = data.prepare(config.data, workdir, is_writer=False)
   if split not in tokens:
-    raise UserError(f"the run's data has no {split} split: set data.test_split or "
-                    f"data.text_files.{split} in its config.")
+    raise UserError(
+      f"the run's data has no {split} split: set data.test_split or "
+      f"data.text_files.{split} in its config."
+    )
   plan = parallel.make_plan(parallel_mode or config.train.parallel, config.mesh)
   batch_size = batch_size or config.train.eval_batch_size or config.train.batch_size
   plan.check_batch(batch_size, "the eval batch size")
   p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
   m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
   num_bytes = tokenizers.num_bytes(tokenizer, tokens[split][1:])
-  result = {"split": split, "step": step, "loss": m["loss"], "perplexity": m["perplexity"],
-            "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes, "tokens": m["tokens"],
-            "bytes": num_bytes}
+  result = {
+    "split": split,
+    "step": step,
+    "loss": m["loss"],
+    "perplexity": m["perplexity"],
+    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes,
+    "tokens": m["tokens"],
+    "bytes": num_bytes,
+  }
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_{split}_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)

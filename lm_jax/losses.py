@@ -11,7 +11,8 @@ def cross_entropy_sums(logits_BxLxV, targets_BxL, weights_BxL=None):
   means let callers combine batches and devices exactly.
   """
   losses_BxL = optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxLxV.astype(jnp.float32), targets_BxL)
+    logits_BxLxV.astype(jnp.float32), targets_BxL
+  )
   if weights_BxL is None:
     weights_BxL = jnp.ones_like(losses_BxL)
   weights_BxL = weights_BxL.astype(jnp.float32)

@@ -12,11 +12,12 @@ def schedule(optim_config, num_steps: int) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then cosine decay to `min_learning_rate`."""
   c = optim_config
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if c.warmup_steps else c.learning_rate,
-      peak_value=c.learning_rate,
-      warmup_steps=c.warmup_steps,
-      decay_steps=max(num_steps, c.warmup_steps + 1),
-      end_value=c.min_learning_rate)
+    init_value=0.0 if c.warmup_steps else c.learning_rate,
+    peak_value=c.learning_rate,
+    warmup_steps=c.warmup_steps,
+    decay_steps=max(num_steps, c.warmup_steps + 1),
+    end_value=c.min_learning_rate,
+  )
 
 
 def decay_mask(params, decay_embeddings: bool):
@@ -27,6 +28,7 @@ def decay_mask(params, decay_embeddings: bool):
   decays them). By name, not rank: stacked layers (scan_layers) make every
   parameter one rank higher. Other names (plugin models): matrices decay.
   """
+
   def decays(path, x):
     name = getattr(path[-1], "key", "")
     if name in ("kernel", "embedding"):
@@ -43,8 +45,14 @@ def make_optimizer(optim_config, num_steps: int):
   if c.name == "adam":
     opt = optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps)
   elif c.name == "adamw":
-    opt = optax.adamw(lr, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay,
-                      mask=functools.partial(decay_mask, decay_embeddings=c.decay_embeddings))
+    opt = optax.adamw(
+      lr,
+      b1=c.b1,
+      b2=c.b2,
+      eps=c.eps,
+      weight_decay=c.weight_decay,
+      mask=functools.partial(decay_mask, decay_embeddings=c.decay_embeddings),
+    )
   else:
     raise UserError(f"unknown optimizer {c.name!r}: set optim.name to 'adam' or 'adamw'.")
   if c.grad_clip > 0:

@@ -21,7 +21,8 @@ import os
 import jax
 import numpy as np
 from flax import jax_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lm_jax import UserError
 
@@ -35,14 +36,18 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   devices = np.asarray(devices if devices is not None else jax.devices())
   sizes = [int(mesh_config[a]) for a in MESH_AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise UserError(f"mesh sizes {dict(zip(MESH_AXES, sizes))} are invalid: give positive "
-                    "sizes, at most one of them -1 (fills the remaining devices).")
+    raise UserError(
+      f"mesh sizes {dict(zip(MESH_AXES, sizes))} are invalid: give positive "
+      "sizes, at most one of them -1 (fills the remaining devices)."
+    )
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     sizes[sizes.index(-1)] = devices.size // known if devices.size % known == 0 else -1
   if int(np.prod(sizes)) != devices.size:
-    raise UserError(f"mesh {dict(zip(MESH_AXES, sizes))} does not cover the {devices.size} "
-                    "devices: set config.mesh.data x config.mesh.fsdp to the device count.")
+    raise UserError(
+      f"mesh {dict(zip(MESH_AXES, sizes))} does not cover the {devices.size} "
+      "devices: set config.mesh.data x config.mesh.fsdp to the device count."
+    )
   return Mesh(devices.reshape(sizes), MESH_AXES)
 
 
@@ -70,8 +75,10 @@ class Plan:
   def check_batch(self, batch_size: int, what: str = "train.batch_size") -> None:
     n = self.num_replicas
     if batch_size % n:
-      raise UserError(f"{what}={batch_size} is not divisible by the {n} devices of a "
-                      f"{self.mode} run: use a multiple of {n}, or train.parallel='jit'.")
+      raise UserError(
+        f"{what}={batch_size} is not divisible by the {n} devices of a "
+        f"{self.mode} run: use a multiple of {n}, or train.parallel='jit'."
+      )
 
   def rows(self, batch_size: int) -> slice:
     """This process's rows of a global batch."""
@@ -92,7 +99,8 @@ class Plan:
       return jax.tree_util.tree_map(lambda _: replicated, abstract_tree)
     fsdp = self.mesh.shape["fsdp"]
     return jax.tree_util.tree_map(
-        lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, fsdp)), abstract_tree)
+      lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, fsdp)), abstract_tree
+    )
 
   def init(self, fn):
     """Runs `fn() -> state` into the step's layout; sharded states never exist whole."""
@@ -102,6 +110,7 @@ class Plan:
 
   def place(self, tree):
     """Host or global arrays -> global arrays in the checkpoint layout."""
+
     def one(x, s):
       if isinstance(x, jax.Array) and x.sharding == s:
         return x
@@ -140,7 +149,8 @@ class Plan:
     if self.mode == "sharded":
       sharding = NamedSharding(self.mesh, P(MESH_AXES))
       return jax.tree_util.tree_map(
-          lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, x), batch
+      )
     return batch
 
   def to_host(self, tree):
@@ -162,13 +172,18 @@ class Plan:
     """
     donate = (0,) if donate else ()
     if self.mode == "pmap":
-      return jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
-                      in_axes=in_axes, donate_argnums=donate)
+      return jax.pmap(
+        functools.partial(step_fn, axis_name=AXIS),
+        axis_name=AXIS,
+        in_axes=in_axes,
+        donate_argnums=donate,
+      )
     out_shardings = None
     if self.mode == "sharded" and state is not None:
       out_shardings = (self.state_shardings(state), NamedSharding(self.mesh, P()))
-    return jax.jit(functools.partial(step_fn, axis_name=None), donate_argnums=donate,
-                   out_shardings=out_shardings)
+    return jax.jit(
+      functools.partial(step_fn, axis_name=None), donate_argnums=donate, out_shardings=out_shardings
+    )
 
 
 def make_plan(parallel: str, mesh_config=None) -> Plan:
@@ -178,8 +193,10 @@ def make_plan(parallel: str, mesh_config=None) -> Plan:
   if parallel == "auto":
     parallel = "pmap" if jax.device_count() > 1 else "jit"
   if parallel == "jit" and jax.process_count() > 1:
-    raise UserError("train.parallel='jit' runs on one device, but this run has "
-                    f"{jax.process_count()} processes: use 'pmap' or 'sharded'.")
+    raise UserError(
+      "train.parallel='jit' runs on one device, but this run has "
+      f"{jax.process_count()} processes: use 'pmap' or 'sharded'."
+    )
   mesh = None
   if parallel == "sharded":
     mesh = make_mesh(mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1})

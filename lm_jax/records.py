@@ -16,8 +16,16 @@ import jax
 
 import lm_jax
 
-VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
-             "ml-collections", "numpy")
+VERSIONED = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "tensorflow-datasets",
+  "ml-collections",
+  "numpy",
+)
 
 
 def _is_writer() -> bool:
@@ -35,6 +43,7 @@ class MetricWriter:
   def _event_writer(self):
     if self._events is None:
       from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+
       self._events = EventFileWriter(self.workdir)
     return self._events
 
@@ -45,24 +54,42 @@ class MetricWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
-    values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in row.items()
-              if k != "step" and isinstance(v, (int, float))]
-    self._event_writer().add_event(event_pb2.Event(
-        wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
+
+    values = [
+      summary_pb2.Summary.Value(tag=k, simple_value=v)
+      for k, v in row.items()
+      if k != "step" and isinstance(v, (int, float))
+    ]
+    self._event_writer().add_event(
+      event_pb2.Event(
+        wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
+      )
+    )
 
   def write_text(self, tag: str, text: str) -> None:
     """A text summary (TensorBoard's Text tab), e.g. the config."""
     if not _is_writer():
       return
     from tensorboard.compat.proto import (  # pylint: disable=g-import-not-at-top
-        event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2)
-    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
-                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
+      event_pb2,
+      summary_pb2,
+      tensor_pb2,
+      tensor_shape_pb2,
+      types_pb2,
+    )
+
+    tensor = tensor_pb2.TensorProto(
+      dtype=types_pb2.DT_STRING,
+      string_val=[text.encode()],
+      tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+    )
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text"))
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
+    )
     value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
-    self._event_writer().add_event(event_pb2.Event(
-        wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value])))
+    self._event_writer().add_event(
+      event_pb2.Event(wall_time=time.time(), step=0, summary=summary_pb2.Summary(value=[value]))
+    )
 
   def flush(self) -> None:
     if self._events is not None:
@@ -105,8 +132,9 @@ def write_config(config, workdir: str) -> None:
 def _git(*args) -> str:
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                          timeout=10, check=True).stdout.strip()
+    return subprocess.run(
+      ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return ""
 
@@ -120,17 +148,17 @@ def run_info(config) -> dict:
     except importlib.metadata.PackageNotFoundError:
       versions[name] = None
   return {
-      "lm_jax_version": lm_jax.__version__,
-      "git_commit": _git("rev-parse", "HEAD") or None,
-      "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-      "python": platform.python_version(),
-      "versions": versions,
-      "platform": jax.default_backend(),
-      "device_kind": jax.devices()[0].device_kind,
-      "device_count": jax.device_count(),
-      "process_count": jax.process_count(),
-      "seed": config.seed,
-      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "lm_jax_version": lm_jax.__version__,
+    "git_commit": _git("rev-parse", "HEAD") or None,
+    "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    "python": platform.python_version(),
+    "versions": versions,
+    "platform": jax.default_backend(),
+    "device_kind": jax.devices()[0].device_kind,
+    "device_count": jax.device_count(),
+    "process_count": jax.process_count(),
+    "seed": config.seed,
+    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
 
 

@@ -42,8 +42,20 @@ def sample_token(logits_BxV, rng, temperature, top_k: int, top_p):
   return jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
 
 
-def sample(step_fn, cache, prompt_BxP, lengths_B, rng, *, min_len: int, max_new_tokens: int,
-           temperature=1.0, top_k: int = 0, top_p=1.0, eos_id: int = -1):
+def sample(
+  step_fn,
+  cache,
+  prompt_BxP,
+  lengths_B,
+  rng,
+  *,
+  min_len: int,
+  max_new_tokens: int,
+  temperature=1.0,
+  top_k: int = 0,
+  top_p=1.0,
+  eos_id: int = -1,
+):
   """Continues each prompt by `max_new_tokens` tokens inside one `lax.while_loop`.
 
   Args:
@@ -100,10 +112,24 @@ def full_forward_step_fn(apply_fn, batch_size: int, length: int):
   return step_fn, cache
 
 
-@functools.partial(jax.jit, static_argnames=("model", "min_len", "max_new_tokens", "top_k",
-                                             "eos_id", "use_cache"))
-def _generate(model, params, prompt_BxP, lengths_B, rng, temperature, top_p, *, min_len,
-              max_new_tokens, top_k, eos_id, use_cache):
+@functools.partial(
+  jax.jit, static_argnames=("model", "min_len", "max_new_tokens", "top_k", "eos_id", "use_cache")
+)
+def _generate(
+  model,
+  params,
+  prompt_BxP,
+  lengths_B,
+  rng,
+  temperature,
+  top_p,
+  *,
+  min_len,
+  max_new_tokens,
+  top_k,
+  eos_id,
+  use_cache,
+):
   B, P = prompt_BxP.shape
   if use_cache and hasattr(model, "init_cache"):
     step_fn = lambda tokens, cache: model.apply({"params": params}, tokens, cache=cache)
@@ -111,14 +137,35 @@ def _generate(model, params, prompt_BxP, lengths_B, rng, temperature, top_p, *, 
   else:
     apply_fn = lambda tokens: model.apply({"params": params}, tokens)
     step_fn, cache = full_forward_step_fn(apply_fn, B, P + max_new_tokens)
-  return sample(step_fn, cache, prompt_BxP, lengths_B, rng, min_len=min_len,
-                max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                top_p=top_p, eos_id=eos_id)
+  return sample(
+    step_fn,
+    cache,
+    prompt_BxP,
+    lengths_B,
+    rng,
+    min_len=min_len,
+    max_new_tokens=max_new_tokens,
+    temperature=temperature,
+    top_k=top_k,
+    top_p=top_p,
+    eos_id=eos_id,
+  )
 
 
-def generate(model, params, prompts: list, rng, *, max_new_tokens: int, temperature=1.0,
-             top_k: int = 0, top_p=1.0, eos_id=None, long_prompt: str = "trim",
-             use_cache: bool = True) -> list[np.ndarray]:
+def generate(
+  model,
+  params,
+  prompts: list,
+  rng,
+  *,
+  max_new_tokens: int,
+  temperature=1.0,
+  top_k: int = 0,
+  top_p=1.0,
+  eos_id=None,
+  long_prompt: str = "trim",
+  use_cache: bool = True,
+) -> list[np.ndarray]:
   """Samples a continuation of each prompt (arrays of token ids); returns the new ids.
 
   A model with `max_len` sees at most that many positions. A prompt longer
@@ -135,12 +182,14 @@ def generate(model, params, prompts: list, rng, *, max_new_tokens: int, temperat
   prompts = [np.asarray(p, np.int32) for p in prompts]
   max_len = getattr(model, "max_len", None)
   if max_len is not None and any(len(p) >= max_len for p in prompts):
-    message = (f"a prompt is longer than the {max_len - 1} tokens that leave room for a new "
-               f"one in the model's context of {max_len}")
+    message = (
+      f"a prompt is longer than the {max_len - 1} tokens that leave room for a new "
+      f"one in the model's context of {max_len}"
+    )
     if long_prompt != "trim":
       raise UserError(message + ": shorten it, or pass --long_prompt=trim.")
     print(f"warning: {message}; keeping its last {max_len - 1} tokens.", file=sys.stderr)
-    prompts = [p[-(max_len - 1):] for p in prompts]
+    prompts = [p[-(max_len - 1) :] for p in prompts]
   eos = -1 if eos_id is None else int(eos_id)
   new = [np.zeros((0,), np.int32) for _ in prompts]
   context = prompts
@@ -150,14 +199,29 @@ def generate(model, params, prompts: list, rng, *, max_new_tokens: int, temperat
     n = remaining if max_len is None else min(remaining, max_len - P)
     prompt_BxP = np.zeros((len(context), P), np.int32)
     for row, p in zip(prompt_BxP, context):
-      row[:len(p)] = p
+      row[: len(p)] = p
     rng, key = jax.random.split(rng)
-    out_BxT = np.asarray(_generate(
-        model, params, prompt_BxP, lengths, key, jnp.float32(temperature), jnp.float32(top_p),
-        min_len=int(lengths.min()), max_new_tokens=n, top_k=int(top_k), eos_id=eos,
-        use_cache=use_cache))
-    chunk = [row[m:m + n] for row, m in zip(out_BxT, lengths)]
+    out_BxT = np.asarray(
+      _generate(
+        model,
+        params,
+        prompt_BxP,
+        lengths,
+        key,
+        jnp.float32(temperature),
+        jnp.float32(top_p),
+        min_len=int(lengths.min()),
+        max_new_tokens=n,
+        top_k=int(top_k),
+        eos_id=eos,
+        use_cache=use_cache,
+      )
+    )
+    chunk = [row[m : m + n] for row, m in zip(out_BxT, lengths)]
     new = [np.concatenate([a, b]) for a, b in zip(new, chunk)]
-    context = [np.concatenate([p, c])[-(max_len // 2):] for p, c in zip(context, chunk)] \
-        if max_len is not None else None
-  return [row[:np.argmax(row == eos)] if (row == eos).any() else row for row in new]
+    context = (
+      [np.concatenate([p, c])[-(max_len // 2) :] for p, c in zip(context, chunk)]
+      if max_len is not None
+      else None
+    )
+  return [row[: np.argmax(row == eos)] if (row == eos).any() else row for row in new]

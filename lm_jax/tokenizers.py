@@ -56,9 +56,10 @@ class CharTokenizer:
     if unknown.any():
       missing = sorted({chr(c) for c in codepoints[unknown]})
       raise UserError(
-          f"the text holds characters the char tokenizer never saw in training: "
-          f"{''.join(missing)[:50]!r}; remove them, or train with a tokenizer that "
-          "covers any text (data.tokenizer='byte' or 'sentencepiece').")
+        f"the text holds characters the char tokenizer never saw in training: "
+        f"{''.join(missing)[:50]!r}; remove them, or train with a tokenizer that "
+        "covers any text (data.tokenizer='byte' or 'sentencepiece')."
+      )
     return ids.astype(np.int32)
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
@@ -122,8 +123,7 @@ class SentencePieceTokenizer:
 
     c = data_config
     if c.sentencepiece_type not in ("bpe", "unigram"):
-      raise UserError(f"data.sentencepiece_type={c.sentencepiece_type!r}: use 'bpe' or "
-                      "'unigram'.")
+      raise UserError(f"data.sentencepiece_type={c.sentencepiece_type!r}: use 'bpe' or 'unigram'.")
 
     def lines():
       budget = c.tokenizer_train_bytes
@@ -138,19 +138,33 @@ class SentencePieceTokenizer:
     proto = io.BytesIO()
     try:
       spm.SentencePieceTrainer.train(
-          sentence_iterator=lines(), model_writer=proto, vocab_size=c.vocab_size,
-          model_type=c.sentencepiece_type, character_coverage=1.0, byte_fallback=True,
-          normalization_rule_name="identity", add_dummy_prefix=False,
-          remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
-          max_sentence_length=1 << 16, unk_id=0, eos_id=1, bos_id=-1, pad_id=-1,
-          hard_vocab_limit=True, minloglevel=2,
-          num_threads=1)  # One thread: every process of a multi-host run trains the same.
+        sentence_iterator=lines(),
+        model_writer=proto,
+        vocab_size=c.vocab_size,
+        model_type=c.sentencepiece_type,
+        character_coverage=1.0,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        max_sentence_length=1 << 16,
+        unk_id=0,
+        eos_id=1,
+        bos_id=-1,
+        pad_id=-1,
+        hard_vocab_limit=True,
+        minloglevel=2,
+        num_threads=1,
+      )  # One thread: every process of a multi-host run trains the same.
     except RuntimeError as e:
       # Too small: fewer ids than the 256 byte pieces plus the text's characters.
       fix = "raise" if "smaller than required" in str(e) else "lower"
       raise UserError(
-          f"SentencePiece cannot train data.vocab_size={c.vocab_size} on this text "
-          f"({str(e).strip().splitlines()[-1][:160]}): {fix} data.vocab_size.") from e
+        f"SentencePiece cannot train data.vocab_size={c.vocab_size} on this text "
+        f"({str(e).strip().splitlines()[-1][:160]}): {fix} data.vocab_size."
+      ) from e
     return cls(base64.b64encode(proto.getvalue()).decode("ascii"))
 
   @property
@@ -161,8 +175,9 @@ class SentencePieceTokenizer:
     return np.array(self._sp.encode(text), np.int32)
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return [np.array(ids, np.int32)
-            for ids in self._sp.encode(texts, num_threads=os.cpu_count() or 1)]
+    return [
+      np.array(ids, np.int32) for ids in self._sp.encode(texts, num_threads=os.cpu_count() or 1)
+    ]
 
   def decode(self, ids) -> str:
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
@@ -197,8 +212,10 @@ class IdsTokenizer:
     try:
       ids = np.array([int(t) for t in text.split()], np.int32)
     except ValueError as e:
-      raise UserError(f"synthetic-data runs take prompts of space-separated token ids, "
-                      f"not {text[:40]!r}: write e.g. '3 14 15'.") from e
+      raise UserError(
+        f"synthetic-data runs take prompts of space-separated token ids, "
+        f"not {text[:40]!r}: write e.g. '3 14 15'."
+      ) from e
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
       raise UserError(f"token ids must lie in [0, {self.vocab_size}): check the prompt.")
     return ids
@@ -233,14 +250,16 @@ def check_matches(tokenizer, data_config, path: str) -> None:
   """Refuses a saved tokenizer that the config would not have trained."""
   want = "ids" if data_config.dataset == "synthetic" else data_config.tokenizer
   have = tokenizer.kind
-  if have == want and (want not in ("sentencepiece", "ids")
-                       or tokenizer.vocab_size == data_config.vocab_size):
+  if have == want and (
+    want not in ("sentencepiece", "ids") or tokenizer.vocab_size == data_config.vocab_size
+  ):
     return
   have_desc = f"{have} (vocab {tokenizer.vocab_size})"
   raise UserError(
-      f"the tokenizer saved at {path} is {have_desc} but the config asks for {want}"
-      f"{f' (vocab {data_config.vocab_size})' if want in ('sentencepiece', 'ids') else ''}: "
-      "use a new --workdir for a different tokenizer, or set data.tokenizer back.")
+    f"the tokenizer saved at {path} is {have_desc} but the config asks for {want}"
+    f"{f' (vocab {data_config.vocab_size})' if want in ('sentencepiece', 'ids') else ''}: "
+    "use a new --workdir for a different tokenizer, or set data.tokenizer back."
+  )
 
 
 def num_bytes(tokenizer, ids) -> int:

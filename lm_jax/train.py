@@ -7,7 +7,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -16,9 +17,19 @@ import numpy as np
 import optax
 import tqdm
 
+from lm_jax import (
+  UserError,
+  checkpoint,
+  data,
+  evaluate,
+  losses,
+  models,
+  optim,
+  parallel,
+  records,
+  tokenizers,
+)
 from lm_jax import config as config_lib
-from lm_jax import (UserError, checkpoint, data, evaluate, losses, models, optim, parallel,
-                    records, tokenizers)
 
 
 @flax.struct.dataclass
@@ -46,8 +57,9 @@ def train_step(state: TrainState, batch, rng, axis_name=None, grad_accum_steps: 
   num_tokens = parallel.psum(batch["weights"].sum(), axis_name)
 
   def loss_fn(params, micro, rng):
-    logits = state.apply_fn({"params": params}, micro["inputs"], deterministic=False,
-                            rngs={"dropout": rng})
+    logits = state.apply_fn(
+      {"params": params}, micro["inputs"], deterministic=False, rngs={"dropout": rng}
+    )
     loss_sum, _ = losses.cross_entropy_sums(logits, micro["targets"], micro["weights"])
     return loss_sum / num_tokens, loss_sum
 
@@ -58,7 +70,8 @@ def train_step(state: TrainState, batch, rng, axis_name=None, grad_accum_steps: 
     # Row i goes to microbatch i % n, so each device keeps its own rows.
     n = grad_accum_steps
     micro = jax.tree_util.tree_map(
-        lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
+      lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch
+    )
 
     def accumulate(carry, xs):
       i, m = xs
@@ -71,25 +84,32 @@ def train_step(state: TrainState, batch, rng, axis_name=None, grad_accum_steps: 
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
-      "train_loss": parallel.psum(loss_sum, axis_name) / num_tokens,
-      "grad_norm": optax.tree.norm(grads),
-      "update_norm": optax.tree.norm(updates),
+    "train_loss": parallel.psum(loss_sum, axis_name) / num_tokens,
+    "grad_norm": optax.tree.norm(grads),
+    "update_norm": optax.tree.norm(updates),
   }
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
   params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
-  return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx)
+  return TrainState(
+    step=jnp.array(0, jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    apply_fn=model.apply,
+    tx=tx,
+  )
 
 
 class Preempted(Exception):
   """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved."""
 
   def __init__(self, signum: int, step: int):
-    super().__init__(f"received {signal.Signals(signum).name}: saved a checkpoint at step "
-                     f"{step}; run the same command to resume.")
+    super().__init__(
+      f"received {signal.Signals(signum).name}: saved a checkpoint at step "
+      f"{step}; run the same command to resume."
+    )
     self.signum = signum
 
 
@@ -142,15 +162,23 @@ def load_run(workdir: str, step: int | None = None):
   if restored is None:
     raise UserError(f"{workdir} holds no checkpoint: train first, or check --workdir.")
   step, tree, _ = restored
-  state = TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"],
-                     apply_fn=model.apply, tx=tx)
+  state = TrainState(
+    step=tree["step"],
+    params=tree["params"],
+    opt_state=tree["opt_state"],
+    apply_fn=model.apply,
+    tx=tx,
+  )
   return config, model, tokenizer, state, step
 
 
 def _targets(plan, abstract_tree):
   """Abstract arrays carrying the plan's checkpoint shardings: what Orbax restores onto."""
-  return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                abstract_tree, plan.state_shardings(abstract_tree))
+  return jax.tree_util.tree_map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    abstract_tree,
+    plan.state_shardings(abstract_tree),
+  )
 
 
 def train_and_evaluate(config, workdir: str):
@@ -170,8 +198,10 @@ def train_and_evaluate(config, workdir: str):
   model = models.build_model(config.model, tokenizer.vocab_size)
   max_len = getattr(model, "max_len", None)
   if max_len is not None and max_len < seq_len:
-    raise UserError(f"data.seq_len={seq_len} exceeds model.max_len={max_len}: "
-                    "raise model.max_len or lower data.seq_len.")
+    raise UserError(
+      f"data.seq_len={seq_len} exceeds model.max_len={max_len}: "
+      "raise model.max_len or lower data.seq_len."
+    )
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
   plan = parallel.make_plan(c.parallel, config.mesh)
   eval_batch_size = c.eval_batch_size or c.batch_size
@@ -179,16 +209,22 @@ def train_and_evaluate(config, workdir: str):
   plan.check_batch(eval_batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas
   if c.grad_accum_steps < 1 or per_replica % c.grad_accum_steps:
-    raise UserError(f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
-                    f"{per_replica} rows each device gets: pick a divisor of {per_replica}.")
+    raise UserError(
+      f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
+      f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
+    )
   create, dropout_rng = _state_factory(config, model, tx)
   state = plan.init(create)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
 
   # Restore.
   ckpt = checkpoint.Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
-  restored = ckpt.restore(_targets(plan, _checkpoint_tree(
-      jax.eval_shape(create), jax.eval_shape(jax.random.key_data, dropout_rng))))
+  restored = ckpt.restore(
+    _targets(
+      plan,
+      _checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, dropout_rng)),
+    )
+  )
   if restored is not None:
     step, tree, _ = restored
     state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
@@ -203,20 +239,23 @@ def train_and_evaluate(config, workdir: str):
 
   # Step functions.
   p_train_step = plan.compile_step(
-      functools.partial(train_step, grad_accum_steps=c.grad_accum_steps), state=state)
+    functools.partial(train_step, grad_accum_steps=c.grad_accum_steps), state=state
+  )
   p_eval_step = plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False)
 
   def run_eval(step):
-    m = evaluate.evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size,
-                          plan)
+    m = evaluate.evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size, plan)
     writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
     return m
 
   def save(step, eval_metrics):
     metrics = {"val_loss": eval_metrics["loss"]} if eval_metrics else None
-    ckpt.save(step, plan.place(_checkpoint_tree(plan.get(state), dropout_rng)),
-              meta={"step": step, "seed": config.seed, "order": config.data.order},
-              metrics=metrics)
+    ckpt.save(
+      step,
+      plan.place(_checkpoint_tree(plan.get(state), dropout_rng)),
+      meta={"step": step, "seed": config.seed, "order": config.data.order},
+      metrics=metrics,
+    )
 
   # Loop.
   tokens_per_step = c.batch_size * seq_len
@@ -225,11 +264,19 @@ def train_and_evaluate(config, workdir: str):
   eval_metrics = in_flight = None
   received = []
   rows = plan.rows(c.batch_size)
-  make_batch = lambda step: plan.shard(data.train_batch(
-      tokens["train"], config.seed, step, c.batch_size, seq_len, rows, config.data.order))
+  make_batch = lambda step: plan.shard(
+    data.train_batch(
+      tokens["train"], config.seed, step, c.batch_size, seq_len, rows, config.data.order
+    )
+  )
   batches = data.Prefetcher(make_batch, range(start_step, c.num_steps), config.data.prefetch)
-  bar = tqdm.tqdm(range(start_step, c.num_steps), initial=start_step, total=c.num_steps,
-                  disable=jax.process_index() != 0, dynamic_ncols=True)
+  bar = tqdm.tqdm(
+    range(start_step, c.num_steps),
+    initial=start_step,
+    total=c.num_steps,
+    disable=jax.process_index() != 0,
+    dynamic_ncols=True,
+  )
   try:
     with _catch_signals(received):
       for step, batch in zip(bar, batches):
@@ -246,22 +293,36 @@ def train_and_evaluate(config, workdir: str):
         if done % c.log_every == 0 or do_save:
           metrics = plan.to_host(metrics)
           if not np.isfinite(metrics["train_loss"]):
-            raise UserError(f"the training loss became {metrics['train_loss']} by step {done}; "
-                            "nothing past the last checkpoint was saved: lower "
-                            "optim.learning_rate or set optim.grad_clip.")
+            raise UserError(
+              f"the training loss became {metrics['train_loss']} by step {done}; "
+              "nothing past the last checkpoint was saved: lower "
+              "optim.learning_rate or set optim.grad_clip."
+            )
           now = time.perf_counter()
           tok_s = tokens_per_step * (done - last_step) / (now - t_last)
           input_wait = batches.wait_sec / (now - t_last)
           t_last, last_step, batches.wait_sec = now, done, 0.0
-          writer.write(done, **metrics, learning_rate=lr_schedule(step), tokens_per_sec=tok_s,
-                       flops_per_sec=tok_s * flops_per_token, input_wait_share=input_wait,
-                       elapsed_sec=now - t_start)
-          bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", tok_s=f"{tok_s:,.0f}",
-                          flop_s=f"{tok_s * flops_per_token:.3g}")
+          writer.write(
+            done,
+            **metrics,
+            learning_rate=lr_schedule(step),
+            tokens_per_sec=tok_s,
+            flops_per_sec=tok_s * flops_per_token,
+            input_wait_share=input_wait,
+            elapsed_sec=now - t_start,
+          )
+          bar.set_postfix(
+            loss=f"{metrics['train_loss']:.4f}",
+            tok_s=f"{tok_s:,.0f}",
+            flop_s=f"{tok_s * flops_per_token:.3g}",
+          )
         eval_metrics = run_eval(done) if do_eval else None
         if eval_metrics:
-          bar.write(f"step {done}: val_loss {eval_metrics['loss']:.4f} "
-                    f"val_ppl {eval_metrics['perplexity']:.2f}", file=sys.stderr)
+          bar.write(
+            f"step {done}: val_loss {eval_metrics['loss']:.4f} "
+            f"val_ppl {eval_metrics['perplexity']:.2f}",
+            file=sys.stderr,
+          )
         if do_save:
           save(done, eval_metrics)
         if stop:

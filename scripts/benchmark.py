@@ -34,8 +34,16 @@ FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' datasheets.
-DATASHEET = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
-             "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v5": 459e12}
+DATASHEET = {
+  "H100": 989e12,
+  "H200": 989e12,
+  "A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v5": 459e12,
+}
 
 
 def peak_flops(jax, jnp):
@@ -90,11 +98,13 @@ def benchmark():
   tokens = data.synthetic_tokens("random", V, 1_000_000, seed=0)
   rows = plan.rows(c.batch_size)
   batch = lambda s: plan.shard(
-      data.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, config.data.order))
+    data.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, config.data.order)
+  )
 
   state = plan.init(create)
   step_fn = plan.compile_step(
-      functools.partial(train.train_step, grad_accum_steps=c.grad_accum_steps), state=state)
+    functools.partial(train.train_step, grad_accum_steps=c.grad_accum_steps), state=state
+  )
   t = time.perf_counter()
   compiled = step_fn.lower(state, batch(0), rng).compile() if mode != "pmap" else None
   if compiled is None:  # pmap: compile by running once.
@@ -122,29 +132,42 @@ def benchmark():
   tokens_per_step = c.batch_size * seq_len
   peak, peak_source = peak_flops(jax, jnp)
   result = {
-      "config": FLAGS.config, "mode": mode, "devices": jax.local_device_count(),
-      "device_kind": jax.devices()[0].device_kind,
-      "compile_sec": compile_sec, "step_sec": step_sec,
-      "tokens_per_sec": tokens_per_step / step_sec,
-      "input_sec_share": input_sec_share,
-      "flops_per_token": flops_per_token,
-      "xla_flops_per_token": cost.get("flops", 0.0) / tokens_per_step if cost else None,
-      "model_flops_per_sec": flops_per_token * tokens_per_step / step_sec,
-      "peak_flops": peak, "peak_source": peak_source,
+    "config": FLAGS.config,
+    "mode": mode,
+    "devices": jax.local_device_count(),
+    "device_kind": jax.devices()[0].device_kind,
+    "compile_sec": compile_sec,
+    "step_sec": step_sec,
+    "tokens_per_sec": tokens_per_step / step_sec,
+    "input_sec_share": input_sec_share,
+    "flops_per_token": flops_per_token,
+    "xla_flops_per_token": cost.get("flops", 0.0) / tokens_per_step if cost else None,
+    "model_flops_per_sec": flops_per_token * tokens_per_step / step_sec,
+    "peak_flops": peak,
+    "peak_source": peak_source,
   }
   result["mfu"] = result["model_flops_per_sec"] / peak
   stats = jax.devices()[0].memory_stats() or {}
   result["peak_memory_bytes"] = stats.get("peak_bytes_in_use")
 
   if FLAGS.gen_tokens:
-    gen_model = model.clone(max_len=max(getattr(model, "max_len", 0), FLAGS.gen_tokens + 1)) \
-        if hasattr(model, "max_len") else model
+    gen_model = (
+      model.clone(max_len=max(getattr(model, "max_len", 0), FLAGS.gen_tokens + 1))
+      if hasattr(model, "max_len")
+      else model
+    )
     params = jax.jit(gen_model.init)(init_rng, jnp.zeros((1, 8), jnp.int32))["params"]
     for b in map(int, FLAGS.gen_batches):
       for cached in (True, False):
-        go = lambda: sample.generate(gen_model, params, [np.array([1])] * b, rng,
-                                     max_new_tokens=FLAGS.gen_tokens, temperature=1.0,
-                                     use_cache=cached)
+        go = lambda b=b, cached=cached: sample.generate(
+          gen_model,
+          params,
+          [np.array([1])] * b,
+          rng,
+          max_new_tokens=FLAGS.gen_tokens,
+          temperature=1.0,
+          use_cache=cached,
+        )
         go()
         t = time.perf_counter()
         go()

@@ -28,8 +28,9 @@ def main(argv):
   from lm_jax import evaluate  # Imported late so --help stays fast.
 
   try:
-    result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.checkpoint_step,
-                                   FLAGS.batch_size, FLAGS.parallel)
+    result = evaluate.evaluate_run(
+      FLAGS.workdir, FLAGS.split, FLAGS.checkpoint_step, FLAGS.batch_size, FLAGS.parallel
+    )
   except UserError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(result))

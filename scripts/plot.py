@@ -1,6 +1,6 @@
 """Plots train and validation loss of one or more runs.
 
-  python scripts/plot.py runs/gpt_cpu runs/lstm --out curves.png
+python scripts/plot.py runs/gpt_cpu runs/lstm --out curves.png
 """
 
 import argparse
@@ -38,8 +38,14 @@ def main():
       steps, values = zip(*pts)
       kind = "train" if key == "train_loss" else "val"
       axes[0].plot(steps, values, style, color=color, label=f"{label} {kind}", markersize=3)
-      axes[1].plot([s * tokens_per_step for s in steps], values, style, color=color,
-                   label=f"{label} {kind}", markersize=3)
+      axes[1].plot(
+        [s * tokens_per_step for s in steps],
+        values,
+        style,
+        color=color,
+        label=f"{label} {kind}",
+        markersize=3,
+      )
   for ax, xlabel in zip(axes, ("step", "tokens seen")):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats per token)")

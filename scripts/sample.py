@@ -23,12 +23,18 @@ flags.DEFINE_string("prompt_file", None, "A file of prompts, one per line (\\n e
 flags.DEFINE_integer("max_new_tokens", 300, "Tokens to generate per sample.")
 flags.DEFINE_float("temperature", 1.0, "Softmax temperature; 0 is greedy.")
 flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0: all).")
-flags.DEFINE_float("top_p", 1.0, "Keep the smallest set of tokens with this much probability (1: all).")
+flags.DEFINE_float(
+  "top_p", 1.0, "Keep the smallest set of tokens with this much probability (1: all)."
+)
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default: the newest).")
-flags.DEFINE_enum("long_prompt", "trim", ["trim", "error"],
-                  "A prompt longer than the context: keep its end (with a warning), or refuse.")
+flags.DEFINE_enum(
+  "long_prompt",
+  "trim",
+  ["trim", "error"],
+  "A prompt longer than the context: keep its end (with a warning), or refuse.",
+)
 flags.DEFINE_bool("cache", True, "Decode with the model's cache (KV or LSTM state).")
 FLAGS = flags.FLAGS
 
@@ -50,17 +56,28 @@ def main(argv):
     prompts = [tokenizer.encode(t) for t in texts]
     start = time.perf_counter()
     new = sample.generate(
-        model, state.params, prompts, jax.random.key(FLAGS.seed),
-        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-        top_p=FLAGS.top_p, eos_id=getattr(tokenizer, "eos_id", None),
-        long_prompt=FLAGS.long_prompt, use_cache=FLAGS.cache)
+      model,
+      state.params,
+      prompts,
+      jax.random.key(FLAGS.seed),
+      max_new_tokens=FLAGS.max_new_tokens,
+      temperature=FLAGS.temperature,
+      top_k=FLAGS.top_k,
+      top_p=FLAGS.top_p,
+      eos_id=getattr(tokenizer, "eos_id", None),
+      long_prompt=FLAGS.long_prompt,
+      use_cache=FLAGS.cache,
+    )
     seconds = time.perf_counter() - start
   except UserError as e:
     sys.exit(f"error: {e}")
   print("\n---\n".join(t + tokenizer.decode(ids) for t, ids in zip(texts, new)))
   total = sum(len(ids) for ids in new)
-  print(f"checkpoint {step}: {total} tokens in {seconds:.2f} s (with compilation), "
-        f"{total / seconds:,.0f} tokens/s", file=sys.stderr)
+  print(
+    f"checkpoint {step}: {total} tokens in {seconds:.2f} s (with compilation), "
+    f"{total / seconds:,.0f} tokens/s",
+    file=sys.stderr,
+  )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,27 @@ from absl import app, flags  # noqa: E402
 from lm_jax import UserError  # noqa: E402
 from lm_jax import config as config_lib  # noqa: E402
 
-flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json. "
-                    "Optional when --workdir holds a run to resume.")
+flags.DEFINE_string(
+  "config",
+  None,
+  "Config file: path.py[:arg] or path.json. Optional when --workdir holds a run to resume.",
+)
 flags.DEFINE_string("workdir", None, "Directory for the run's records and checkpoints.")
-flags.DEFINE_list("override", [], "Config keys that may differ from the stored config "
-                  "of the run being resumed, e.g. train.num_steps.")
+flags.DEFINE_list(
+  "override",
+  [],
+  "Config keys that may differ from the stored config "
+  "of the run being resumed, e.g. train.num_steps.",
+)
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
-flags.DEFINE_bool("distributed", False, "Initialize jax.distributed from the cluster's own "
-                  "environment (TPU pod, SLURM, Open MPI) when the three flags above are absent.")
+flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Initialize jax.distributed from the cluster's own "
+  "environment (TPU pod, SLURM, Open MPI) when the three flags above are absent.",
+)
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
@@ -41,8 +52,10 @@ def init_distributed():
   if not FLAGS.distributed and all(x is None for x in explicit):
     return
   if any(x is None for x in explicit) and not all(x is None for x in explicit):
-    raise UserError("pass all of --coordinator_address, --num_processes and --process_id, "
-                    "or none of them (with --distributed on a TPU pod or SLURM).")
+    raise UserError(
+      "pass all of --coordinator_address, --num_processes and --process_id, "
+      "or none of them (with --distributed on a TPU pod or SLURM)."
+    )
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no-op elsewhere.
   jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
 

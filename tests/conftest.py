@@ -4,7 +4,8 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -19,8 +20,10 @@ MANUAL_DIR = os.environ.get("LM_JAX_MANUAL_DIR", "")
 if not os.path.isfile(os.path.join(MANUAL_DIR, "input.txt")):
   MANUAL_DIR = ""
 
-WORDS = ("the king and queen of some far land went down to see a red fox run over "
-         "green hills while old men sang songs by night").split()
+WORDS = (
+  "the king and queen of some far land went down to see a red fox run over "
+  "green hills while old men sang songs by night"
+).split()
 
 
 def make_text(num_words: int, seed: int) -> str:
@@ -29,7 +32,7 @@ def make_text(num_words: int, seed: int) -> str:
   lines = []
   for _ in range(num_words // 8):
     start = rng.integers(len(WORDS) - 8)
-    lines.append(" ".join(WORDS[start:start + 8]).capitalize() + ".")
+    lines.append(" ".join(WORDS[start : start + 8]).capitalize() + ".")
   return "\n".join(lines) + "\n"
 
 

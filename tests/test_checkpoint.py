@@ -11,17 +11,18 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from lm_jax import UserError, checkpoint, records, train
 from lm_jax import config as config_lib
-
-from conftest import ROOT
 
 
 def run_script(*args, wait=True):
   cmd = [sys.executable, "scripts/train.py", *args]
   if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+      cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -98,8 +99,9 @@ def test_sigkill_at_any_moment_resumes_to_the_same_result(resumable, tmp_path):
   r = run_script("--workdir", killed)
   assert r.returncode == 0, r.stderr[-2000:]
   assert train_losses(killed) == train_losses(str(tmp_path / "straight"))
-  assert_same_params(train.load_run(killed)[3].params,
-                     train.load_run(str(tmp_path / "straight"))[3].params)
+  assert_same_params(
+    train.load_run(killed)[3].params, train.load_run(str(tmp_path / "straight"))[3].params
+  )
 
 
 def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys):
@@ -123,8 +125,11 @@ def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
   train.train_and_evaluate(config, workdir)
   stored = (tmp_path / "run" / "config.json").read_text()
   config.model.d_model = 32
-  with pytest.raises(UserError, match=r"(?s)does not fit.*\n  params/block_0/attn/qkv/kernel: "
-                     r"checkpoint \(\(16, 3, 2, 8\), 'float32'\), config \(\(32, 3, 2, 16\)"):
+  with pytest.raises(
+    UserError,
+    match=r"(?s)does not fit.*\n  params/block_0/attn/qkv/kernel: "
+    r"checkpoint \(\(16, 3, 2, 8\), 'float32'\), config \(\(32, 3, 2, 16\)",
+  ):
     train.train_and_evaluate(config, workdir)
   assert (tmp_path / "run" / "config.json").read_text() == stored
 
@@ -142,7 +147,9 @@ def test_checkpoints_move_between_layouts(config, tmp_path):
     config.train.update(num_steps=num_steps, parallel=mode)
     train.train_and_evaluate(config, str(tmp_path / "moved"))
   moved = train.load_run(str(tmp_path / "moved"))[3]
-  for x, y in zip(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)):
+  for x, y in zip(
+    jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)
+  ):
     np.testing.assert_allclose(x, y, atol=1e-5)
 
 
@@ -153,7 +160,9 @@ def test_resume_refuses_a_changed_config_unless_allowed(config, tmp_path):
   assert config_lib.for_workdir(workdir, None, {}, []) == config
   assert config_lib.for_workdir(workdir, spec, {}, []) == config
   with pytest.raises(UserError, match="keys that differ: optim.learning_rate, train.num_steps"):
-    config_lib.for_workdir(workdir, spec, {"train.num_steps": "9", "optim.learning_rate": "0.5"}, [])
+    config_lib.for_workdir(
+      workdir, spec, {"train.num_steps": "9", "optim.learning_rate": "0.5"}, []
+    )
   longer = config_lib.for_workdir(workdir, None, {"train.num_steps": "9"}, ["train.num_steps"])
   assert longer.train.num_steps == 9
   with pytest.raises(UserError, match="holds no run to resume"):
@@ -180,7 +189,9 @@ def test_run_records(config, tmp_path):
   train.train_and_evaluate(config, str(workdir))
   info = json.loads((workdir / "run.json").read_text())
   assert info["seed"] == config.seed and info["device_count"] == 8
-  assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(info["versions"])
+  assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(
+    info["versions"]
+  )
   assert isinstance(info["git_dirty"], bool) and info["process_count"] == 1
   assert glob.glob(str(workdir / "events.out.tfevents.*"))
   row = next(r for r in records.read_metrics(str(workdir)) if "train_loss" in r)
@@ -199,8 +210,9 @@ def test_non_finite_loss_stops_the_run(config, tmp_path):
 
 
 def test_keep_best_keeps_the_lowest_val_loss(config, tmp_path):
-  config.train.update(num_steps=8, checkpoint_every=2, eval_every=100, keep_checkpoints=1,
-                      keep_best=True)
+  config.train.update(
+    num_steps=8, checkpoint_every=2, eval_every=100, keep_checkpoints=1, keep_best=True
+  )
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
   evals = {r["step"]: r["val_loss"] for r in records.read_metrics(workdir) if "val_loss" in r}
@@ -213,7 +225,19 @@ def test_plot_draws_runs(config, tmp_path):
   for name in ("a", "b"):
     train.train_and_evaluate(config, str(tmp_path / name))
   out = tmp_path / "curves.png"
-  r = subprocess.run([sys.executable, "scripts/plot.py", str(tmp_path / "a"), str(tmp_path / "b"),
-                      "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "scripts/plot.py",
+      str(tmp_path / "a"),
+      str(tmp_path / "b"),
+      "--out",
+      str(out),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert r.returncode == 0, r.stderr
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,11 +6,10 @@ import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-
-from lm_jax import UserError, data, tokenizers, train
-from configs import tiny
-
 from conftest import make_text
+
+from configs import tiny
+from lm_jax import UserError, data, tokenizers, train
 
 SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 
@@ -104,8 +103,7 @@ def test_holdout_takes_the_end_of_the_train_text(tmp_path):
   assert train_text.endswith("\n")  # Cut at a line end.
 
 
-def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_cache,
-                                                      monkeypatch):
+def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_cache, monkeypatch):
   c = data_config(tmp_path)
   c.text_files.update(corpus)
   _, first = data.prepare(c, str(tmp_path / "run1"))
@@ -143,12 +141,15 @@ def test_workdir_tokenizer_must_match_the_config(tmp_path, corpus):
     data.prepare(c, str(tmp_path))
 
 
-@pytest.mark.parametrize("problem, match", [
+@pytest.mark.parametrize(
+  "problem, match",
+  [
     ("empty", "validation split .* is empty"),
     ("short", "fewer than data.seq_len \\+ 1"),
     ("not_utf8", "not UTF-8 at byte 3"),
     ("no_file", "matches no file"),
-])
+  ],
+)
 def test_bad_local_text_is_explained(tmp_path, corpus, problem, match):
   c = data_config(tmp_path)
   c.text_files.update(corpus)
@@ -188,8 +189,15 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
 def test_any_tfds_text_dataset_by_name(tmp_path):
   import tensorflow_datasets as tfds
 
-  c = data_config(tmp_path, dataset="lm1b", tokenizer="byte", eval_split="test",
-                  test_split="test[:50%]", data_dir=str(tmp_path / "tfds"), seq_len=8)
+  c = data_config(
+    tmp_path,
+    dataset="lm1b",
+    tokenizer="byte",
+    eval_split="test",
+    test_split="test[:50%]",
+    data_dir=str(tmp_path / "tfds"),
+    seq_len=8,
+  )
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
     tok, tokens = data.prepare(c, str(tmp_path))
   texts = tok.decode(tokens["train"]).split(tokenizers.EOD)
@@ -198,8 +206,9 @@ def test_any_tfds_text_dataset_by_name(tmp_path):
 
 
 def test_synthetic_data_needs_no_files(tmp_path):
-  c = data_config(tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50,
-                  synthetic_tokens=5000)
+  c = data_config(
+    tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50, synthetic_tokens=5000
+  )
   tok, tokens = data.prepare(c, str(tmp_path))
   assert tok.vocab_size == 50 and len(tokens["train"]) == 5000
   assert np.mean(np.diff(tokens["train"]) % 50 == 1) > 0.9
@@ -216,8 +225,9 @@ def test_train_batch_is_a_pure_function_of_seed_and_step(order):
   assert not np.array_equal(a["inputs"], c["inputs"])
   np.testing.assert_array_equal(a["targets"], a["inputs"] + 1)
   # Two processes, each reading only its half of the rows, together read the whole batch.
-  halves = [data.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order)
-            for i in (0, 3)]
+  halves = [
+    data.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order) for i in (0, 3)
+  ]
   for key in a:
     np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), a[key])
 

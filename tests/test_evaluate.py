@@ -7,15 +7,15 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from lm_jax import UserError, evaluate, train
-
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, request):
   import conftest  # The function-scoped fixtures, rebuilt for a module-wide run.
+
   tmp = tmp_path_factory.mktemp("eval")
   config = conftest.tiny.get_config()
   config.data.dataset = "text"
@@ -33,8 +33,13 @@ def run_dir(tmp_path_factory, request):
 
 
 def script(name, *args):
-  return subprocess.run([sys.executable, f"scripts/{name}.py", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, f"scripts/{name}.py", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_evaluation_is_exact_over_the_split(run_dir):
@@ -48,8 +53,10 @@ def test_evaluation_is_exact_over_the_split(run_dir):
 
 
 def test_evaluation_does_not_depend_on_batch_or_devices(run_dir):
-  results = [evaluate.evaluate_run(str(run_dir), "validation", batch_size=b, parallel_mode=m)
-             for m, b in (("jit", 8), ("jit", 3), ("pmap", 8), ("pmap", 16))]
+  results = [
+    evaluate.evaluate_run(str(run_dir), "validation", batch_size=b, parallel_mode=m)
+    for m, b in (("jit", 8), ("jit", 3), ("pmap", 8), ("pmap", 16))
+  ]
   for r in results[1:]:
     np.testing.assert_allclose(r["loss"], results[0]["loss"], rtol=1e-6)
     assert r["tokens"] == results[0]["tokens"]
@@ -65,18 +72,52 @@ def test_missing_run_or_checkpoint_is_a_clear_error(run_dir, tmp_path):
 
 
 def test_sample_script(run_dir):
-  args = ["--workdir", str(run_dir), "--prompt", "The king", "--max_new_tokens", "20",
-          "--temperature", "0.8", "--top_k", "5", "--top_p", "0.95", "--num_samples", "2"]
+  args = [
+    "--workdir",
+    str(run_dir),
+    "--prompt",
+    "The king",
+    "--max_new_tokens",
+    "20",
+    "--temperature",
+    "0.8",
+    "--top_k",
+    "5",
+    "--top_p",
+    "0.95",
+    "--num_samples",
+    "2",
+  ]
   a, b = script("sample", *args), script("sample", *args)
   assert a.returncode == 0, a.stderr[-2000:]
   assert a.stdout == b.stdout
   samples = a.stdout.rstrip("\n").split("\n---\n")
   assert len(samples) == 2 and all(s.startswith("The king") and len(s) == 28 for s in samples)
   assert "tokens/s" in a.stderr and "tokens/s" not in a.stdout
-  greedy = script("sample", "--workdir", str(run_dir), "--prompt", "", "--temperature", "0",
-                  "--max_new_tokens", "10")
-  top1 = script("sample", "--workdir", str(run_dir), "--prompt", "", "--top_k", "1",
-                "--max_new_tokens", "10", "--seed", "5")
+  greedy = script(
+    "sample",
+    "--workdir",
+    str(run_dir),
+    "--prompt",
+    "",
+    "--temperature",
+    "0",
+    "--max_new_tokens",
+    "10",
+  )
+  top1 = script(
+    "sample",
+    "--workdir",
+    str(run_dir),
+    "--prompt",
+    "",
+    "--top_k",
+    "1",
+    "--max_new_tokens",
+    "10",
+    "--seed",
+    "5",
+  )
   assert greedy.stdout == top1.stdout and greedy.stdout.startswith("\n")
 
 

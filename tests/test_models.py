@@ -16,9 +16,9 @@ from lm_jax import UserError, losses, models
 V = 23
 # Small hyperparameters per model; a model missing here is built with its defaults.
 SMALL = {
-    "gpt": dict(num_layers=2, num_heads=2, d_model=16, max_len=16),
-    "llama": dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16),
-    "lstm": dict(embed_size=16, hidden_size=16, num_layers=2),
+  "gpt": dict(num_layers=2, num_heads=2, d_model=16, max_len=16),
+  "llama": dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16),
+  "lstm": dict(embed_size=16, hidden_size=16, num_layers=2),
 }
 
 
@@ -53,11 +53,11 @@ def test_causal(name):
   model = build(name)
   params, tokens = init(model)
   t = 5
-  changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + 7) % V)
+  changed = tokens.at[:, t + 1 :].set((tokens[:, t + 1 :] + 7) % V)
   a = model.apply({"params": params}, tokens)
   b = model.apply({"params": params}, changed)
-  np.testing.assert_array_equal(a[:, :t + 1], b[:, :t + 1])
-  assert not np.allclose(a[:, t + 1:], b[:, t + 1:])
+  np.testing.assert_array_equal(a[:, : t + 1], b[:, : t + 1])
+  assert not np.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -173,13 +173,18 @@ def test_scanned_layers_equal_unrolled_ones(name):
   scanned_init = jax.eval_shape(scanned.init, jax.random.key(0), tokens)["params"]
   shapes = lambda tree: jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), tree)
   assert shapes(scanned_init) == shapes(stacked)
-  np.testing.assert_allclose(scanned.apply({"params": stacked}, tokens),
-                             model.apply({"params": params}, tokens), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    scanned.apply({"params": stacked}, tokens),
+    model.apply({"params": params}, tokens),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   loss, grads = value_and_grad(model, params, tokens)
   scanned_loss, scanned_grads = value_and_grad(scanned, stacked, tokens)
   np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
-  assert_trees_close(scanned_grads, stack_blocks(grads, SMALL[name]["num_layers"]),
-                     rtol=1e-4, atol=1e-7)
+  assert_trees_close(
+    scanned_grads, stack_blocks(grads, SMALL[name]["num_layers"]), rtol=1e-4, atol=1e-7
+  )
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
@@ -195,7 +200,7 @@ def test_scanned_cached_decoding_equals_full_forward(name):
   logits, cache = step_fn(tokens[:, :5], cache)  # Prefill, then one token at a time.
   pieces = [logits]
   for t in range(5, 12):
-    logits, cache = step_fn(tokens[:, t:t + 1], cache)
+    logits, cache = step_fn(tokens[:, t : t + 1], cache)
     pieces.append(logits)
   full = model.apply({"params": params}, tokens)
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
@@ -206,9 +211,13 @@ def test_lstm_recurrence_gradient_equals_autodiff():
 
   k = jax.random.split(jax.random.key(0), 6)
   L, B, E, H = 7, 3, 5, 8
-  args = (jax.random.normal(k[0], (L, B, E)), jax.random.normal(k[1], (E, 4 * H)) * 0.3,
-          jax.random.normal(k[2], (4 * H,)) * 0.3, jax.random.normal(k[3], (H, 4 * H)) * 0.3,
-          (jax.random.normal(k[4], (B, H)), jax.random.normal(k[5], (B, H))))
+  args = (
+    jax.random.normal(k[0], (L, B, E)),
+    jax.random.normal(k[1], (E, 4 * H)) * 0.3,
+    jax.random.normal(k[2], (4 * H,)) * 0.3,
+    jax.random.normal(k[3], (H, 4 * H)) * 0.3,
+    (jax.random.normal(k[4], (B, H)), jax.random.normal(k[5], (B, H))),
+  )
 
   def loss(f, *a):
     h, (c_last, h_last) = f(*a)
@@ -227,5 +236,6 @@ def test_gelu_equals_jax_exact_gelu():
   x = jnp.linspace(-8, 8, 1001)
   np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=1e-6)
   grad = lambda f: jax.vmap(jax.grad(f))(x)
-  np.testing.assert_allclose(grad(layers.gelu), grad(lambda v: jax.nn.gelu(v, approximate=False)),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    grad(layers.gelu), grad(lambda v: jax.nn.gelu(v, approximate=False)), atol=1e-6
+  )

@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from lm_jax import UserError, models, optim, parallel, records, train
-
-from conftest import ROOT
 
 
 def assert_trees_close(a, b, atol=1e-5):
@@ -34,8 +33,9 @@ def test_jit_pmap_and_sharded_train_alike(sharded, tmp_path):
   for mode in ("jit", "pmap", "sharded"):
     sharded.train.parallel = mode
     state, ev = train.train_and_evaluate(sharded, str(tmp_path / mode))
-    losses = [r["train_loss"] for r in records.read_metrics(str(tmp_path / mode))
-              if "train_loss" in r]
+    losses = [
+      r["train_loss"] for r in records.read_metrics(str(tmp_path / mode)) if "train_loss" in r
+    ]
     results[mode] = (state.params, ev["loss"], losses)
   for mode in ("pmap", "sharded"):
     assert_trees_close(results[mode][0], results["jit"][0])
@@ -65,8 +65,13 @@ def test_fsdp_spec_picks_the_largest_divisible_dim():
   assert parallel.fsdp_spec((12, 8), 1) == jax.sharding.PartitionSpec()
 
 
-@pytest.mark.parametrize("mesh, match", [({"data": 3, "fsdp": -1}, "does not cover the 8"),
-                                         ({"data": -1, "fsdp": -1}, "at most one of them -1")])
+@pytest.mark.parametrize(
+  "mesh, match",
+  [
+    ({"data": 3, "fsdp": -1}, "does not cover the 8"),
+    ({"data": -1, "fsdp": -1}, "at most one of them -1"),
+  ],
+)
 def test_bad_mesh_is_explained(mesh, match):
   with pytest.raises(UserError, match=match):
     parallel.make_plan("sharded", mesh)
@@ -80,8 +85,12 @@ def test_grad_accumulation_equals_one_big_batch(config):
   tokens = jax.random.randint(jax.random.key(1), (8, 17), 0, 30)
   weights = jnp.ones((8, 16)).at[5:, 9:].set(0.0)  # Unequal token counts per microbatch.
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}
-  outs = {n: jax.jit(functools.partial(train.train_step, grad_accum_steps=n))(
-      state, batch, jax.random.key(2)) for n in (1, 4)}
+  outs = {
+    n: jax.jit(functools.partial(train.train_step, grad_accum_steps=n))(
+      state, batch, jax.random.key(2)
+    )
+    for n in (1, 4)
+  }
   assert_trees_close(outs[4][0].params, outs[1][0].params, atol=1e-6)
   np.testing.assert_allclose(outs[4][1]["train_loss"], outs[1][1]["train_loss"], rtol=1e-6)
   np.testing.assert_allclose(outs[4][1]["grad_norm"], outs[1][1]["grad_norm"], rtol=1e-5)
@@ -101,9 +110,14 @@ def free_port() -> int:
 
 def launch(config_path, workdir, devices, *flags):
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  return subprocess.Popen([sys.executable, "scripts/train.py", "--config", config_path,
-                           "--workdir", workdir, *flags], cwd=ROOT, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  return subprocess.Popen(
+    [sys.executable, "scripts/train.py", "--config", config_path, "--workdir", workdir, *flags],
+    cwd=ROOT,
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
 
 
 def finish(proc):
@@ -121,15 +135,26 @@ def test_two_hosts_train_like_one(sharded, tmp_path, mode):
     json.dump(sharded.to_dict(), f)
   finish(launch(config_path, str(tmp_path / "one"), 4))
   port = free_port()
-  procs = [launch(config_path, str(tmp_path / "two"), 2, f"--coordinator_address=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}") for i in range(2)]
+  procs = [
+    launch(
+      config_path,
+      str(tmp_path / "two"),
+      2,
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    )
+    for i in range(2)
+  ]
   for p in procs:
     finish(p)
   one, two = (records.read_metrics(str(tmp_path / d)) for d in ("one", "two"))
   assert [r["step"] for r in two] == [r["step"] for r in one]  # Written once, by process 0.
   for key in ("train_loss", "val_loss"):
-    np.testing.assert_allclose([r[key] for r in two if key in r], [r[key] for r in one if key in r],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+      [r[key] for r in two if key in r], [r[key] for r in one if key in r], rtol=1e-5
+    )
   # The checkpoint both processes wrote together restores on one process, equal to the other's.
-  assert_trees_close(train.load_run(str(tmp_path / "two"))[3].params,
-                     train.load_run(str(tmp_path / "one"))[3].params)
+  assert_trees_close(
+    train.load_run(str(tmp_path / "two"))[3].params, train.load_run(str(tmp_path / "one"))[3].params
+  )

@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_models import V, build, init
 
 from lm_jax import UserError, models, sample
-
-from test_models import V, build, init
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -20,12 +19,13 @@ def test_cached_decoding_equals_full_forward(name):
     cache = model.init_cache(3, 12)
   else:
     step_fn, cache = sample.full_forward_step_fn(
-        lambda t: model.apply({"params": params}, t), 3, 12)
+      lambda t: model.apply({"params": params}, t), 3, 12
+    )
   step_fn = jax.jit(step_fn)
   logits, cache = step_fn(tokens[:, :5], cache)  # Prefill, then one token at a time.
   pieces = [logits]
   for t in range(5, 12):
-    logits, cache = step_fn(tokens[:, t:t + 1], cache)
+    logits, cache = step_fn(tokens[:, t : t + 1], cache)
     pieces.append(logits)
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
 
@@ -38,16 +38,31 @@ def counting_step_fn(tokens_BxL, cache):
 
 def test_sampler_gives_the_exact_sequence_for_ragged_prompts():
   prompt = jnp.array([[1, 2, 3], [7, 0, 0]], jnp.int32)
-  out = sample.sample(counting_step_fn, jnp.int32(0), prompt, jnp.array([3, 1]),
-                      jax.random.key(0), min_len=1, max_new_tokens=4)
+  out = sample.sample(
+    counting_step_fn,
+    jnp.int32(0),
+    prompt,
+    jnp.array([3, 1]),
+    jax.random.key(0),
+    min_len=1,
+    max_new_tokens=4,
+  )
   np.testing.assert_array_equal(out[0], [1, 2, 3, 4, 5, 6, 7])
   np.testing.assert_array_equal(out[1, :5], [7, 8, 9, 10, 11])
 
 
 def test_sampler_stops_at_the_end_token():
   prompt = jnp.array([[5], [1]], jnp.int32)
-  out = sample.sample(counting_step_fn, jnp.int32(0), prompt, jnp.array([1, 1]),
-                      jax.random.key(0), min_len=1, max_new_tokens=6, eos_id=8)
+  out = sample.sample(
+    counting_step_fn,
+    jnp.int32(0),
+    prompt,
+    jnp.array([1, 1]),
+    jax.random.key(0),
+    min_len=1,
+    max_new_tokens=6,
+    eos_id=8,
+  )
   np.testing.assert_array_equal(out[0], [5, 6, 7, 8, 8, 8, 8])  # Stopped after 8.
   np.testing.assert_array_equal(out[1], [1, 2, 3, 4, 5, 6, 7])
 
@@ -59,7 +74,12 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
   assert kept(0.81) == [False, True, True, True]
   assert kept(0.5) == [False, True, False, False]
   assert kept(1.0) == [True, True, True, True]
-  assert np.isfinite(sample.filter_logits(logits, 1.0, 2, 1.0))[0].tolist() == [False, True, False, True]
+  assert np.isfinite(sample.filter_logits(logits, 1.0, 2, 1.0))[0].tolist() == [
+    False,
+    True,
+    False,
+    True,
+  ]
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -67,7 +87,9 @@ def test_top_k_1_and_temperature_0_equal_greedy(name):
   model = build(name)
   params, _ = init(model)
   prompts = [np.array([1, 2, 3]), np.array([4])]
-  run = lambda **kw: sample.generate(model, params, prompts, jax.random.key(3), max_new_tokens=8, **kw)
+  run = lambda **kw: sample.generate(
+    model, params, prompts, jax.random.key(3), max_new_tokens=8, **kw
+  )
   greedy = run(temperature=0.0)
   for a, b in zip(greedy, run(temperature=1.0, top_k=1)):
     np.testing.assert_array_equal(a, b)
@@ -79,8 +101,9 @@ def test_top_k_1_and_temperature_0_equal_greedy(name):
 def test_same_seed_same_samples():
   model = build("gpt")
   params, _ = init(model)
-  run = lambda seed: sample.generate(model, params, [np.array([1, 2])] * 4, jax.random.key(seed),
-                                     max_new_tokens=10, temperature=1.0)
+  run = lambda seed: sample.generate(
+    model, params, [np.array([1, 2])] * 4, jax.random.key(seed), max_new_tokens=10, temperature=1.0
+  )
   a, b, c = run(0), run(0), run(1)
   assert all(np.array_equal(x, y) for x, y in zip(a, b))
   assert not all(np.array_equal(x, y) for x, y in zip(a, c))
@@ -93,8 +116,9 @@ def test_long_prompt_is_trimmed_or_refused(capsys):
   prompt = [np.arange(20) % V]
   out = sample.generate(model, params, prompt, jax.random.key(0), max_new_tokens=6, temperature=0.0)
   assert "keeping its last 15 tokens" in capsys.readouterr().err
-  trimmed = sample.generate(model, params, [prompt[0][-15:]], jax.random.key(0), max_new_tokens=6,
-                            temperature=0.0)
+  trimmed = sample.generate(
+    model, params, [prompt[0][-15:]], jax.random.key(0), max_new_tokens=6, temperature=0.0
+  )
   np.testing.assert_array_equal(out[0], trimmed[0])
   with pytest.raises(UserError, match="longer than the 15 tokens"):
     sample.generate(model, params, prompt, jax.random.key(0), max_new_tokens=6, long_prompt="error")
@@ -105,15 +129,18 @@ def test_generation_runs_past_the_context():
   model = build("gpt")  # max_len 16.
   params, _ = init(model)
   prompt = np.array([1, 2, 3])
-  out = sample.generate(model, params, [prompt, prompt[:1]], jax.random.key(0), max_new_tokens=40,
-                        temperature=0.0)
+  out = sample.generate(
+    model, params, [prompt, prompt[:1]], jax.random.key(0), max_new_tokens=40, temperature=0.0
+  )
   assert [len(o) for o in out] == [40, 40]
   # The first chunk fills the context: 13 new tokens after the 3-token prompt.
-  first = sample.generate(model, params, [prompt], jax.random.key(0), max_new_tokens=13,
-                          temperature=0.0)[0]
+  first = sample.generate(
+    model, params, [prompt], jax.random.key(0), max_new_tokens=13, temperature=0.0
+  )[0]
   np.testing.assert_array_equal(out[0][:13], first)
   # The next chunk continues from the last 8 tokens of prompt + first.
   window = np.concatenate([prompt, first])[-8:]
-  second = sample.generate(model, params, [window], jax.random.key(0), max_new_tokens=8,
-                           temperature=0.0)[0]
+  second = sample.generate(
+    model, params, [window], jax.random.key(0), max_new_tokens=8, temperature=0.0
+  )[0]
   np.testing.assert_array_equal(out[0][13:21], second)

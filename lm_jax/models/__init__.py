@@ -21,9 +21,9 @@ import jax
 from lm_jax import UserError
 
 REGISTRY = {
-    "gpt": "lm_jax.models.gpt:GPT",
-    "llama": "lm_jax.models.llama:Llama",
-    "lstm": "lm_jax.models.lstm:LSTM",
+  "gpt": "lm_jax.models.gpt:GPT",
+  "llama": "lm_jax.models.llama:Llama",
+  "lstm": "lm_jax.models.lstm:LSTM",
 }
 
 
@@ -32,16 +32,16 @@ def get_model_class(name: str) -> type[nn.Module]:
   target = REGISTRY.get(name, name)
   if ":" not in target:
     raise UserError(
-        f"unknown model {name!r}: use one of {sorted(REGISTRY)} or name a "
-        "Flax module as 'package.module:ClassName'."
+      f"unknown model {name!r}: use one of {sorted(REGISTRY)} or name a "
+      "Flax module as 'package.module:ClassName'."
     )
   module_name, class_name = target.split(":", 1)
   try:
     module = importlib.import_module(module_name)
   except ImportError as e:
     raise UserError(
-        f"cannot import model module {module_name!r} ({e}); run from the "
-        "directory that holds it or add it to PYTHONPATH."
+      f"cannot import model module {module_name!r} ({e}); run from the "
+      "directory that holds it or add it to PYTHONPATH."
     ) from e
   cls = getattr(module, class_name, None)
   if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
@@ -58,8 +58,8 @@ def build_model(model_config, vocab_size: int) -> nn.Module:
   if unknown:
     valid = sorted(fields - {"parent", "name", "vocab_size"})
     raise UserError(
-        f"model {cls.__name__} has no hyperparameter(s) {unknown}; "
-        f"its fields are {valid}: remove the key from config.model."
+      f"model {cls.__name__} has no hyperparameter(s) {unknown}; "
+      f"its fields are {valid}: remove the key from config.model."
     )
   return cls(vocab_size=vocab_size, **kwargs)
 

@@ -33,17 +33,21 @@ class CausalAttention(nn.Module):
     H = self.num_heads
     K = D // H
     qkv_BxLx3xHxK = nn.DenseGeneral(
-        (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02),
-        dtype=self.dtype, name="qkv")(x_BxLxD.reshape(B * L, D)).reshape(B, L, 3, H, K)
+      (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name="qkv"
+    )(x_BxLxD.reshape(B * L, D)).reshape(B, L, 3, H, K)
     q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
       k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
     out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype)
     out_BxLxD = nn.DenseGeneral(
-        D, axis=(-2, -1), use_bias=self.use_bias,
-        kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-        dtype=self.dtype, name="proj")(out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B * L, H, K))
+      D,
+      axis=(-2, -1),
+      use_bias=self.use_bias,
+      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+      dtype=self.dtype,
+      name="proj",
+    )(out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B * L, H, K))
     return out_BxLxD.reshape(B, L, D), kv
 
 
@@ -57,12 +61,17 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD):
     B, L, D = x_BxLxD.shape
-    h_NxF = nn.Dense(4 * D, use_bias=self.use_bias, kernel_init=_init(0.02),
-                     dtype=self.dtype, name="fc")(x_BxLxD.reshape(B * L, D))
+    h_NxF = nn.Dense(
+      4 * D, use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name="fc"
+    )(x_BxLxD.reshape(B * L, D))
     h_NxF = layers.gelu(h_NxF)
-    return nn.Dense(D, use_bias=self.use_bias,
-                    kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-                    dtype=self.dtype, name="proj")(h_NxF).reshape(B, L, D)
+    return nn.Dense(
+      D,
+      use_bias=self.use_bias,
+      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+      dtype=self.dtype,
+      name="proj",
+    )(h_NxF).reshape(B, L, D)
 
 
 class Block(nn.Module):
@@ -77,8 +86,9 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
     ln = lambda name: nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name=name)
-    h, kv = CausalAttention(self.num_heads, self.num_layers, self.dropout, self.use_bias,
-                            self.dtype, name="attn")(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
+    h, kv = CausalAttention(
+      self.num_heads, self.num_layers, self.dropout, self.use_bias, self.dtype, name="attn"
+    )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     h = Mlp(self.num_layers, self.use_bias, self.dtype, name="mlp")(ln("ln_2")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
@@ -111,8 +121,9 @@ class GPT(nn.Module):
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache for `length` positions (at most max_len)."""
     shape = (batch_size, self.num_heads, min(length, self.max_len), self.d_model // self.num_heads)
-    return layers.init_kv_cache(self.num_layers, self.scan_layers, shape,
-                                layers.compute_dtype(self.dtype))
+    return layers.init_kv_cache(
+      self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
+    )
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
@@ -125,11 +136,24 @@ class GPT(nn.Module):
     wpe = nn.Embed(self.max_len, self.d_model, embedding_init=_init(0.02), name="wpe")
     x_BxLxD = wte(tokens_BxL) + wpe(pos + jnp.arange(L))[None]
     x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
-    block_kwargs = {"num_heads": self.num_heads, "num_layers": self.num_layers,
-                    "dropout": self.dropout, "use_bias": self.use_bias, "dtype": dtype}
+    block_kwargs = {
+      "num_heads": self.num_heads,
+      "num_layers": self.num_layers,
+      "dropout": self.dropout,
+      "use_bias": self.use_bias,
+      "dtype": dtype,
+    }
     x_BxLxD, kv_layers = layers.apply_blocks(
-        Block, block_kwargs, self.num_layers, self.remat, self.scan_layers, x_BxLxD,
-        deterministic, None if cache is None else cache["layers"], pos)
+      Block,
+      block_kwargs,
+      self.num_layers,
+      self.remat,
+      self.scan_layers,
+      x_BxLxD,
+      deterministic,
+      None if cache is None else cache["layers"],
+      pos,
+    )
     x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
     logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
     if cache is None:

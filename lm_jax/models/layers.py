@@ -12,10 +12,10 @@ DTYPES = ("float32", "bfloat16")
 
 # What the backward pass may keep from the forward pass of each block.
 REMAT_POLICIES = {
-    "none": None,  # No rematerialization: keep everything.
-    "block": jax.checkpoint_policies.nothing_saveable,  # Keep only each block's input.
-    # Keep the projections' outputs, recompute attention's L x S scores (einsums with batch dims).
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "none": None,  # No rematerialization: keep everything.
+  "block": jax.checkpoint_policies.nothing_saveable,  # Keep only each block's input.
+  # Keep the projections' outputs, recompute attention's L x S scores (einsums with batch dims).
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -47,7 +47,8 @@ def compute_dtype(name: str) -> jnp.dtype:
 def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
   """Writes the new keys and values into `kv` at [pos, pos + L); returns all S of them and kv."""
   write = lambda cache, new: jax.lax.dynamic_update_slice(
-      cache, new.astype(cache.dtype), (0, 0, pos, 0))
+    cache, new.astype(cache.dtype), (0, 0, pos, 0)
+  )
   kv = {"k": write(kv["k"], k_BxGxLxK), "v": write(kv["v"], v_BxGxLxK)}
   return kv["k"], kv["v"], kv
 
@@ -63,8 +64,9 @@ def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
   q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * (1.0 / math.sqrt(K))
   logits_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, k_BxGxSxK.astype(dtype))
   causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
-  logits_BxGxRxLxS = jnp.where(causal_LxS, logits_BxGxRxLxS.astype(jnp.float32),
-                               jnp.finfo(jnp.float32).min)
+  logits_BxGxRxLxS = jnp.where(
+    causal_LxS, logits_BxGxRxLxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
+  )
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
   return out_BxGxRxLxK.reshape(B, H, L, K)
@@ -79,8 +81,17 @@ def init_kv_cache(num_layers: int, scan_layers: bool, shape_BxGxSxK, dtype):
   return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
 
 
-def apply_blocks(block_cls, block_kwargs: dict, num_layers: int, remat: str, scan_layers: bool,
-                 x_BxLxD, deterministic: bool, layers, pos):
+def apply_blocks(
+  block_cls,
+  block_kwargs: dict,
+  num_layers: int,
+  remat: str,
+  scan_layers: bool,
+  x_BxLxD,
+  deterministic: bool,
+  layers,
+  pos,
+):
   """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos) -> (x, kv)`.
 
   Call inside a compact method. Unscanned, the blocks are submodules
@@ -94,12 +105,17 @@ def apply_blocks(block_cls, block_kwargs: dict, num_layers: int, remat: str, sca
   if remat != "none":
     # Argument 2 (after self) is `deterministic`, a Python bool. Inside a scan the loop
     # already keeps XLA from merging recomputation with the forward pass.
-    block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,),
-                         prevent_cse=not scan_layers)
+    block_cls = nn.remat(
+      block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,), prevent_cse=not scan_layers
+    )
   if scan_layers:
-    stack = nn.scan(block_cls, variable_axes={"params": 0},
-                    split_rngs={"params": True, "dropout": True},
-                    in_axes=(nn.broadcast, 0, nn.broadcast), length=num_layers)
+    stack = nn.scan(
+      block_cls,
+      variable_axes={"params": 0},
+      split_rngs={"params": True, "dropout": True},
+      in_axes=(nn.broadcast, 0, nn.broadcast),
+      length=num_layers,
+    )
     return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos)
   new_layers = []
   for i in range(num_layers):

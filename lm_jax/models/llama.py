@@ -46,7 +46,8 @@ class Attention(nn.Module):
     H, G = self.num_heads, self.num_kv_heads
     K = D // H
     dense = lambda features, name: nn.DenseGeneral(
-        features, use_bias=False, kernel_init=_init(0.02), dtype=self.dtype, name=name)
+      features, use_bias=False, kernel_init=_init(0.02), dtype=self.dtype, name=name
+    )
     q_BxHxLxK = dense((H, K), "q")(x_BxLxD).transpose(0, 2, 1, 3)
     kv_BxLx2xGxK = dense((2, G, K), "kv")(x_BxLxD)
     k_BxGxLxK, v_BxGxLxK = jnp.unstack(kv_BxLx2xGxK.transpose(2, 0, 3, 1, 4), axis=0)
@@ -57,8 +58,13 @@ class Attention(nn.Module):
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
     out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype)
     out_BxLxD = nn.DenseGeneral(
-        D, axis=(-2, -1), use_bias=False, kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-        dtype=self.dtype, name="o")(out_BxHxLxK.transpose(0, 2, 1, 3))
+      D,
+      axis=(-2, -1),
+      use_bias=False,
+      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+      dtype=self.dtype,
+      name="o",
+    )(out_BxHxLxK.transpose(0, 2, 1, 3))
     return out_BxLxD, kv
 
 
@@ -72,11 +78,17 @@ class SwiGLU(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD):
     D = x_BxLxD.shape[-1]
-    gate_up_BxLx2xF = nn.DenseGeneral((2, self.mlp_dim), use_bias=False, kernel_init=_init(0.02),
-                                      dtype=self.dtype, name="gate_up")(x_BxLxD)
+    gate_up_BxLx2xF = nn.DenseGeneral(
+      (2, self.mlp_dim), use_bias=False, kernel_init=_init(0.02), dtype=self.dtype, name="gate_up"
+    )(x_BxLxD)
     h_BxLxF = nn.silu(gate_up_BxLx2xF[..., 0, :]) * gate_up_BxLx2xF[..., 1, :]
-    return nn.Dense(D, use_bias=False, kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-                    dtype=self.dtype, name="down")(h_BxLxF)
+    return nn.Dense(
+      D,
+      use_bias=False,
+      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
+      dtype=self.dtype,
+      name="down",
+    )(h_BxLxF)
 
 
 class Block(nn.Module):
@@ -94,8 +106,15 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
     norm = lambda name: nn.RMSNorm(self.norm_eps, dtype=self.dtype, name=name)
-    attn = Attention(self.num_heads, self.num_kv_heads, self.num_layers, self.dropout,
-                     self.rope_base, self.dtype, name="attn")
+    attn = Attention(
+      self.num_heads,
+      self.num_kv_heads,
+      self.num_layers,
+      self.dropout,
+      self.rope_base,
+      self.dtype,
+      name="attn",
+    )
     h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     h = SwiGLU(self.mlp_dim, self.num_layers, self.dtype, name="mlp")(norm("mlp_norm")(x_BxLxD))
@@ -139,16 +158,23 @@ class Llama(nn.Module):
 
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache of num_kv_heads heads for `length` positions (at most max_len)."""
-    shape = (batch_size, self.num_kv_heads, min(length, self.max_len),
-             self.d_model // self.num_heads)
-    return layers.init_kv_cache(self.num_layers, self.scan_layers, shape,
-                                layers.compute_dtype(self.dtype))
+    shape = (
+      batch_size,
+      self.num_kv_heads,
+      min(length, self.max_len),
+      self.d_model // self.num_heads,
+    )
+    return layers.init_kv_cache(
+      self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
+    )
 
   def _check(self):
     H, G, D = self.num_heads, self.num_kv_heads, self.d_model
     if D % H or (D // H) % 2:
-      raise UserError(f"model.d_model={D} must be num_heads={H} times an even head width "
-                      "(RoPE rotates pairs): change d_model or num_heads.")
+      raise UserError(
+        f"model.d_model={D} must be num_heads={H} times an even head width "
+        "(RoPE rotates pairs): change d_model or num_heads."
+      )
     if G < 1 or H % G:
       raise UserError(f"model.num_kv_heads={G} must divide num_heads={H}.")
 
@@ -160,19 +186,34 @@ class Llama(nn.Module):
     dtype = layers.compute_dtype(self.dtype)
     embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="embed")
     x_BxLxD = nn.Dropout(self.dropout)(embed(tokens_BxL), deterministic).astype(dtype)
-    block_kwargs = {"num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
-                    "num_layers": self.num_layers, "mlp_dim": self.hidden_dim,
-                    "dropout": self.dropout, "rope_base": self.rope_base,
-                    "norm_eps": self.norm_eps, "dtype": dtype}
+    block_kwargs = {
+      "num_heads": self.num_heads,
+      "num_kv_heads": self.num_kv_heads,
+      "num_layers": self.num_layers,
+      "mlp_dim": self.hidden_dim,
+      "dropout": self.dropout,
+      "rope_base": self.rope_base,
+      "norm_eps": self.norm_eps,
+      "dtype": dtype,
+    }
     x_BxLxD, kv_layers = layers.apply_blocks(
-        Block, block_kwargs, self.num_layers, self.remat, self.scan_layers, x_BxLxD,
-        deterministic, None if cache is None else cache["layers"], pos)
+      Block,
+      block_kwargs,
+      self.num_layers,
+      self.remat,
+      self.scan_layers,
+      x_BxLxD,
+      deterministic,
+      None if cache is None else cache["layers"],
+      pos,
+    )
     x_BxLxD = nn.RMSNorm(self.norm_eps, dtype=dtype, name="norm")(x_BxLxD).astype(jnp.float32)
     if self.tie_embeddings:
       logits_BxLxV = embed.attend(x_BxLxD)
     else:
-      logits_BxLxV = nn.Dense(self.vocab_size, use_bias=False, kernel_init=_init(0.02),
-                              name="head")(x_BxLxD)
+      logits_BxLxV = nn.Dense(
+        self.vocab_size, use_bias=False, kernel_init=_init(0.02), name="head"
+      )(x_BxLxD)
     if cache is None:
       return logits_BxLxV
     return logits_BxLxV, {"pos": pos + L, "layers": kv_layers}

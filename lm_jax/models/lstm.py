@@ -56,19 +56,28 @@ def _recurrence_bwd(residuals, cotangents):
     dh_BxH = dh_out_BxH + dh_next_BxH
     tanh_c = jnp.tanh(c_BxH)
     dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
-    dgates_Bx4H = jnp.concatenate([dc_BxH * g * i * (1 - i), dc_BxH * c_prev_BxH * f * (1 - f),
-                                   dc_BxH * i * (1 - g * g), dh_BxH * tanh_c * o * (1 - o)], -1)
+    dgates_Bx4H = jnp.concatenate(
+      [
+        dc_BxH * g * i * (1 - i),
+        dc_BxH * c_prev_BxH * f * (1 - f),
+        dc_BxH * i * (1 - g * g),
+        dh_BxH * tanh_c * o * (1 - o),
+      ],
+      -1,
+    )
     return (dc_BxH * f, dgates_Bx4H @ w_hh_Hx4H.T), dgates_Bx4H
 
   (dc0_BxH, dh0_BxH), dgates_LxBx4H = jax.lax.scan(
-      step, (dc_last_BxH, dh_last_BxH),
-      (dh_LxBxH, c_LxBxH, c_prev_LxBxH, acts_LxBx4H), reverse=True)
+    step, (dc_last_BxH, dh_last_BxH), (dh_LxBxH, c_LxBxH, c_prev_LxBxH, acts_LxBx4H), reverse=True
+  )
   h_prev_LxBxH = jnp.concatenate([h0_BxH[None], h_LxBxH[:-1]])
-  return (dgates_LxBx4H @ w_ih_Ex4H.T,
-          jnp.einsum("lbe,lbg->eg", x_LxBxE, dgates_LxBx4H),
-          dgates_LxBx4H.sum((0, 1)),
-          jnp.einsum("lbh,lbg->hg", h_prev_LxBxH, dgates_LxBx4H),
-          (dc0_BxH, dh0_BxH))
+  return (
+    dgates_LxBx4H @ w_ih_Ex4H.T,
+    jnp.einsum("lbe,lbg->eg", x_LxBxE, dgates_LxBx4H),
+    dgates_LxBx4H.sum((0, 1)),
+    jnp.einsum("lbh,lbg->hg", h_prev_LxBxH, dgates_LxBx4H),
+    (dc0_BxH, dh0_BxH),
+  )
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -129,8 +138,9 @@ class LSTM(nn.Module):
     if self.tie_weights and self.embed_size != self.hidden_size:
       raise ValueError("tie_weights needs embed_size == hidden_size.")
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
-    embed = nn.Embed(self.vocab_size, self.embed_size, name="embed",
-                     embedding_init=nn.initializers.normal(1.0))
+    embed = nn.Embed(
+      self.vocab_size, self.embed_size, name="embed", embedding_init=nn.initializers.normal(1.0)
+    )
     # Time-major inside: the recurrence steps over the leading axis.
     x_LxBxE = nn.Dropout(self.dropout)(embed(tokens_BxL.T), deterministic)
     carries = []
@@ -144,8 +154,9 @@ class LSTM(nn.Module):
       bias_V = self.param("head_bias", nn.initializers.zeros, (self.vocab_size,))
       logits_BxLxV = embed.attend(x_BxLxE) + bias_V
     else:
-      logits_BxLxV = nn.Dense(self.vocab_size, kernel_init=init, bias_init=init,
-                              name="head")(x_BxLxE)
+      logits_BxLxV = nn.Dense(self.vocab_size, kernel_init=init, bias_init=init, name="head")(
+        x_BxLxE
+      )
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     if cache is None:
       return logits_BxLxV
