@@ -4,7 +4,6 @@ import ast
 import importlib.util
 import json
 import os
-import sys
 
 import ml_collections
 
@@ -21,12 +20,16 @@ def load(spec: str) -> ml_collections.ConfigDict:
   if path.endswith(".json"):
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
-  for root in (os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
-    if root not in sys.path:  # So a config file anywhere can `from configs import ...`.
-      sys.path.insert(0, root)
   module_spec = importlib.util.spec_from_file_location("lm_jax_user_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except ModuleNotFoundError as e:
+    raise UserError(
+      f"{path} imports {e.name!r}, which is not installed: install lm_jax with "
+      "`pip install -e .` in its checkout (that makes `configs` importable), or put the "
+      "module on PYTHONPATH."
+    ) from e
   if not hasattr(module, "get_config"):
     raise UserError(
       f"{path} defines no get_config(): a config file returns its ConfigDict from get_config()."

@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from lm_jax import UserError, data, losses, parallel, tokenizers
+from lm_jax import UserError, data, losses, parallel, runs, tokenizers
 
 
 def eval_step(state, batch, axis_name=None):
@@ -54,9 +54,7 @@ def evaluate_run(
   'bits_per_byte' (total nats / ln 2 / UTF-8 bytes of the predicted text),
   'tokens', 'bytes'}.
   """
-  from lm_jax import train  # pylint: disable=g-import-not-at-top  (train uses this module)
-
-  config, _, tokenizer, state, step = train.load_run(workdir, step)
+  config, _, tokenizer, state, step = runs.load_run(workdir, step)
   if split not in data.SPLITS:
     raise UserError(f"unknown split {split!r}: use one of {list(data.SPLITS)}.")
   _, tokens = data.prepare(config.data, workdir, is_writer=False)

@@ -219,6 +219,15 @@ def cpu_cores_as_devices(parallel: str, *batch_sizes: int) -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+def any_process(flag: bool) -> bool:
+  """True on every process when `flag` is true on any of them; every process must call it."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def psum(x, axis_name):
   """Sums over replicas under pmap; the identity under jit (and sharded jit)."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)

@@ -1,6 +1,7 @@
-"""TrainState, the pure train step, and the training loop around it."""
+"""The pure train step, and the training loop around it: setup, restore, loop."""
 
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -10,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,21 +27,11 @@ from lm_jax import (
   optim,
   parallel,
   records,
-  tokenizers,
+  runs,
 )
-from lm_jax import config as config_lib
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  apply_fn: Callable = flax.struct.field(pytree_node=False)
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-
-def train_step(state: TrainState, batch, rng, axis_name=None, grad_accum_steps: int = 1):
+def train_step(state: runs.TrainState, batch, rng, axis_name=None, grad_accum_steps: int = 1):
   """One optimizer step on `batch`; returns (new state, scalar metrics).
 
   The loss is the mean over every target token of the global batch: token-loss
@@ -91,26 +81,13 @@ def train_step(state: TrainState, batch, rng, axis_name=None, grad_accum_steps: 
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
-  params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
-  return TrainState(
-    step=jnp.array(0, jnp.int32),
-    params=params,
-    opt_state=tx.init(params),
-    apply_fn=model.apply,
-    tx=tx,
-  )
-
-
 class Preempted(Exception):
-  """SIGTERM or SIGINT arrived; a checkpoint of the current step was saved."""
+  """SIGTERM or SIGINT reached this process or another of the run; all saved the same step."""
 
-  def __init__(self, signum: int, step: int):
-    super().__init__(
-      f"received {signal.Signals(signum).name}: saved a checkpoint at step "
-      f"{step}; run the same command to resume."
-    )
-    self.signum = signum
+  def __init__(self, signum: int | None, step: int):
+    cause = f"received {signal.Signals(signum).name}" if signum else "another process stopped"
+    super().__init__(f"{cause}: saved a checkpoint at step {step}; run the same command to resume.")
+    self.signum = signum or signal.SIGTERM
 
 
 @contextlib.contextmanager
@@ -128,73 +105,26 @@ def _catch_signals(received: list):
       signal.signal(s, h)
 
 
-def _checkpoint_tree(state: TrainState, rng) -> dict:
-  rng = jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": rng}
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What setup builds from the config: everything the loop reads but never changes."""
+
+  config: Any
+  workdir: str
+  tokens: dict
+  plan: parallel.Plan
+  create: Callable[[], runs.TrainState]
+  rng: jax.Array
+  lr_schedule: Callable
+  flops_per_token: float
+  train_step: Callable
+  eval_step: Callable
 
 
-def _state_factory(config, model, tx):
-  """(a function creating the initial TrainState, the dropout rng), both from config.seed."""
-  init_rng, rng = jax.random.split(jax.random.key(config.seed))
-  create = lambda: create_train_state(model, tx, init_rng, config.data.seq_len)
-  return create, rng
-
-
-def load_run(workdir: str, step: int | None = None):
-  """Loads a run's config, model, tokenizer and the newest (or given) checkpoint.
-
-  Returns (config, model, tokenizer, TrainState on one device, step).
-  """
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    raise UserError(f"{workdir} holds no training run (no config.json): check --workdir.")
-  config = config_lib.load(os.path.join(workdir, "config.json"))
-  tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
-  model = models.build_model(config.model, tokenizer.vocab_size)
-  tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
-  create, rng = _state_factory(config, model, tx)
-  plan = parallel.Plan("jit")
-  abstract = _checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, rng))
-  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  try:
-    restored = ckpt.restore(_targets(plan, abstract), step)
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise UserError(f"{workdir} holds no checkpoint: train first, or check --workdir.")
-  step, tree, _ = restored
-  state = TrainState(
-    step=tree["step"],
-    params=tree["params"],
-    opt_state=tree["opt_state"],
-    apply_fn=model.apply,
-    tx=tx,
-  )
-  return config, model, tokenizer, state, step
-
-
-def _targets(plan, abstract_tree):
-  """Abstract arrays carrying the plan's checkpoint shardings: what Orbax restores onto."""
-  return jax.tree_util.tree_map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-    abstract_tree,
-    plan.state_shardings(abstract_tree),
-  )
-
-
-def train_and_evaluate(config, workdir: str):
-  """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
-
-  Returns (final state, final validation metrics).
-  """
-  os.makedirs(workdir, exist_ok=True)
-  writer = records.MetricWriter(workdir)
-  c = config.train
-  seq_len = config.data.seq_len
-
-  # Data.
+def _setup(config, workdir: str) -> _Run:
+  """Data, model, optimizer, their layout on the devices and the compiled steps."""
+  c, seq_len = config.train, config.data.seq_len
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-
-  # Model, optimizer and their layout on the devices.
   model = models.build_model(config.model, tokenizer.vocab_size)
   max_len = getattr(model, "max_len", None)
   if max_len is not None and max_len < seq_len:
@@ -204,72 +134,119 @@ def train_and_evaluate(config, workdir: str):
     )
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
   plan = parallel.make_plan(c.parallel, config.mesh)
-  eval_batch_size = c.eval_batch_size or c.batch_size
   plan.check_batch(c.batch_size)
-  plan.check_batch(eval_batch_size, "train.eval_batch_size")
+  plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas
   if c.grad_accum_steps < 1 or per_replica % c.grad_accum_steps:
     raise UserError(
       f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
       f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
     )
-  create, dropout_rng = _state_factory(config, model, tx)
-  state = plan.init(create)
-  flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
-
-  # Restore.
-  ckpt = checkpoint.Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
-  restored = ckpt.restore(
-    _targets(
-      plan,
-      _checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, dropout_rng)),
-    )
+  create, rng = runs.state_factory(config, model, tx)
+  abstract = jax.eval_shape(create)
+  step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps)
+  return _Run(
+    config=config,
+    workdir=workdir,
+    tokens=tokens,
+    plan=plan,
+    create=create,
+    rng=rng,
+    lr_schedule=lr_schedule,
+    flops_per_token=models.flops_per_token(model, abstract.params, seq_len),
+    train_step=plan.compile_step(step, state=abstract),
+    eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
   )
+
+
+def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWriter):
+  """The state and dropout key to start from: the newest checkpoint, or fresh ones."""
+  config, plan = run.config, run.plan
+  state, rng = plan.init(run.create), run.rng
+  restored = ckpt.restore(runs.restore_targets(plan, run.create, rng))
   if restored is not None:
     step, tree, _ = restored
     state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
-    dropout_rng = jax.random.wrap_key_data(np.asarray(tree["rng"].addressable_data(0)))
-    print(f"resumed {workdir} from step {step}", file=sys.stderr)
+    rng = runs.rng_from_tree(tree)
+    print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
   else:
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   start_step = int(plan.to_host(state.step))
-  records.truncate_metrics(workdir, start_step)  # Lines a killed run wrote past its checkpoint.
-  records.write_config(config, workdir)  # Only now: a refused restore leaves the records alone.
-  records.write_run_info(config, workdir)
+  records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
+  records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
+  records.write_run_info(config, run.workdir)
+  return state, rng, start_step
 
-  # Step functions.
-  p_train_step = plan.compile_step(
-    functools.partial(train_step, grad_accum_steps=c.grad_accum_steps), state=state
-  )
-  p_eval_step = plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False)
 
-  def run_eval(step):
-    m = evaluate.evaluate(p_eval_step, state, tokens["validation"], seq_len, eval_batch_size, plan)
-    writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
-    return m
+class _Meter:
+  """Throughput between log lines: tokens/s, FLOP/s and the share spent waiting for input."""
 
-  def save(step, eval_metrics):
-    metrics = {"val_loss": eval_metrics["loss"]} if eval_metrics else None
-    ckpt.save(
-      step,
-      plan.place(_checkpoint_tree(plan.get(state), dropout_rng)),
-      meta={"step": step, "seed": config.seed, "order": config.data.order},
-      metrics=metrics,
+  def __init__(self, run: _Run, start_step: int):
+    c = run.config
+    self.tokens_per_step = c.train.batch_size * c.data.seq_len
+    self.flops_per_token = run.flops_per_token
+    self.t_start = self.t_last = time.perf_counter()
+    self.last_step = start_step
+
+  def read(self, step: int, batches: data.Prefetcher) -> dict:
+    now = time.perf_counter()
+    tok_s = self.tokens_per_step * (step - self.last_step) / (now - self.t_last)
+    wait = batches.wait_sec / (now - self.t_last)
+    self.t_last, self.last_step, batches.wait_sec = now, step, 0.0
+    return {
+      "tokens_per_sec": tok_s,
+      "flops_per_sec": tok_s * self.flops_per_token,
+      "input_wait_share": wait,
+      "elapsed_sec": now - self.t_start,
+    }
+
+
+def _check_finite(metrics: dict, step: int) -> None:
+  if not np.isfinite(metrics["train_loss"]):
+    raise UserError(
+      f"the training loss became {metrics['train_loss']} by step {step}; "
+      "nothing past the last checkpoint was saved: lower "
+      "optim.learning_rate or set optim.grad_clip."
     )
 
-  # Loop.
-  tokens_per_step = c.batch_size * seq_len
-  t_start = t_last = time.perf_counter()
-  last_step = start_step
-  eval_metrics = in_flight = None
-  received = []
+
+def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict:
+  c = run.config
+  batch_size = c.train.eval_batch_size or c.train.batch_size
+  m = evaluate.evaluate(
+    run.eval_step, state, run.tokens["validation"], c.data.seq_len, batch_size, run.plan
+  )
+  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
+  return m
+
+
+def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_metrics) -> None:
+  c = run.config
+  ckpt.save(
+    step,
+    run.plan.place(runs.checkpoint_tree(run.plan.get(state), rng)),
+    meta={"step": step, "seed": c.seed, "order": c.data.order},
+    metrics={"val_loss": eval_metrics["loss"]} if eval_metrics else None,
+  )
+
+
+def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
+  """Steps from `start_step` to train.num_steps; the one place that decides when to log,
+  evaluate, save and stop. Returns (state, the last evaluation's metrics)."""
+  c, plan = run.config.train, run.plan
   rows = plan.rows(c.batch_size)
   make_batch = lambda step: plan.shard(
     data.train_batch(
-      tokens["train"], config.seed, step, c.batch_size, seq_len, rows, config.data.order
+      run.tokens["train"],
+      run.config.seed,
+      step,
+      c.batch_size,
+      run.config.data.seq_len,
+      rows,
+      run.config.data.order,
     )
   )
-  batches = data.Prefetcher(make_batch, range(start_step, c.num_steps), config.data.prefetch)
+  batches = data.Prefetcher(make_batch, range(start_step, c.num_steps), run.config.data.prefetch)
   bar = tqdm.tqdm(
     range(start_step, c.num_steps),
     initial=start_step,
@@ -277,46 +254,33 @@ def train_and_evaluate(config, workdir: str):
     disable=jax.process_index() != 0,
     dynamic_ncols=True,
   )
+  meter, received = _Meter(run, start_step), []
+  eval_metrics = in_flight = None
   try:
     with _catch_signals(received):
       for step, batch in zip(bar, batches):
-        state, metrics = p_train_step(state, batch, dropout_rng)
+        state, metrics = run.train_step(state, batch, rng)
         # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
         # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
         jax.block_until_ready(in_flight)
         in_flight = metrics
         done = step + 1
         last = done == c.num_steps
-        stop = list(received)  # Signals after this point are handled at the next step.
-        do_save = done % c.checkpoint_every == 0 or last or bool(stop)
+        # Every process stops at the same step, whichever of them got the signal.
+        stop = parallel.any_process(bool(received))
+        do_save = done % c.checkpoint_every == 0 or last or stop
         do_eval = done % c.eval_every == 0 or last or (do_save and c.keep_best)
         if done % c.log_every == 0 or do_save:
           metrics = plan.to_host(metrics)
-          if not np.isfinite(metrics["train_loss"]):
-            raise UserError(
-              f"the training loss became {metrics['train_loss']} by step {done}; "
-              "nothing past the last checkpoint was saved: lower "
-              "optim.learning_rate or set optim.grad_clip."
-            )
-          now = time.perf_counter()
-          tok_s = tokens_per_step * (done - last_step) / (now - t_last)
-          input_wait = batches.wait_sec / (now - t_last)
-          t_last, last_step, batches.wait_sec = now, done, 0.0
-          writer.write(
-            done,
-            **metrics,
-            learning_rate=lr_schedule(step),
-            tokens_per_sec=tok_s,
-            flops_per_sec=tok_s * flops_per_token,
-            input_wait_share=input_wait,
-            elapsed_sec=now - t_start,
-          )
+          _check_finite(metrics, done)
+          rates = meter.read(done, batches)
+          writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
           bar.set_postfix(
             loss=f"{metrics['train_loss']:.4f}",
-            tok_s=f"{tok_s:,.0f}",
-            flop_s=f"{tok_s * flops_per_token:.3g}",
+            tok_s=f"{rates['tokens_per_sec']:,.0f}",
+            flop_s=f"{rates['flops_per_sec']:.3g}",
           )
-        eval_metrics = run_eval(done) if do_eval else None
+        eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
         if eval_metrics:
           bar.write(
             f"step {done}: val_loss {eval_metrics['loss']:.4f} "
@@ -324,16 +288,33 @@ def train_and_evaluate(config, workdir: str):
             file=sys.stderr,
           )
         if do_save:
-          save(done, eval_metrics)
+          _save(run, ckpt, state, rng, done, eval_metrics)
         if stop:
-          raise Preempted(stop[0], done)
+          raise Preempted(received[0] if received else None, done)
     if c.num_steps <= start_step:
-      eval_metrics = run_eval(start_step)
+      eval_metrics = _evaluate(run, state, writer, start_step)
   finally:
     batches.close()
     bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-  final = plan.get(state)  # Global arrays; on one host, fetched to numpy.
+  return state, eval_metrics
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
+
+  Returns (final state, final validation metrics).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  with runs.lock_workdir(workdir):
+    run = _setup(config, workdir)
+    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, config.train.keep_best)
+    writer = records.MetricWriter(workdir)
+    try:
+      state, rng, start_step = _restore(run, ckpt, writer)
+      state, eval_metrics = _loop(run, state, rng, start_step, ckpt, writer)
+    finally:
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
+  final = run.plan.get(state)  # Global arrays; on one host, fetched to numpy.
   return (jax.device_get(final) if jax.process_count() == 1 else final), eval_metrics

@@ -12,17 +12,14 @@ generation tokens/s with and without the decode cache at batch 1 and 16.
 
 import functools
 import json
-import os
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from lm_jax import UserError  # noqa: E402
-from lm_jax import config as config_lib  # noqa: E402
+from lm_jax import UserError
+from lm_jax import config as config_lib
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).")
@@ -85,12 +82,11 @@ def benchmark():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import data, models, optim, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, models, optim, runs, sample, train  # pylint: disable=g-import-not-at-top
 
   model = models.build_model(config.model, V)
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
-  init_rng, rng = jax.random.split(jax.random.key(config.seed))
-  create = lambda: train.create_train_state(model, tx, init_rng, seq_len)
+  create, rng = runs.state_factory(config, model, tx)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
   plan = parallel.make_plan(c.parallel, config.mesh)
   mode = plan.mode
@@ -156,7 +152,7 @@ def benchmark():
       if hasattr(model, "max_len")
       else model
     )
-    params = jax.jit(gen_model.init)(init_rng, jnp.zeros((1, 8), jnp.int32))["params"]
+    params = jax.jit(gen_model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
     for b in map(int, FLAGS.gen_batches):
       for cached in (True, False):
         go = lambda b=b, cached=cached: sample.generate(

@@ -6,14 +6,11 @@ Writes the same object to WORKDIR/eval_<split>_<step>.json.
 """
 
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from lm_jax import UserError  # noqa: E402
+from lm_jax import UserError
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_enum("split", "validation", ["validation", "test", "train"], "Split to evaluate.")

@@ -7,15 +7,12 @@ Samples are separated by a line holding `---`. An empty prompt starts from a
 newline. Same seed, same output.
 """
 
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from lm_jax import UserError  # noqa: E402
+from lm_jax import UserError
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("prompt", "", "Text to continue ('' starts from a newline).")
@@ -43,10 +40,10 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
 
-  from lm_jax import sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import runs, sample  # pylint: disable=g-import-not-at-top
 
   try:
-    _, model, tokenizer, state, step = train.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+    _, model, tokenizer, state, step = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
     if FLAGS.prompt_file:
       with open(FLAGS.prompt_file) as f:
         texts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]

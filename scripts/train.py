@@ -9,15 +9,12 @@ Several hosts: run the same command on each, adding
 (on TPU pods, SLURM and Open MPI, `--distributed` alone lets JAX find them).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from lm_jax import UserError  # noqa: E402
-from lm_jax import config as config_lib  # noqa: E402
+from lm_jax import UserError
+from lm_jax import config as config_lib
 
 flags.DEFINE_string(
   "config",

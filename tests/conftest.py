@@ -1,14 +1,12 @@
-"""Test set-up: 8 simulated CPU devices, the repo on sys.path, small corpora."""
+"""Test set-up: 8 simulated CPU devices, small corpora."""
 
 import os
-import sys
 
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # Where scripts/ lies.
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -34,10 +32,6 @@ def make_text(num_words: int, seed: int) -> str:
     start = rng.integers(len(WORDS) - 8)
     lines.append(" ".join(WORDS[start : start + 8]).capitalize() + ".")
   return "\n".join(lines) + "\n"
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: takes over ~20 s; still runs in CI")
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from lm_jax import UserError, checkpoint, records, train
+from lm_jax import UserError, checkpoint, records, runs, train
 from lm_jax import config as config_lib
 
 
@@ -75,8 +75,8 @@ def test_sigterm_saves_and_a_new_process_resumes_exactly(resumable, tmp_path, mo
   assert "resumed" in r.stderr
 
   assert train_losses(str(tmp_path / "resumed")) == train_losses(str(tmp_path / "straight"))
-  a = train.load_run(str(tmp_path / "straight"))
-  b = train.load_run(str(tmp_path / "resumed"))
+  a = runs.load_run(str(tmp_path / "straight"))
+  b = runs.load_run(str(tmp_path / "resumed"))
   assert a[4] == b[4] == 12
   assert_same_params(a[3].params, b[3].params)
   assert_same_params(a[3].opt_state, b[3].opt_state)
@@ -100,7 +100,7 @@ def test_sigkill_at_any_moment_resumes_to_the_same_result(resumable, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert train_losses(killed) == train_losses(str(tmp_path / "straight"))
   assert_same_params(
-    train.load_run(killed)[3].params, train.load_run(str(tmp_path / "straight"))[3].params
+    runs.load_run(killed)[3].params, runs.load_run(str(tmp_path / "straight"))[3].params
   )
 
 
@@ -115,7 +115,7 @@ def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys
     if os.path.isfile(path) and "metadata" not in path.lower():
       with open(path, "r+b") as f:
         f.truncate(3)
-  *_, state, step = train.load_run(workdir)
+  *_, state, step = runs.load_run(workdir)
   assert step == 4 and int(state.step) == 4
   assert "checkpoint 6" in capsys.readouterr().err
 
@@ -139,14 +139,14 @@ def test_checkpoints_move_between_layouts(config, tmp_path):
   config.train.update(num_steps=9, checkpoint_every=2, parallel="jit")
   config.mesh.update(data=2, fsdp=4)
   _, _ = train.train_and_evaluate(config, str(tmp_path / "jit"))
-  straight = train.load_run(str(tmp_path / "jit"))[3]
+  straight = runs.load_run(str(tmp_path / "jit"))[3]
   # Stopping early via num_steps keeps the schedule: all 9 steps lie in the 10-step warmup.
   assert config.optim.warmup_steps >= 9
   # 8 pmap replicas -> FSDP over 2 x 4 -> 1 device -> FSDP -> pmap.
   for num_steps, mode in ((2, "pmap"), (4, "sharded"), (6, "jit"), (8, "sharded"), (9, "pmap")):
     config.train.update(num_steps=num_steps, parallel=mode)
     train.train_and_evaluate(config, str(tmp_path / "moved"))
-  moved = train.load_run(str(tmp_path / "moved"))[3]
+  moved = runs.load_run(str(tmp_path / "moved"))[3]
   for x, y in zip(
     jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)
   ):
