@@ -2,9 +2,11 @@
 
   python scripts/train.py --config configs/shakespeare_char_gpt_cpu.py --workdir runs/gpt_cpu
 
-nanoGPT reports a validation loss of about 1.88 after 2000 steps; this
-reaches 1.88 or lower. Every other shipped config starts from this one, so
-every key below exists everywhere and can be set as --config.KEY=VALUE.
+Measured (whole validation split, 2 CPU cores, 108 s): validation loss
+1.906 at seed 0 (1.882 and 1.879 at seeds 1 and 2), 2.750 bits per byte;
+nanoGPT reports about 1.88 from a 20-batch estimate. Every other shipped
+config starts from this one, so every key below exists everywhere and can be
+set as --config.KEY=VALUE.
 """
 
 import ml_collections

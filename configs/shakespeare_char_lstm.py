@@ -2,7 +2,9 @@
 
   python scripts/train.py --config configs/shakespeare_char_lstm.py --workdir runs/lstm
 
-Context 128, batch 32, constant learning rate, 2000 steps.
+Context 128, batch 32, constant learning rate, 2000 steps. Measured (seed 0,
+whole validation split, 249 s on 2 CPU cores): validation loss 1.548, 2.233
+bits per byte; PyTorch's nn.LSTM on the same recipe: 1.533.
 """
 
 import ml_collections

@@ -7,7 +7,6 @@ and renames it when complete, so a run killed mid-save never leaves a step
 that looks finished.
 """
 
-import logging
 import os
 import sys
 
@@ -16,9 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from lm_jax import UserError
-
-logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax warns through absl at length.
+from lm_jax import UserError, console
 
 _HANDLERS = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 # What a damaged checkpoint raises on restore (storage errors arrive as ValueError).
@@ -54,6 +51,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, keep: int = 3, keep_best: bool = False, read_only: bool = False):
+    console.quiet_package("absl", "orbax")  # It logs errors for damage this class reports.
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     policies = [pp.LatestN(n=keep)]
     if keep_best:

@@ -19,14 +19,17 @@ import hashlib
 import json
 import os
 import queue
+import socket
+import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tqdm
 
-from lm_jax import UserError, tokenizers
+from lm_jax import UserError, console, tokenizers
 
 SPLITS = ("train", "validation", "test")
 ORDERS = ("random_windows", "epochs")
@@ -52,10 +55,13 @@ def _tfds_sources(c) -> dict[str, Source]:
       f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
       f"manual files there (for tiny_shakespeare, input.txt) or unset it to download."
     )
+  console.quiet_tensorflow()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
+  if not console.verbose():
+    tfds.disable_progress_bar()  # The first preparation prints one line of ours instead.
   try:
     builder = tfds.builder(c.dataset, data_dir=c.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -65,18 +71,28 @@ def _tfds_sources(c) -> dict[str, Source]:
       f"{f' (close: {close})' if close else ''}: check data.dataset."
     ) from e
 
+  def cannot_prepare(cause: str) -> UserError:
+    return UserError(
+      f"could not prepare TFDS dataset {c.dataset!r} ({cause}); "
+      "offline, put its files in a folder and pass --config.data.manual_dir=FOLDER "
+      "(for tiny_shakespeare: input.txt)."
+    )
+
   @functools.cache
   def prepare():
+    if builder.is_prepared():
+      return
+    if not c.manual_dir:  # Fail in seconds offline, not after minutes of download retries.
+      unreachable = _unreachable_host(getattr(builder, "url_infos", None) or {})
+      if unreachable:
+        raise cannot_prepare(f"{unreachable} cannot be reached")
+    print(f"preparing TFDS dataset {c.dataset} in {builder.data_dir} (once)", file=sys.stderr)
     try:
       builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=c.manual_dir or None)
       )
     except Exception as e:  # Network, checksum and manual-file errors all end here.
-      raise UserError(
-        f"could not prepare TFDS dataset {c.dataset!r} ({type(e).__name__}: {str(e)[:300]}); "
-        "offline, put its files in a folder and pass --config.data.manual_dir=FOLDER "
-        "(for tiny_shakespeare: input.txt)."
-      ) from e
+      raise cannot_prepare(f"{type(e).__name__}: {str(e)[:300]}") from e
 
   def reader(name):
     def documents():
@@ -105,6 +121,20 @@ def _tfds_sources(c) -> dict[str, Source]:
     for split, name in _split_names(c).items()
     if name
   }
+
+
+def _unreachable_host(urls, timeout: float = 5.0) -> str | None:
+  """The first host among `urls` that takes no connection within `timeout`, else None."""
+  for url in urls:
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+      continue
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+      socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError:
+      return f"{parts.scheme}://{parts.hostname}"
+  return None
 
 
 def _read_documents(path: str, per: str) -> list[str]:

@@ -15,6 +15,7 @@ import time
 import jax
 
 import lm_jax
+from lm_jax import console
 
 VERSIONED = (
   "jax",
@@ -42,6 +43,7 @@ class MetricWriter:
 
   def _event_writer(self):
     if self._events is None:
+      console.quiet_tensorflow()  # TensorBoard loads TensorFlow when it is installed.
       from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
 
       self._events = EventFileWriter(self.workdir)

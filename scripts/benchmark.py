@@ -18,7 +18,7 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
@@ -27,6 +27,7 @@ flags.DEFINE_integer("vocab_size", 65, "Vocabulary of the synthetic tokens.")
 flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet or measured).")
 flags.DEFINE_integer("gen_tokens", 256, "New tokens per generation benchmark (0: skip).")
 flags.DEFINE_list("gen_batches", ["1", "16"], "Batch sizes for the generation benchmark.")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
@@ -65,6 +66,7 @@ def peak_flops(jax, jnp):
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   try:
     benchmark()
   except UserError as e:

@@ -10,18 +10,20 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_enum("split", "validation", ["validation", "test", "train"], "Split to evaluate.")
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to evaluate (default: the newest).")
 flags.DEFINE_integer("batch_size", 0, "Rows per eval batch (default: the run's).")
 flags.DEFINE_string("parallel", "", "jit, pmap or auto (default: the run's train.parallel).")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   from lm_jax import evaluate  # Imported late so --help stays fast.
 
   try:

@@ -12,7 +12,7 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("prompt", "", "Text to continue ('' starts from a newline).")
@@ -33,11 +33,13 @@ flags.DEFINE_enum(
   "A prompt longer than the context: keep its end (with a warning), or refuse.",
 )
 flags.DEFINE_bool("cache", True, "Decode with the model's cache (KV or LSTM state).")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   import jax  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
 
   from lm_jax import runs, sample  # pylint: disable=g-import-not-at-top

@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
 
 flags.DEFINE_string(
@@ -37,6 +37,7 @@ flags.DEFINE_bool(
   "Initialize jax.distributed from the cluster's own "
   "environment (TPU pod, SLURM, Open MPI) when the three flags above are absent.",
 )
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
@@ -59,6 +60,7 @@ def init_distributed():
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   from lm_jax import parallel  # Imported late so --help stays fast.
 
   try:

@@ -7,9 +7,12 @@ from the keys of `config.model` other than `name`, and called as
 returning logits_BxLxV.
 
 Shape letters in tensor names:
-  B batch, L sequence length, S key/value length, V vocabulary,
-  D model width, E embedding width, H heads, G key/value heads, K head width,
-  F MLP hidden width, R query heads per key/value head (H = G * R).
+  B batch, L sequence length, S key/value length, V vocabulary, N flattened
+  batch x length (B * L rows), D model width, E embedding width, H heads,
+  G key/value heads, R query heads per key/value head (H = G * R), K head
+  width, F MLP hidden width, C LSTM hidden (cell) width; in sampling, P prompt
+  length and T total length (prompt and new tokens). A digit is a literal size
+  (4C: the four LSTM gates side by side).
 """
 
 import importlib
@@ -40,8 +43,8 @@ def get_model_class(name: str) -> type[nn.Module]:
     module = importlib.import_module(module_name)
   except ImportError as e:
     raise UserError(
-      f"cannot import model module {module_name!r} ({e}); run from the "
-      "directory that holds it or add it to PYTHONPATH."
+      f"cannot import model module {module_name!r} ({e}): add the folder that holds it "
+      "to PYTHONPATH (e.g. PYTHONPATH=. from that folder)."
     ) from e
   cls = getattr(module, class_name, None)
   if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):

@@ -13,70 +13,70 @@ def _uniform(bound: float):
 
 
 @jax.custom_vjp
-def recurrence(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
+def recurrence(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
   """An LSTM layer over L steps from carry (c, h); time-major, as the scan runs.
 
-  Gates in PyTorch's order: input, forget, cell, output. Returns (h_LxBxH,
+  Gates in PyTorch's order: input, forget, cell, output. Returns (h_LxBxC,
   final carry). The backward pass runs the recurrence in reverse for the
   gate gradients only, then takes the weights' and inputs' gradients as one
   matmul each over all steps, as cuDNN and PyTorch do; autodiff through the
   scan would accumulate them step by step in small, slow matmuls.
   """
-  return _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)[0]
+  return _forward(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry)[0]
 
 
-def _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
+def _forward(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
   def step(carry, x_BxE):
-    c_BxH, h_BxH = carry
-    gates_Bx4H = x_BxE @ w_ih_Ex4H + h_BxH @ w_hh_Hx4H + b_4H
-    i, f, g, o = jnp.split(gates_Bx4H, 4, axis=-1)
+    c_BxC, h_BxC = carry
+    gates_Bx4C = x_BxE @ w_ih_Ex4C + h_BxC @ w_hh_Cx4C + b_4C
+    i, f, g, o = jnp.split(gates_Bx4C, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    c_BxH = f * c_BxH + i * g
-    h_BxH = o * jnp.tanh(c_BxH)
-    return (c_BxH, h_BxH), (h_BxH, c_BxH, jnp.concatenate([i, f, g, o], axis=-1))
+    c_BxC = f * c_BxC + i * g
+    h_BxC = o * jnp.tanh(c_BxC)
+    return (c_BxC, h_BxC), (h_BxC, c_BxC, jnp.concatenate([i, f, g, o], axis=-1))
 
-  final, (h_LxBxH, c_LxBxH, acts_LxBx4H) = jax.lax.scan(step, carry, x_LxBxE)
-  return (h_LxBxH, final), (h_LxBxH, c_LxBxH, acts_LxBx4H)
+  final, (h_LxBxC, c_LxBxC, acts_LxBx4C) = jax.lax.scan(step, carry, x_LxBxE)
+  return (h_LxBxC, final), (h_LxBxC, c_LxBxC, acts_LxBx4C)
 
 
-def _recurrence_fwd(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry):
-  out, saved = _forward(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)
-  return out, (saved, x_LxBxE, w_ih_Ex4H, w_hh_Hx4H, carry)
+def _recurrence_fwd(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
+  out, saved = _forward(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry)
+  return out, (saved, x_LxBxE, w_ih_Ex4C, w_hh_Cx4C, carry)
 
 
 def _recurrence_bwd(residuals, cotangents):
-  (h_LxBxH, c_LxBxH, acts_LxBx4H), x_LxBxE, w_ih_Ex4H, w_hh_Hx4H, (c0_BxH, h0_BxH) = residuals
-  dh_LxBxH, (dc_last_BxH, dh_last_BxH) = cotangents
-  c_prev_LxBxH = jnp.concatenate([c0_BxH[None], c_LxBxH[:-1]])
+  (h_LxBxC, c_LxBxC, acts_LxBx4C), x_LxBxE, w_ih_Ex4C, w_hh_Cx4C, (c0_BxC, h0_BxC) = residuals
+  dh_LxBxC, (dc_last_BxC, dh_last_BxC) = cotangents
+  c_prev_LxBxC = jnp.concatenate([c0_BxC[None], c_LxBxC[:-1]])
 
   def step(carry, xs):
-    dc_BxH, dh_next_BxH = carry
-    dh_out_BxH, c_BxH, c_prev_BxH, acts_Bx4H = xs
-    i, f, g, o = jnp.split(acts_Bx4H, 4, axis=-1)
-    dh_BxH = dh_out_BxH + dh_next_BxH
-    tanh_c = jnp.tanh(c_BxH)
-    dc_BxH = dc_BxH + dh_BxH * o * (1 - tanh_c * tanh_c)
-    dgates_Bx4H = jnp.concatenate(
+    dc_BxC, dh_next_BxC = carry
+    dh_out_BxC, c_BxC, c_prev_BxC, acts_Bx4C = xs
+    i, f, g, o = jnp.split(acts_Bx4C, 4, axis=-1)
+    dh_BxC = dh_out_BxC + dh_next_BxC
+    tanh_c = jnp.tanh(c_BxC)
+    dc_BxC = dc_BxC + dh_BxC * o * (1 - tanh_c * tanh_c)
+    dgates_Bx4C = jnp.concatenate(
       [
-        dc_BxH * g * i * (1 - i),
-        dc_BxH * c_prev_BxH * f * (1 - f),
-        dc_BxH * i * (1 - g * g),
-        dh_BxH * tanh_c * o * (1 - o),
+        dc_BxC * g * i * (1 - i),
+        dc_BxC * c_prev_BxC * f * (1 - f),
+        dc_BxC * i * (1 - g * g),
+        dh_BxC * tanh_c * o * (1 - o),
       ],
       -1,
     )
-    return (dc_BxH * f, dgates_Bx4H @ w_hh_Hx4H.T), dgates_Bx4H
+    return (dc_BxC * f, dgates_Bx4C @ w_hh_Cx4C.T), dgates_Bx4C
 
-  (dc0_BxH, dh0_BxH), dgates_LxBx4H = jax.lax.scan(
-    step, (dc_last_BxH, dh_last_BxH), (dh_LxBxH, c_LxBxH, c_prev_LxBxH, acts_LxBx4H), reverse=True
+  (dc0_BxC, dh0_BxC), dgates_LxBx4C = jax.lax.scan(
+    step, (dc_last_BxC, dh_last_BxC), (dh_LxBxC, c_LxBxC, c_prev_LxBxC, acts_LxBx4C), reverse=True
   )
-  h_prev_LxBxH = jnp.concatenate([h0_BxH[None], h_LxBxH[:-1]])
+  h_prev_LxBxC = jnp.concatenate([h0_BxC[None], h_LxBxC[:-1]])
   return (
-    dgates_LxBx4H @ w_ih_Ex4H.T,
-    jnp.einsum("lbe,lbg->eg", x_LxBxE, dgates_LxBx4H),
-    dgates_LxBx4H.sum((0, 1)),
-    jnp.einsum("lbh,lbg->hg", h_prev_LxBxH, dgates_LxBx4H),
-    (dc0_BxH, dh0_BxH),
+    dgates_LxBx4C @ w_ih_Ex4C.T,
+    jnp.einsum("lbe,lbg->eg", x_LxBxE, dgates_LxBx4C),
+    dgates_LxBx4C.sum((0, 1)),
+    jnp.einsum("lbh,lbg->hg", h_prev_LxBxC, dgates_LxBx4C),
+    (dc0_BxC, dh0_BxC),
   )
 
 
@@ -90,16 +90,16 @@ class LSTMLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x_LxBxE, carry=None):
-    H = self.hidden_size
-    init = _uniform(1.0 / math.sqrt(H))
+    C = self.hidden_size
+    init = _uniform(1.0 / math.sqrt(C))
     E = x_LxBxE.shape[-1]
-    w_ih_Ex4H = self.param("ih_kernel", init, (E, 4 * H))
-    b_4H = self.param("bias", init, (4 * H,))
-    w_hh_Hx4H = self.param("hh_kernel", init, (H, 4 * H))
+    w_ih_Ex4C = self.param("ih_kernel", init, (E, 4 * C))
+    b_4C = self.param("bias", init, (4 * C,))
+    w_hh_Cx4C = self.param("hh_kernel", init, (C, 4 * C))
     if carry is None:
-      zeros = jnp.zeros((x_LxBxE.shape[1], H), jnp.float32)
+      zeros = jnp.zeros((x_LxBxE.shape[1], C), jnp.float32)
       carry = (zeros, zeros)
-    return recurrence(x_LxBxE, w_ih_Ex4H, b_4H, w_hh_Hx4H, carry)
+    return recurrence(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry)
 
 
 class LSTM(nn.Module):

@@ -1,0 +1,53 @@
+"""What a run prints: its progress, evaluations and the warnings a user can act on.
+
+Libraries talk at length (JAX about absent TPU libraries, TensorFlow about
+oneDNN, Orbax about checkpoints the run then handles). Their logging is turned
+down where lm_jax calls them, through the functions below; `--verbose` on any
+script, or LM_JAX_VERBOSE=1, brings all of it back for debugging.
+"""
+
+import logging
+import os
+
+VERBOSE_ENV = "LM_JAX_VERBOSE"
+
+
+def verbose() -> bool:
+  return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def setup(verbose_flag: bool = False) -> None:
+  """For scripts, once at start: library INFO logging off unless verbose."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
+  if verbose_flag:
+    os.environ[VERBOSE_ENV] = "1"
+  absl_logging.set_verbosity(absl_logging.INFO if verbose() else absl_logging.WARNING)
+
+
+def quiet_tensorflow() -> None:
+  """Before TensorFlow loads (TFDS, TensorBoard): its C++ notices stay off unless verbose."""
+  if not verbose():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow only reads records here; its oneDNN kernels, and their notice, are not needed.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+class _DropBelow(logging.Filter):
+  """Drops the records of one package below a level; others pass."""
+
+  def __init__(self, package: str, level: int):
+    super().__init__()
+    self.package, self.level = package, level
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    inside = f"{os.sep}{self.package}{os.sep}" in record.pathname
+    return not inside or record.levelno >= self.level
+
+
+def quiet_package(logger_name: str, package: str, level: int = logging.CRITICAL) -> None:
+  """Hides `package`'s records below `level` on `logger_name` (once), unless verbose."""
+  logger = logging.getLogger(logger_name)
+  if verbose() or any(isinstance(f, _DropBelow) and f.package == package for f in logger.filters):
+    return
+  logger.addFilter(_DropBelow(package, level))
