@@ -7,6 +7,7 @@ and renames it when complete, so a run killed mid-save never leaves a step
 that looks finished.
 """
 
+import json
 import os
 import sys
 
@@ -19,7 +20,21 @@ from lm_jax import UserError, console
 
 _HANDLERS = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 # What a damaged checkpoint raises on restore (storage errors arrive as ValueError).
-_DAMAGED = (ValueError, FileNotFoundError, KeyError, OSError)
+# What restoring a partial or corrupted write raises: tensorstore's status codes for missing or
+# undecodable data, unparsable JSON metadata, an item directory that is gone.
+_DAMAGE_CODES = ("DATA_LOSS", "NOT_FOUND", "OUT_OF_RANGE")
+
+
+def _is_damage(e: Exception) -> bool:
+  if isinstance(e, (FileNotFoundError, json.JSONDecodeError, EOFError)):
+    return True
+  if isinstance(e, KeyError):
+    return "Unknown key" in str(e)
+  return isinstance(e, ValueError) and str(e).startswith(_DAMAGE_CODES)
+
+
+def _first_line(e: Exception) -> str:
+  return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def _val_loss(metrics):
@@ -52,6 +67,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, keep_best: bool = False, read_only: bool = False):
     console.quiet_package("absl", "orbax")  # It logs errors for damage this class reports.
+    self.read_only = read_only
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     policies = [pp.LatestN(n=keep)]
     if keep_best:
@@ -72,12 +88,11 @@ class Checkpointer:
 
   def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
     """Starts an asynchronous save of `state` (global arrays) at `step`."""
-    self.manager.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-      metrics=metrics,
-      force=True,
-    )
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    try:
+      self.manager.save(step, args=args, metrics=metrics, force=True)
+    except Exception as e:  # pylint: disable=broad-except  (includes the previous save's error)
+      raise self._save_failed(step, e) from e
 
   def check_fits(self, step: int, target) -> None:
     """Refuses a checkpoint whose tree or shapes differ from `target`'s."""
@@ -102,10 +117,15 @@ class Checkpointer:
   def restore(self, target, step: int | None = None):
     """Restores (step, state, meta) onto `target`'s shapes and shardings.
 
-    Without `step`, takes the newest checkpoint that reads back; a damaged one
-    is reported by step and skipped. Returns None when there is none.
+    Without `step`, takes the newest checkpoint; when it is damaged (a partial
+    or corrupted write) and an older one restores, that one is used, with a
+    warning naming the skipped steps, and a trainer moves the damaged ones
+    aside (`<step>.damaged`) so that it can save those steps again. When no
+    checkpoint restores, or one fails for any other reason, it raises a
+    UserError and changes nothing on disk. Returns None when there is none.
     """
     steps = [step] if step is not None else self.steps()[::-1]
+    damaged = []
     for s in steps:
       try:
         self.check_fits(s, target)
@@ -118,19 +138,61 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
           ),
         )
-        return s, r.state, r.meta
-      except _DAMAGED as e:
-        if step is not None:
-          raise UserError(f"checkpoint {s} in {self.directory} is unreadable ({e}).") from e
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (sorted below; none passes silently)
+        damaged.append((s, e))
+        if _is_damage(e):
+          continue
+        raise self._refusal(damaged) from e
+      if damaged:
         print(
-          f"warning: checkpoint {s} in {self.directory} is unreadable "
-          f"({str(e).splitlines()[0][:200]}); trying an older one.",
+          f"warning: checkpoint(s) {', '.join(str(d) for d, _ in damaged)} in {self.directory} "
+          f"are damaged ({_first_line(damaged[0][1])}); resuming from step {s}.",
           file=sys.stderr,
         )
+        if not self.read_only:
+          self._set_aside([d for d, _ in damaged])
+      return s, r.state, r.meta
+    if damaged:
+      raise self._refusal(damaged)
     return None
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+  def _refusal(self, failures) -> UserError:
+    tried = "\n".join(f"  step {s}: {type(e).__name__}: {_first_line(e)}" for s, e in failures)
+    return UserError(
+      f"no checkpoint in {self.directory} could be restored:\n{tried}\n"
+      "Nothing in the run's directory was changed: fix the cause (a damaged or unreachable "
+      "disk, a changed Orbax version) and run the same command again, or pass a new --workdir."
+    )
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged step directories to `<step>.damaged` (process 0), never deletes them."""
+    if jax.process_index() == 0:
+      for s in steps:
+        src = os.path.join(self.directory, str(s))
+        dst, n = f"{src}.damaged", 1
+        while os.path.exists(dst):
+          dst, n = f"{src}.damaged.{n}", n + 1
+        os.rename(src, dst)
+        print(f"warning: moved damaged checkpoint {s} aside to {dst}", file=sys.stderr)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      multihost_utils.sync_global_devices("lm_jax_checkpoints_set_aside")
+    self.manager.reload()
+
+  def _save_failed(self, step: int | None, e: Exception) -> UserError:
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    return UserError(
+      f"could not write {what} to {self.directory} ({type(e).__name__}: {_first_line(e)}): "
+      "free disk space or fix its permissions, then run the same command to resume from "
+      "the last checkpoint written, which is intact."
+    )
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for the last save, then closes; a save that failed stops the run with its cause."""
+    try:
+      self.manager.close()
+    except Exception as e:  # pylint: disable=broad-except  (any failed write ends here)
+      raise self._save_failed(None, e) from e

@@ -431,22 +431,25 @@ class Prefetcher:
     self._thread = threading.Thread(target=self._run, args=(make, steps), daemon=True)
     self._thread.start()
 
+  def _put(self, item) -> bool:
+    """Queues `item` unless closed first; never blocks past close()."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        pass
+    return False
+
   def _run(self, make, steps):
     try:
       for step in steps:
-        item = (True, make(step))
-        while not self._stop.is_set():
-          try:
-            self._queue.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            pass
-        if self._stop.is_set():
+        if not self._put((True, make(step))):
           return
     except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
-      self._queue.put((False, e))
+      self._put((False, e))
       return
-    self._queue.put((False, None))
+    self._put((False, None))
 
   def __iter__(self):
     while True:

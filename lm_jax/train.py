@@ -313,8 +313,7 @@ def train_and_evaluate(config, workdir: str):
       state, rng, start_step = _restore(run, ckpt, writer)
       state, eval_metrics = _loop(run, state, rng, start_step, ckpt, writer)
     finally:
-      ckpt.wait()
-      ckpt.close()
       writer.close()
+      ckpt.close()  # Waits for the last save.
   final = run.plan.get(state)  # Global arrays; on one host, fetched to numpy.
   return (jax.device_get(final) if jax.process_count() == 1 else final), eval_metrics

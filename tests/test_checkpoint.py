@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT
 
@@ -117,7 +118,92 @@ def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys
         f.truncate(3)
   *_, state, step = runs.load_run(workdir)
   assert step == 4 and int(state.step) == 4
-  assert "checkpoint 6" in capsys.readouterr().err
+  assert "checkpoint(s) 6" in capsys.readouterr().err
+  assert sorted(os.listdir(ckpt_dir))[:3] == ["2", "4", "6"]  # Read-only: nothing moved.
+
+
+def damage(workdir, step):
+  """Truncates the array files of a checkpoint, as a write cut short on a full disk would."""
+  for path in glob.glob(
+    os.path.join(workdir, "checkpoints", str(step), "state", "**", "*"), recursive=True
+  ):
+    if os.path.isfile(path) and "metadata" not in path.lower():
+      with open(path, "r+b") as f:
+        f.truncate(3)
+
+
+def snapshot(workdir):
+  """Every file a run wrote (the lock aside), by path, as bytes."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "**", "*"), recursive=True):
+    if os.path.isfile(path) and os.path.basename(path) != "lock":
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+def test_no_readable_checkpoint_stops_the_script_and_changes_nothing(config, tmp_path):
+  config.train.update(num_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  for step in (2, 4, 6):
+    damage(workdir, step)
+  before = snapshot(workdir)
+  assert "metrics.jsonl" in before and "run.json" in before
+  r = run_script("--workdir", workdir)
+  assert r.returncode != 0
+  assert "Traceback" not in r.stderr
+  assert "error: no checkpoint in" in r.stderr
+  assert all(f"step {s}: ValueError: DATA_LOSS" in r.stderr for s in (2, 4, 6)), r.stderr
+  assert "pass a new --workdir" in r.stderr
+  assert snapshot(workdir) == before
+
+
+def test_a_restore_failing_for_another_reason_is_refused(config, tmp_path, monkeypatch):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  before = snapshot(workdir)
+
+  def restore(*args, **kwargs):
+    raise RuntimeError("an unrelated failure")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+  with pytest.raises(UserError, match=r"(?s)no checkpoint.*step 6: RuntimeError: an unrelated"):
+    train.train_and_evaluate(config, workdir)
+  assert snapshot(workdir) == before
+
+
+def test_damaged_newest_is_moved_aside_and_the_run_finishes(config, tmp_path, capsys):
+  config.train.update(num_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  straight = train_losses(workdir)
+  damage(workdir, 6)
+  capsys.readouterr()
+  train.train_and_evaluate(config, workdir)
+  err = capsys.readouterr().err
+  assert "checkpoint(s) 6" in err and "resuming from step 4" in err
+  assert "moved damaged checkpoint 6 aside" in err
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6", "6.damaged"]
+  assert runs.load_run(workdir)[4] == 6
+  assert train_losses(workdir) == straight
+
+
+def test_a_failed_save_stops_the_run_and_keeps_earlier_checkpoints(config, tmp_path, monkeypatch):
+  config.train.update(num_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  real = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    if step == 4:
+      raise OSError(28, "No space left on device")
+    return real(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(UserError, match=r"could not write checkpoint 4 to .*checkpoints.*No space"):
+    train.train_and_evaluate(config, workdir)
+  assert checkpoint.Checkpointer(workdir, read_only=True).steps() == [2]
+  assert runs.load_run(workdir)[4] == 2
 
 
 def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):

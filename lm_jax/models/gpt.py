@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax import UserError
 from lm_jax.models import layers
 
 
@@ -128,7 +129,10 @@ class GPT(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     if self.d_model % self.num_heads:
-      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}.")
+      raise UserError(
+        f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}: "
+        "pick a width that is a multiple of the head count."
+      )
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype = layers.compute_dtype(self.dtype)

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax import UserError
+
 
 def _uniform(bound: float):
   """U(-bound, bound), as PyTorch initialises nn.LSTM and nn.Linear."""
@@ -136,7 +138,10 @@ class LSTM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     if self.tie_weights and self.embed_size != self.hidden_size:
-      raise ValueError("tie_weights needs embed_size == hidden_size.")
+      raise UserError(
+        f"model.tie_weights needs model.embed_size ({self.embed_size}) == model.hidden_size "
+        f"({self.hidden_size}): make them equal or set model.tie_weights=False."
+      )
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
     embed = nn.Embed(
       self.vocab_size, self.embed_size, name="embed", embedding_init=nn.initializers.normal(1.0)
