@@ -80,7 +80,7 @@ def _shortest_suffixes(keys: list[str]) -> dict[str, str]:
 
 
 def _config_labels(specs: list[str]) -> dict[str, str]:
-  """A config spec -> a short label: the file's stem (and preset), or its whole path if stems clash."""
+  """A config spec -> its file's stem (and preset); its whole path where stems clash."""
   stem = lambda s: (
     os.path.splitext(os.path.basename(s.partition(":")[0]))[0]
     + ("." + s.partition(":")[2] if ":" in s else "")

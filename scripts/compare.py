@@ -1,4 +1,4 @@
-"""Compares groups of runs: per group the metric's mean, std, 95% interval, and the test against a baseline.
+"""Compares groups of runs: the metric over seeds, and each group against a baseline.
 
   python scripts/compare.py runs/gpt_vs_llama --group_by model.name --baseline gpt
   python scripts/compare.py runs/a runs/b runs/sweep --metric val_loss --json

@@ -2,8 +2,8 @@
 
   python scripts/sweep.py --config configs/shakespeare_char_gpt_cpu.py --root runs/lr \
     --grid optim.learning_rate=1e-3,3e-3 --seeds 0,1,2 [--config.KEY=VALUE ...] [--jobs N]
-  python scripts/sweep.py --config configs/shakespeare_char_gpt_cpu.py,configs/shakespeare_char_llama.py \
-    --root runs/gpt_vs_llama --seeds 0,1,2
+  python scripts/sweep.py --root runs/gpt_vs_llama --seeds 0,1,2 \
+    --config configs/shakespeare_char_gpt_cpu.py,configs/shakespeare_char_llama.py
 
 The same command again skips finished runs and resumes the others. Exit
 status: the number of failed runs (128 + the signal number when stopped).
