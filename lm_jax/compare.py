@@ -129,7 +129,7 @@ def _pick_baseline(keys: list[dict], baseline: str | None) -> int:
     i
     for i, key in enumerate(keys)
     if baseline in (_label(key), ",".join(str(v) for v in key.values()))
-    or baseline in {str(v) for v in key.values()}
+    or baseline in {str(v) for v in key.values()} | {json.dumps(v) for v in key.values()}
   ]
   if len(matches) != 1:
     labels = "; ".join(_label(k) for k in keys)

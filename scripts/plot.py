@@ -35,8 +35,11 @@ def draw(axes, label, color, workdirs, band):
       continue
     for ax, xs in zip(axes, (steps, [s * scale for s in steps])):
       ax.plot(xs, mean, style, color=color, label=f"{label} {kind}", markersize=3)
-      if len(workdirs) > 1:
+      if len(workdirs) > 1 and kind == "train":
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+      elif len(workdirs) > 1:  # Evaluations are few points: bars show their band.
+        bars = [[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]]
+        ax.errorbar(xs, mean, yerr=bars, fmt="none", ecolor=color, capsize=3)
 
 
 def main():
