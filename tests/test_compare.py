@@ -2,13 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
-import jax
-import jax.numpy as jnp
 import pytest
 from conftest import ROOT
 
-from lm_jax import UserError, compare, models, stats, tokenizers
+from lm_jax import UserError, compare, stats, tokenizers
 from lm_jax import config as config_lib
 
 GPT = [1.90, 1.88, 1.89]
@@ -51,12 +51,6 @@ def runs(config, tmp_path):
   return tmp_path, config, llama
 
 
-def count_params(model_config, vocab_size):
-  model = models.build_model(model_config, vocab_size)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
-  return sum(x.size for x in jax.tree_util.tree_leaves(params))
-
-
 def test_groups_statistics_and_test_against_the_baseline(runs):
   root, gpt, llama = runs
   result = compare.compare([str(root)], ["model.name"], baseline="gpt")
@@ -73,8 +67,11 @@ def test_groups_statistics_and_test_against_the_baseline(runs):
     assert sorted(r["value"] for r in group["runs"]) == sorted(values)
     assert group["tokens_per_sec"] == 200.0  # The median of 100, 200, 300 in every run.
     assert group["wall_sec"] == 3.0
-  assert g["params"] == count_params(gpt.model, 10)
-  assert m["params"] == count_params(llama.model, 10)
+  # Width 16, context 16, 10 characters, tied heads, no biases. GPT, 2 layers: 12 d^2 + 2 d
+  # each, a final norm, positions and tokens. Llama, 1 layer: queries and output 2 d^2, one
+  # key-value head of width 8 (2 x 16 x 8), SwiGLU 3 x 16 x 48, two norms; a final norm, tokens.
+  assert g["params"] == 2 * (12 * 16 * 16 + 2 * 16) + 16 + 16 * 16 + 10 * 16
+  assert m["params"] == 2 * 16 * 16 + 2 * 16 * 8 + 3 * 16 * 48 + 2 * 16 + 16 + 10 * 16
   assert g["vs_baseline"] is None
   assert m["vs_baseline"] == stats.welch(LLAMA, GPT)
   assert m["vs_baseline"]["diff"] == pytest.approx(sum(LLAMA) / 3 - sum(GPT) / 3)
@@ -125,3 +122,17 @@ def test_mean_curve_over_the_steps_every_run_logged():
   sd = 2**0.5  # Two values 2 apart.
   assert (steps, mean) == ([1, 2], [2.0, 3.0])
   assert lo == pytest.approx([2 - sd, 3 - sd]) and hi == pytest.approx([2 + sd, 3 + sd])
+
+
+def test_plot_draws_each_group_as_a_mean_with_a_band(runs):
+  root, _, _ = runs
+  out = root / "curves.png"
+  r = subprocess.run(
+    [sys.executable, "scripts/plot.py", str(root), "--group_by", "model.name", "--out", str(out)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert out.stat().st_size > 0
