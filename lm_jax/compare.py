@@ -22,9 +22,11 @@ def find_runs(paths: list[str]) -> list[str]:
   workdirs = []
   for path in paths:
     if os.path.exists(os.path.join(path, sweep.SWEEP_FILE)):
-      with open(os.path.join(path, sweep.SWEEP_FILE)) as f:
-        entries = json.load(f)["runs"]
-      found = [os.path.join(path, e["workdir"]) for e in entries]
+      try:
+        with open(os.path.join(path, sweep.SWEEP_FILE)) as f:
+          found = [os.path.join(path, e["workdir"]) for e in json.load(f)["runs"]]
+      except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}/{sweep.SWEEP_FILE} is not a sweep record ({e}): check it.") from e
       found = [w for w in found if os.path.exists(os.path.join(w, "config.json"))]
     elif os.path.exists(os.path.join(path, "config.json")):
       found = [path]
