@@ -104,15 +104,16 @@ def split_overrides(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 def differences(a, b) -> list[str]:
   """The dotted keys whose values differ between two configs (or exist in one only)."""
-  fa = {k: _get(a, k) for k in flat_keys(a)}
-  fb = {k: _get(b, k) for k in flat_keys(b)}
+  fa = {k: get(a, k) for k in flat_keys(a)}
+  fb = {k: get(b, k) for k in flat_keys(b)}
   return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _MISSING) != fb.get(k, _MISSING))
 
 
 _MISSING = object()
 
 
-def _get(config, key: str):
+def get(config, key: str):
+  """The value at a dotted key; tuples come back as lists (as JSON stores them)."""
   for part in key.split("."):
     config = config[part]
   return list(config) if isinstance(config, tuple) else config
