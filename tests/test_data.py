@@ -1,6 +1,8 @@
 """Sources, tokenizers, the token cache, batches and prefetching."""
 
 import os
+import threading
+import time
 
 import hypothesis
 import hypothesis.strategies as st
@@ -265,6 +267,31 @@ def test_prefetcher_keeps_order_and_raises_errors():
   stopped = data.Prefetcher(lambda s: s, range(10**9))
   assert next(iter(stopped)) == 0
   stopped.close()
+
+
+def closes_within_a_second(fetched):
+  closing = threading.Thread(target=fetched.close, daemon=True)
+  closing.start()
+  closing.join(timeout=1.0)
+  assert not closing.is_alive(), "Prefetcher.close() blocked"
+
+
+def test_prefetcher_closes_at_once_on_error_end_and_mid_stream():
+  def fail(step):
+    if step == 1:
+      raise ValueError("bad step")
+    return step
+
+  failed = data.Prefetcher(fail, range(5), depth=1)  # The error comes with the queue full.
+  time.sleep(0.2)
+  closes_within_a_second(failed)
+  ended = data.Prefetcher(lambda s: s, range(1), depth=1)  # So does the end of the steps.
+  time.sleep(0.2)
+  closes_within_a_second(ended)
+  mid = data.Prefetcher(lambda s: s, range(10**9), depth=2)
+  assert next(iter(mid)) == 0
+  time.sleep(0.2)  # The queue fills up behind the reader.
+  closes_within_a_second(mid)
 
 
 def test_training_reads_the_configured_tokenizer(config, tmp_path):
