@@ -3,9 +3,12 @@
 import functools
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -158,3 +161,51 @@ def test_two_hosts_train_like_one(sharded, tmp_path, mode):
   assert_trees_close(
     runs.load_run(str(tmp_path / "two"))[3].params, runs.load_run(str(tmp_path / "one"))[3].params
   )
+
+
+def two_processes(config_path, workdir):
+  port = free_port()
+  address = f"--coordinator_address=127.0.0.1:{port}"
+  return [
+    launch(config_path, workdir, 2, address, "--num_processes=2", f"--process_id={i}")
+    for i in range(2)
+  ]
+
+
+def logged_steps(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  return len(records.read_metrics(workdir)) if os.path.exists(path) else 0
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_exactly(config, tmp_path):
+  config.train.update(
+    parallel="pmap", num_steps=300, log_every=1, eval_every=300, checkpoint_every=1000
+  )
+  config_path = str(tmp_path / "config.json")
+  with open(config_path, "w") as f:
+    json.dump(config.to_dict(), f)
+  straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+  for p in two_processes(config_path, straight):
+    finish(p)
+  for target in (1, 0):  # SIGTERM to one process only, then to the other.
+    logged = logged_steps(stopped)
+    procs = two_processes(config_path, stopped)
+    deadline = time.time() + 300
+    while logged_steps(stopped) < logged + 3:
+      assert time.time() < deadline and procs[0].poll() is None, procs[0].stderr.read()[-3000:]
+      time.sleep(0.05)
+    procs[target].send_signal(signal.SIGTERM)
+    signalled = time.time()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert time.time() - signalled < 60
+    assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, [o[1][-2000:] for o in outs]
+    saved = [re.findall(r"saved a checkpoint at step (\d+)", err) for _, err in outs]
+    assert saved[0] == saved[1] and len(saved[0]) == 1, saved
+    assert int(saved[0][0]) < config.train.num_steps
+  for p in two_processes(config_path, stopped):
+    finish(p)
+  losses = lambda w: [
+    (r["step"], r["train_loss"]) for r in records.read_metrics(w) if "train_loss" in r
+  ]
+  assert losses(stopped) == losses(straight)  # Bit for bit.
