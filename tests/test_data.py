@@ -107,11 +107,11 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_ca
   c = data_config(tmp_path)
   c.text_files.update(corpus)
   _, first = data.prepare(c, str(tmp_path / "run1"))
-  assert first["train"].dtype == np.uint16 and isinstance(first["train"], np.memmap)
+  assert first["train"].dtype == np.uint16 and isinstance(first["train"], data.TokenStream)
   files = sorted(os.listdir(token_cache / "tokens"))
   calls = []
-  real = data._tokenize
-  monkeypatch.setattr(data, "_tokenize", lambda *a: calls.append(a) or real(*a))
+  real = data.token_cache.build
+  monkeypatch.setattr(data.token_cache, "build", lambda *a: calls.append(a) or real(*a))
   _, second = data.prepare(c, str(tmp_path / "run2"))
   assert not calls and sorted(os.listdir(token_cache / "tokens")) == files
   for split in first:
