@@ -52,7 +52,9 @@ def evaluate_run(
 
   Returns {'split', 'step', 'loss' (nats per token), 'perplexity',
   'bits_per_byte' (total nats / ln 2 / UTF-8 bytes of the predicted text),
-  'tokens', 'bytes'}.
+  'tokens', 'bytes'}. The word tokenizer adds 'word_perplexity' (each end of
+  document counts as a word, as in PyTorch's word_language_model) and a
+  'note'; its bits_per_byte and bytes are None, since <unk> hides the text.
   """
   from lm_jax import train  # pylint: disable=g-import-not-at-top  (train uses this module)
 
@@ -76,10 +78,17 @@ def evaluate_run(
     "step": step,
     "loss": m["loss"],
     "perplexity": m["perplexity"],
-    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes,
+    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes if num_bytes else None,
     "tokens": m["tokens"],
     "bytes": num_bytes,
   }
+  if tokenizer.kind == "word":
+    result["word_perplexity"] = m["perplexity"]
+    result["note"] = (
+      "word tokenizer: every token is a word or an end of document; bits_per_byte is not "
+      "comparable with other tokenizers (one <unk> id stands for every rare word), so it is "
+      "not reported"
+    )
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_{split}_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)

@@ -38,6 +38,9 @@ class CharTokenizer:
   def __init__(self, chars: str):
     self.chars = chars
     self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+    # Ids by code point below the largest one the vocabulary holds; -1 where none.
+    self._table = np.full(int(self._codepoints.max(initial=0)) + 1, -1, np.int32)
+    self._table[self._codepoints] = np.arange(len(chars), dtype=np.int32)
     self.eod_ids = self.encode("\n")
 
   @classmethod
@@ -55,8 +58,8 @@ class CharTokenizer:
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids; characters outside the vocabulary are refused."""
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    ids = np.minimum(np.searchsorted(self._codepoints, codepoints), len(self.chars) - 1)
-    unknown = self._codepoints[ids] != codepoints
+    ids = self._table[np.minimum(codepoints, len(self._table) - 1)]
+    unknown = (ids < 0) | (codepoints >= len(self._table))
     if unknown.any():
       missing = sorted({chr(c) for c in codepoints[unknown]})
       raise UserError(
@@ -64,10 +67,14 @@ class CharTokenizer:
         f"{''.join(missing)[:50]!r}; remove them, or train with a tokenizer that "
         "covers any text (data.tokenizer='byte' or 'sentencepiece')."
       )
-    return ids.astype(np.int32)
+    return ids
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return np.split(self.encode("".join(texts)), np.cumsum([len(t) for t in texts[:-1]]))
+    return np.split(*self.encode_joined(texts))
+
+  def encode_joined(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the texts' concatenation, and where each text's ids start (after the first)."""
+    return self.encode("".join(texts)), np.cumsum([len(t) for t in texts[:-1]], dtype=np.int64)
 
   def decode(self, ids) -> str:
     return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
@@ -93,9 +100,15 @@ class ByteTokenizer:
     return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    raw = [t.encode("utf-8") for t in texts]
-    ids = np.frombuffer(b"".join(raw), np.uint8).astype(np.int32)
-    return np.split(ids, np.cumsum([len(r) for r in raw[:-1]]))
+    return np.split(*self.encode_joined(texts))
+
+  def encode_joined(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the texts' concatenation, and where each text's ids start (after the first)."""
+    joined = "".join(texts)
+    raw = joined.encode("utf-8")
+    sizes = [len(t) for t in texts[:-1]] if len(raw) == len(joined) else None  # ASCII
+    sizes = sizes if sizes is not None else [len(t.encode("utf-8")) for t in texts[:-1]]
+    return np.frombuffer(raw, np.uint8).astype(np.int32), np.cumsum(sizes, dtype=np.int64)
 
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)

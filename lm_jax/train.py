@@ -235,7 +235,7 @@ def train_and_evaluate(config, workdir: str):
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(workdir, start_step)  # Lines a killed run wrote past its checkpoint.
   records.write_config(config, workdir)  # Only now: a refused restore leaves the records alone.
-  records.write_run_info(config, workdir)
+  records.write_run_info(config, workdir, data.fingerprints(tokens))
 
   # Step functions.
   p_train_step = plan.compile_step(
