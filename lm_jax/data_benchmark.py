@@ -66,7 +66,7 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
   vocab[:4] = ["naïve", "café", "日本", "λόγος"]  # Some non-ASCII text too.
   vocab = np.array(vocab)
   written = 0
-  with open(path, "w", encoding="utf-8") as f:
+  with open(path, "wb") as f:
     while written < num_bytes:
       ids = np.minimum(rng.zipf(1.2, 1 << 20), len(vocab)) - 1
       words = vocab[ids].tolist()
@@ -76,8 +76,8 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
         i += n
         if i >= len(words):
           break
-      text = "".join(lines)
-      written += f.write(text[: num_bytes - written])
+      raw = "".join(lines).encode("utf-8")[: num_bytes - written]
+      written += f.write(raw.decode("utf-8", errors="ignore").encode("utf-8"))
 
 
 def run(config, kinds: list[str], worker_counts: list[int], corpus_mb: float) -> Iterator[dict]:

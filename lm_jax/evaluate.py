@@ -72,7 +72,7 @@ def evaluate_run(
   plan.check_batch(batch_size, "the eval batch size")
   p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
   m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
-  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split][1:])
+  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split], start=1)
   result = {
     "split": split,
     "step": step,

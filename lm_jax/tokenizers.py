@@ -344,8 +344,8 @@ def _byte_lengths(tokenizer) -> np.ndarray | None:
   return None
 
 
-def num_bytes(tokenizer, ids) -> int | None:
-  """UTF-8 bytes of the text `ids` stand for; an end of document counts as one byte.
+def num_bytes(tokenizer, ids, start: int = 0) -> int | None:
+  """UTF-8 bytes of the text `ids[start:]` stands for; an end of document counts as one byte.
 
   Reads `ids` (an array or a token cache's stream) in slices. None for the word tokenizer,
   whose ids do not keep the text (whitespace, <unk>).
@@ -354,10 +354,10 @@ def num_bytes(tokenizer, ids) -> int | None:
     return None
   table = _byte_lengths(tokenizer)
   total = 0
-  for start in range(0, len(ids), 1 << 22):
-    part = np.asarray(ids[start : start + (1 << 22)]).reshape(-1)
+  for at in range(start, len(ids), 1 << 22):
+    part = np.asarray(ids[at : at + (1 << 22)]).reshape(-1)
     if table is None:
-      total += len(tokenizer.decode(part).encode("utf-8")) + (start > 0)  # The space between.
+      total += len(tokenizer.decode(part).encode("utf-8")) + (at > start)  # The space between.
     else:
       total += int(table[part].sum())
   return total
