@@ -94,11 +94,12 @@ def encoded(tokenizer, chunk_iter: Iterable, num_workers: int, dtype, used: dict
   """encode_chunk over the chunks, in order; with several workers, a few chunks in flight each.
 
   A text of fewer than MIN_POOL_CHUNKS chunks is encoded here: starting workers would cost more.
-  Sets used['workers'] to the number of processes that encode.
+  So are bytes: encoding them is cheaper than sending text to a worker. Sets used['workers'] to
+  the number of processes that encode.
   """
   chunk_iter = iter(chunk_iter)
   head = list(itertools.islice(chunk_iter, MIN_POOL_CHUNKS))
-  if num_workers <= 1 or len(head) < MIN_POOL_CHUNKS:
+  if num_workers <= 1 or len(head) < MIN_POOL_CHUNKS or tokenizer.kind == "byte":
     used["workers"] = 1
     for chunk in itertools.chain(head, chunk_iter):
       yield encode_chunk(tokenizer, chunk)

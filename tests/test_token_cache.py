@@ -44,7 +44,8 @@ def test_any_worker_count_writes_the_same_tokens(tmp_path, text_path, kind, smal
   tok = train(kind, text_path)
   one = build(tmp_path / "one", text_path, tok, workers=1)
   two = build(tmp_path / "two", text_path, tok, workers=2, shard_tokens=2000)
-  assert (one["workers"], two["workers"]) == (1, 2) and len(two["shards"]) > 3
+  assert (one["workers"], two["workers"]) == (1, 1 if kind == "byte" else 2)
+  assert len(two["shards"]) > 3
   assert min(two["shard_sizes"][:-1]) >= 2000  # Shards end at the first chunk end past 2000.
   assert one["fingerprint"] == two["fingerprint"] and one["tokens"] == two["tokens"]
   stream = token_cache.TokenStream(str(tmp_path / "two"), two)
