@@ -42,15 +42,20 @@ def get_config():
   d.text_files.train = ""
   d.text_files.validation = ""
   d.text_files.test = ""
-  d.documents = "file"  # Local files: one document per 'file' or per 'blank_line'-separated block.
+  d.documents = (
+    "file"  # Local files: a document per 'file', 'blank_line'-separated block or 'line'.
+  )
   d.holdout_fraction = 0.05  # Without validation files: this end fraction of the train text.
-  d.tokenizer = "char"  # char (characters of the train split), byte, or sentencepiece.
-  d.vocab_size = 1024  # sentencepiece and synthetic: the vocabulary size.
+  d.tokenizer = "char"  # char (characters of the train split), byte, sentencepiece, or word.
+  d.vocab_size = 1024  # sentencepiece, synthetic: the vocabulary size; word: the words kept.
   d.sentencepiece_type = "bpe"  # bpe or unigram.
   d.tokenizer_train_bytes = 10_000_000  # sentencepiece: trained on up to this much train text.
   d.synthetic = "random"  # synthetic: 'random' ids, or 'pattern' (runs a model can learn).
   d.synthetic_tokens = 1_000_000  # synthetic: train tokens (validation and test: a tenth).
   d.cache_dir = ""  # Token cache ('' = $XDG_CACHE_HOME/lm_jax or ~/.cache/lm_jax).
+  d.workers = 0  # Processes that tokenize (0: every core); the tokens are the same for any count.
+  d.shard_tokens = 100_000_000  # Tokens per cache shard file; a resumed build keeps whole shards.
+  d.cache_wait_sec = 600.0  # Waiting for another process's cache build: give up after this idle.
   d.seq_len = 64  # Tokens of context per training example.
   d.order = "random_windows"  # random_windows (nanoGPT), or epochs (seeded permutations).
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.

@@ -5,16 +5,16 @@ files, or 'synthetic'. Documents are joined by the tokenizer's end-of-document
 token into one stream per split, and training windows cross document
 boundaries (packing, as in GPT-2 pretraining).
 
-Each split is tokenized once into a flat uint16/uint32 file under
-`data.cache_dir`, keyed by source, split and tokenizer, and memory-mapped by
-every later run. The only module that imports TensorFlow (through TFDS), and
-only when a TFDS dataset is asked for.
+Each split is tokenized once, by `data.workers` processes, into uint16/uint32
+shard files under `data.cache_dir` (lm_jax/token_cache.py), keyed by source,
+split and tokenizer, and memory-mapped by every later run. Local files are
+read as streams (lm_jax/text_files.py). The only module that imports
+TensorFlow (through TFDS), and only when a TFDS dataset is asked for.
 """
 
 import dataclasses
 import difflib
 import functools
-import glob
 import hashlib
 import json
 import os
@@ -27,21 +27,28 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
-import tqdm
 
-from lm_jax import UserError, console, tokenizers
+from lm_jax import UserError, console, text_files, token_cache, tokenizers
 
 SPLITS = ("train", "validation", "test")
+TokenStream = token_cache.TokenStream
 ORDERS = ("random_windows", "epochs")
-_CACHE_FORMAT = 1  # Bump when the cached token layout changes.
+_CACHE_FORMAT = 2  # Bump when the cached token layout changes.
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """One split of a dataset: what identifies it, and how to read its documents."""
+  """One split of a dataset: what identifies it, and how to read it.
+
+  `pieces()` yields `(text, starts_document)`: whole documents, or long ones in pieces that
+  end at a newline.
+  """
 
   identity: dict
-  documents: Callable[[], Iterable[str]]
+  pieces: Callable[[], Iterable[tuple[str, bool]]]
+
+  def texts(self) -> Iterator[str]:
+    return (text for text, _ in self.pieces())
 
 
 def _split_names(c) -> dict[str, str]:
@@ -111,7 +118,7 @@ def _tfds_sources(c) -> dict[str, Source]:
             f"TFDS dataset {c.dataset!r} has no feature {c.text_key!r} "
             f"(it has {sorted(example)}): set data.text_key."
           )
-        yield example[c.text_key].decode("utf-8")
+        yield example[c.text_key].decode("utf-8"), True
 
     return documents
 
@@ -137,42 +144,15 @@ def _unreachable_host(urls, timeout: float = 5.0) -> str | None:
   return None
 
 
-def _read_documents(path: str, per: str) -> list[str]:
-  with open(path, "rb") as f:
-    raw = f.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"{path} is not UTF-8 at byte {e.start}: convert it to UTF-8.") from e
-  if per == "file":
-    return [text]
-  return [d.strip("\n") for d in text.split("\n\n") if d.strip()]
-
-
-def _holdout(docs: list[str], fraction: float) -> tuple[list[str], list[str]]:
-  """Splits off the last `fraction` of the characters, at a newline where one is near."""
-  cut = int(sum(map(len, docs)) * (1 - fraction))
-  for i, doc in enumerate(docs):
-    if cut <= len(doc):
-      at = doc.find("\n", cut)
-      at = cut if at < 0 or at - cut > 1000 else at + 1
-      head, tail = doc[:at], doc[at:]
-      return docs[:i] + ([head] if head else []), ([tail] if tail else []) + docs[i + 1 :]
-    cut -= len(doc)
-  return docs, []
-
-
 def _file_sources(c) -> dict[str, Source]:
-  """Local UTF-8 files named by data.text_files.<split> (paths or globs)."""
-  if c.documents not in ("file", "blank_line"):
-    raise UserError(f"data.documents={c.documents!r}: use 'file' or 'blank_line'.")
-  paths = {}
-  for split in SPLITS:
-    pattern = c.text_files[split]
-    if pattern:
-      paths[split] = sorted(glob.glob(os.path.expanduser(pattern)))
-      if not paths[split]:
-        raise UserError(f"data.text_files.{split}={pattern!r} matches no file: check the path.")
+  """Local UTF-8 files named by data.text_files.<split> (paths or globs), read as streams."""
+  if c.documents not in text_files.DOCUMENTS:
+    raise UserError(f"data.documents={c.documents!r}: use one of {list(text_files.DOCUMENTS)}.")
+  paths = {
+    split: text_files.expand(c.text_files[split], f"data.text_files.{split}")
+    for split in SPLITS
+    if c.text_files[split]
+  }
   if "train" not in paths:
     raise UserError(
       "data.text_files.train is empty: name the training text files "
@@ -184,15 +164,9 @@ def _file_sources(c) -> dict[str, Source]:
       "no validation text: set data.text_files.validation, or "
       "data.holdout_fraction > 0 to hold out the end of the train text."
     )
-
-  def reader(split):
-    def documents():
-      docs = [d for p in paths.get(split, paths["train"]) for d in _read_documents(p, c.documents)]
-      if holdout and split in ("train", "validation"):
-        docs = _holdout(docs, c.holdout_fraction)[split == "validation"]
-      return docs
-
-    return documents
+  ranges = {split: text_files.whole(p) for split, p in paths.items()}
+  if holdout:
+    ranges["train"], ranges["validation"] = text_files.holdout(paths["train"], c.holdout_fraction)
 
   def identity(split):
     files = [
@@ -202,8 +176,10 @@ def _file_sources(c) -> dict[str, Source]:
     held = c.holdout_fraction if holdout and split in ("train", "validation") else None
     return {"files": files, "documents": c.documents, "holdout": held, "split": split}
 
-  splits = list(paths) + (["validation"] if holdout else [])
-  return {s: Source(identity(s), reader(s)) for s in SPLITS if s in splits}
+  return {
+    s: Source(identity(s), functools.partial(text_files.pieces, r, c.documents))
+    for s, r in ranges.items()
+  }
 
 
 def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> np.ndarray:
@@ -217,34 +193,6 @@ def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> 
   raise UserError(f"data.synthetic={kind!r}: use 'random' or 'pattern'.")
 
 
-def _tokenize(tokenizer, documents: Iterable[str], desc: str) -> Iterator[np.ndarray]:
-  """Yields the token stream in chunks: documents joined by end-of-document ids."""
-  bar = tqdm.tqdm(
-    desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False, mininterval=1.0
-  )
-  first, chunk, size = True, [], 0
-
-  def flush():
-    pieces = []
-    for ids in tokenizer.encode_batch(chunk):
-      if not first or pieces:
-        pieces.append(tokenizer.eod_ids)
-      pieces.append(ids)
-    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-
-  for doc in documents:
-    chunk.append(doc)
-    size += len(doc)
-    if size >= 1 << 22:
-      yield flush()
-      bar.update(size)
-      first, chunk, size = False, [], 0
-  if chunk:
-    yield flush()
-    bar.update(size)
-  bar.close()
-
-
 def _cache_dir(c) -> str:
   default = os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "lm_jax")
   return os.path.expanduser(c.cache_dir or default)
@@ -254,50 +202,40 @@ def _key(*parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _atomic_write(path: str, write: Callable) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    write(f)
-  os.replace(tmp, path)  # Readers see the whole file or none; processes may race here.
-
-
-def cached_tokens(c, tokenizer, split: str, source: Source) -> np.ndarray:
-  """The split's token stream, tokenized once and memory-mapped from the cache."""
-  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-  key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer))
-  path = os.path.join(_cache_dir(c), "tokens", f"{split}-{key}.{np.dtype(dtype).name}")
-  if not os.path.exists(path):
-    t = time.perf_counter()
-
-    def write(f):
-      for ids in _tokenize(tokenizer, source.documents(), f"tokenizing {split}"):
-        f.write(ids.astype(dtype).tobytes())
-
-    _atomic_write(path, write)
-    meta = {
-      "identity": source.identity,
-      "tokenizer": tokenizer.kind,
-      "seconds": time.perf_counter() - t,
-    }
-    _atomic_write(path + ".json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
-  if os.path.getsize(path) == 0:
+def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.TokenStream:
+  """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
+  key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer), c.shard_tokens)
+  directory = os.path.join(_cache_dir(c), "tokens", f"{split}-{key}")
+  build = lambda: {
+    "identity": source.identity,
+    "tokenizer": tokenizer.kind,
+    **token_cache.build(
+      directory,
+      source.pieces,
+      tokenizer,
+      token_cache.workers(c.workers),
+      c.shard_tokens,
+      f"tokenizing {split}",
+    ),
+  }
+  index = token_cache.cached(directory, build, c.cache_wait_sec)
+  if index["tokens"] == 0:
     raise UserError(
       f"the {split} split of {c.dataset!r} is empty: check data.*_split and data.text_files."
     )
-  return np.memmap(path, dtype=dtype, mode="r")
+  return token_cache.TokenStream(directory, index)
 
 
 def _tokenizer(c, workdir: str, train: Source):
   """The workdir's tokenizer, else a cached one trained on the same data, else a new one."""
-  path = os.path.join(workdir, "tokenizer.json")
-  if os.path.exists(path):
+  path = os.path.join(workdir, "tokenizer.json") if workdir else ""
+  if path and os.path.exists(path):
     tokenizer = tokenizers.load(path)
     tokenizers.check_matches(tokenizer, c, path)
     return tokenizer
   kind = "ids" if c.dataset == "synthetic" else c.tokenizer
   settings = {"kind": kind}
-  if kind in ("sentencepiece", "ids"):
+  if kind in ("sentencepiece", "ids", "word"):
     settings.update(vocab_size=c.vocab_size)
   if kind == "sentencepiece":
     settings.update(type=c.sentencepiece_type, train_bytes=c.tokenizer_train_bytes)
@@ -307,7 +245,7 @@ def _tokenizer(c, workdir: str, train: Source):
   if os.path.exists(cache):
     tokenizer = tokenizers.load(cache)
   else:
-    tokenizer = tokenizers.train(kind, train.documents(), c)
+    tokenizer = tokenizers.train(kind, train.texts(), c)
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     tokenizers.save(tokenizer, cache)
   return tokenizer
@@ -323,7 +261,7 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
   if c.dataset == "synthetic":
     held_out = max(c.synthetic_tokens // 10, 2 * c.seq_len)
     sizes = {"train": c.synthetic_tokens, "validation": held_out, "test": held_out}
-    tokenizer = _tokenizer(c, workdir, Source({"synthetic": c.vocab_size}, list))
+    tokenizer = _tokenizer(c, workdir, Source({"synthetic": c.vocab_size}, tuple))
     tokens = {
       s: synthetic_tokens(c.synthetic, c.vocab_size, n, i) for i, (s, n) in enumerate(sizes.items())
     }
@@ -343,7 +281,26 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
   return tokenizer, tokens
 
 
-def check_length(tokens: np.ndarray, split: str, seq_len: int) -> None:
+def prepare_cache(data_config) -> dict:
+  """Tokenizes every configured split (or finds it cached); a summary per split."""
+  c = data_config
+  if c.dataset == "synthetic":
+    raise UserError("data.dataset='synthetic' has no text to tokenize: pick a dataset.")
+  sources = _file_sources(c) if c.dataset == "text" else _tfds_sources(c)
+  tokenizer = _tokenizer(c, "", sources["train"])
+  keys = ("tokens", "bytes", "seconds", "fingerprint", "workers")
+  return {
+    split: {k: cached_tokens(c, tokenizer, split, src).index[k] for k in keys}
+    for split, src in sources.items()
+  }
+
+
+def fingerprints(tokens: dict) -> dict:
+  """sha256 of each cached split's token ids, as written (what run.json records)."""
+  return {s: t.index["fingerprint"] for s, t in tokens.items() if hasattr(t, "index")}
+
+
+def check_length(tokens, split: str, seq_len: int) -> None:
   if len(tokens) < seq_len + 1:
     raise UserError(
       f"the {split} split has {len(tokens)} tokens, fewer than "
@@ -398,23 +355,24 @@ def train_batch(
   return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 
-def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int):
+def eval_batches(tokens, seq_len: int, batch_size: int):
   """Yields batches covering every next-token prediction of `tokens` exactly once.
 
-  Consecutive non-overlapping windows; the tail is padded with weight 0 rows,
-  so every batch has `batch_size` rows.
+  Consecutive non-overlapping windows; the tail is padded with weight 0, so
+  every batch has `batch_size` rows. Reads one batch of `tokens` at a time.
   """
   n = len(tokens) - 1
-  num_windows = -(-n // seq_len)
-  num_rows = -(-num_windows // batch_size) * batch_size
-  padded = np.zeros(num_rows * seq_len + 1, np.int32)
-  padded[: n + 1] = tokens
-  inputs = padded[:-1].reshape(num_rows, seq_len)
-  targets = padded[1:].reshape(num_rows, seq_len)
-  weights = (np.arange(num_rows * seq_len) < n).reshape(num_rows, seq_len).astype(np.float32)
-  for i in range(0, num_rows, batch_size):
-    rows = slice(i, i + batch_size)
-    yield {"inputs": inputs[rows], "targets": targets[rows], "weights": weights[rows]}
+  size = batch_size * seq_len
+  for start in range(0, n, size):
+    window = np.zeros(size + 1, np.int32)
+    part = tokens[start : start + size + 1]
+    window[: len(part)] = part
+    weights = (start + np.arange(size) < n).astype(np.float32).reshape(batch_size, seq_len)
+    yield {
+      "inputs": window[:-1].reshape(batch_size, seq_len),
+      "targets": window[1:].reshape(batch_size, seq_len),
+      "weights": weights,
+    }
 
 
 class Prefetcher:

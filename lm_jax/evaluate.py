@@ -52,7 +52,9 @@ def evaluate_run(
 
   Returns {'split', 'step', 'loss' (nats per token), 'perplexity',
   'bits_per_byte' (total nats / ln 2 / UTF-8 bytes of the predicted text),
-  'tokens', 'bytes'}.
+  'tokens', 'bytes'}. The word tokenizer adds 'word_perplexity' (each end of
+  document counts as a word, as in PyTorch's word_language_model) and a
+  'note'; its bits_per_byte and bytes are None, since <unk> hides the text.
   """
   config, _, tokenizer, state, step = runs.load_run(workdir, step)
   if split not in data.SPLITS:
@@ -68,16 +70,23 @@ def evaluate_run(
   plan.check_batch(batch_size, "the eval batch size")
   p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
   m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
-  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split][1:])
+  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split], start=1)
   result = {
     "split": split,
     "step": step,
     "loss": m["loss"],
     "perplexity": m["perplexity"],
-    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes,
+    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes if num_bytes else None,
     "tokens": m["tokens"],
     "bytes": num_bytes,
   }
+  if tokenizer.kind == "word":
+    result["word_perplexity"] = m["perplexity"]
+    result["note"] = (
+      "word tokenizer: every token is a word or an end of document; bits_per_byte is not "
+      "comparable with other tokenizers (one <unk> id stands for every rare word), so it is "
+      "not reported"
+    )
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_{split}_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)

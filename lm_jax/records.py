@@ -141,8 +141,11 @@ def _git(*args) -> str:
     return ""
 
 
-def run_info(config) -> dict:
-  """Everything besides the config that reproducing this run depends on."""
+def run_info(config, data_fingerprints: dict | None = None) -> dict:
+  """Everything besides the config that reproducing this run depends on.
+
+  `data_fingerprints`: sha256 of each split's token ids, so runs on the same tokens show it.
+  """
   versions = {}
   for name in VERSIONED:
     try:
@@ -160,12 +163,13 @@ def run_info(config) -> dict:
     "device_count": jax.device_count(),
     "process_count": jax.process_count(),
     "seed": config.seed,
+    "data_fingerprints": data_fingerprints or {},
     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
 
 
-def write_run_info(config, workdir: str) -> None:
+def write_run_info(config, workdir: str, data_fingerprints: dict | None = None) -> None:
   if _is_writer():
     with open(os.path.join(workdir, "run.json"), "w") as f:
-      json.dump(run_info(config), f, indent=2)
+      json.dump(run_info(config, data_fingerprints), f, indent=2)
       f.write("\n")

@@ -7,12 +7,16 @@
   sentencepiece  BPE or unigram pieces (data.vocab_size, data.sentencepiece_type)
                  trained on the train split, with byte fallback so that any
                  text encodes; end of document is its own id.
+  word           whitespace-separated words: the data.vocab_size most frequent words of the
+                 train split, plus <unk> for the rest and an end-of-document id (PyTorch's
+                 word_language_model); decode joins words by single spaces.
   ids            synthetic data: token ids written as space-separated integers.
 
-Every tokenizer returns the original text from decode(encode(text)).
+Every tokenizer but word returns the original text from decode(encode(text)).
 """
 
 import base64
+import collections
 import hashlib
 import io
 import json
@@ -34,6 +38,9 @@ class CharTokenizer:
   def __init__(self, chars: str):
     self.chars = chars
     self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+    # Ids by code point below the largest one the vocabulary holds; -1 where none.
+    self._table = np.full(int(self._codepoints.max(initial=0)) + 1, -1, np.int32)
+    self._table[self._codepoints] = np.arange(len(chars), dtype=np.int32)
     self.eod_ids = self.encode("\n")
 
   @classmethod
@@ -51,8 +58,8 @@ class CharTokenizer:
   def encode(self, text: str) -> np.ndarray:
     """Returns int32 ids; characters outside the vocabulary are refused."""
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    ids = np.minimum(np.searchsorted(self._codepoints, codepoints), len(self.chars) - 1)
-    unknown = self._codepoints[ids] != codepoints
+    ids = self._table[np.minimum(codepoints, len(self._table) - 1)]
+    unknown = (ids < 0) | (codepoints >= len(self._table))
     if unknown.any():
       missing = sorted({chr(c) for c in codepoints[unknown]})
       raise UserError(
@@ -60,10 +67,14 @@ class CharTokenizer:
         f"{''.join(missing)[:50]!r}; remove them, or train with a tokenizer that "
         "covers any text (data.tokenizer='byte' or 'sentencepiece')."
       )
-    return ids.astype(np.int32)
+    return ids
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return np.split(self.encode("".join(texts)), np.cumsum([len(t) for t in texts[:-1]]))
+    return np.split(*self.encode_joined(texts))
+
+  def encode_joined(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the texts' concatenation, and where each text's ids start (after the first)."""
+    return self.encode("".join(texts)), np.cumsum([len(t) for t in texts[:-1]], dtype=np.int64)
 
   def decode(self, ids) -> str:
     return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
@@ -89,9 +100,15 @@ class ByteTokenizer:
     return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    raw = [t.encode("utf-8") for t in texts]
-    ids = np.frombuffer(b"".join(raw), np.uint8).astype(np.int32)
-    return np.split(ids, np.cumsum([len(r) for r in raw[:-1]]))
+    return np.split(*self.encode_joined(texts))
+
+  def encode_joined(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of the texts' concatenation, and where each text's ids start (after the first)."""
+    joined = "".join(texts)
+    raw = joined.encode("utf-8")
+    sizes = [len(t) for t in texts[:-1]] if len(raw) == len(joined) else None  # ASCII
+    sizes = sizes if sizes is not None else [len(t.encode("utf-8")) for t in texts[:-1]]
+    return np.frombuffer(raw, np.uint8).astype(np.int32), np.cumsum(sizes, dtype=np.int64)
 
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)
@@ -175,9 +192,8 @@ class SentencePieceTokenizer:
     return np.array(self._sp.encode(text), np.int32)
 
   def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return [
-      np.array(ids, np.int32) for ids in self._sp.encode(texts, num_threads=os.cpu_count() or 1)
-    ]
+    # One thread: the token cache runs one tokenizer per worker process (data.workers).
+    return [np.array(ids, np.int32) for ids in self._sp.encode(texts, num_threads=1)]
 
   def decode(self, ids) -> str:
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
@@ -191,6 +207,47 @@ class SentencePieceTokenizer:
 
   def to_dict(self) -> dict:
     return {"kind": self.kind, "model": self.model}
+
+
+class WordTokenizer:
+  """Whitespace-separated words; ids 0 and 1 are <unk> and the end of document."""
+
+  kind = "word"
+  eos_id = 1
+  eod_ids = np.array([eos_id], np.int32)
+  UNK = "<unk>"
+
+  def __init__(self, words: list[str]):
+    self.words = words
+    self._ids = {w: i for i, w in enumerate(words)}
+    self._vocab = [self.UNK, EOD, *words]
+
+  @classmethod
+  def train(cls, texts, data_config) -> "WordTokenizer":
+    """The data.vocab_size most frequent words (ties in code-point order); '<unk>' is never one."""
+    counts = collections.Counter()
+    for text in texts:
+      counts.update(text.split())
+    counts.pop(cls.UNK, None)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return cls([w for w, _ in ranked[: data_config.vocab_size]])
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.words) + 2
+
+  def encode(self, text: str) -> np.ndarray:
+    get = self._ids.get
+    return np.array([get(w, -2) + 2 for w in text.split()], np.int32)
+
+  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids) -> str:
+    return " ".join(self._vocab[i] for i in np.asarray(ids).reshape(-1))
+
+  def to_dict(self) -> dict:
+    return {"kind": self.kind, "words": self.words}
 
 
 class IdsTokenizer:
@@ -230,7 +287,10 @@ class IdsTokenizer:
     return {"kind": self.kind, "vocab_size": self.vocab_size}
 
 
-KINDS = {t.kind: t for t in (CharTokenizer, ByteTokenizer, SentencePieceTokenizer, IdsTokenizer)}
+KINDS = {
+  t.kind: t
+  for t in (CharTokenizer, ByteTokenizer, SentencePieceTokenizer, WordTokenizer, IdsTokenizer)
+}
 
 
 def train(kind: str, texts, data_config):
@@ -262,11 +322,45 @@ def check_matches(tokenizer, data_config, path: str) -> None:
   )
 
 
-def num_bytes(tokenizer, ids) -> int:
-  """UTF-8 bytes of the text `ids` stand for; an end of document counts as one byte."""
-  ids = np.asarray(ids).reshape(-1)
-  extra = 0 if tokenizer.eos_id is None else (ids == tokenizer.eos_id).sum() * (len(EOD) - 1)
-  return len(tokenizer.decode(ids).encode("utf-8")) - int(extra)
+def _byte_lengths(tokenizer) -> np.ndarray | None:
+  """UTF-8 bytes each id decodes to (an end of document: one); None where text is not kept."""
+  if tokenizer.kind == "char":
+    return np.array([len(c.encode("utf-8")) for c in tokenizer.chars], np.int64)
+  if tokenizer.kind == "byte":
+    return np.ones(tokenizer.vocab_size, np.int64)
+  if tokenizer.kind == "sentencepiece":
+    sp = tokenizer._sp  # pylint: disable=protected-access
+    return np.array(
+      [
+        1
+        if sp.is_byte(i) or i == tokenizer.eos_id
+        else 0
+        if sp.is_unknown(i) or sp.is_control(i)
+        else len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+        for i in range(sp.get_piece_size())
+      ],
+      np.int64,
+    )
+  return None
+
+
+def num_bytes(tokenizer, ids, start: int = 0) -> int | None:
+  """UTF-8 bytes of the text `ids[start:]` stands for; an end of document counts as one byte.
+
+  Reads `ids` (an array or a token cache's stream) in slices. None for the word tokenizer,
+  whose ids do not keep the text (whitespace, <unk>).
+  """
+  if tokenizer.kind == "word":
+    return None
+  table = _byte_lengths(tokenizer)
+  total = 0
+  for at in range(start, len(ids), 1 << 22):
+    part = np.asarray(ids[at : at + (1 << 22)]).reshape(-1)
+    if table is None:
+      total += len(tokenizer.decode(part).encode("utf-8")) + (at > start)  # The space between.
+    else:
+      total += int(table[part].sum())
+  return total
 
 
 def save(tokenizer, path: str) -> None:
@@ -276,10 +370,15 @@ def save(tokenizer, path: str) -> None:
   os.replace(tmp, path)
 
 
+def from_dict(d: dict):
+  """The tokenizer `to_dict` described."""
+  d = dict(d)
+  return KINDS[d.pop("kind")](**d)
+
+
 def load(path: str):
   """Loads a tokenizer saved by `save`."""
   if not os.path.exists(path):
     raise UserError(f"no tokenizer at {path}: is this a training run's workdir?")
   with open(path) as f:
-    d = json.load(f)
-  return KINDS[d.pop("kind")](**d)
+    return from_dict(json.load(f))

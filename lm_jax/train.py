@@ -174,7 +174,7 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
   records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
-  records.write_run_info(config, run.workdir)
+  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens))
   return state, rng, start_step
 
 

@@ -1,5 +1,6 @@
 """Sources, tokenizers, the token cache, batches and prefetching."""
 
+import json
 import os
 import threading
 import time
@@ -109,11 +110,11 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_ca
   c = data_config(tmp_path)
   c.text_files.update(corpus)
   _, first = data.prepare(c, str(tmp_path / "run1"))
-  assert first["train"].dtype == np.uint16 and isinstance(first["train"], np.memmap)
+  assert first["train"].dtype == np.uint16 and isinstance(first["train"], data.TokenStream)
   files = sorted(os.listdir(token_cache / "tokens"))
   calls = []
-  real = data._tokenize
-  monkeypatch.setattr(data, "_tokenize", lambda *a: calls.append(a) or real(*a))
+  real = data.token_cache.build
+  monkeypatch.setattr(data.token_cache, "build", lambda *a: calls.append(a) or real(*a))
   _, second = data.prepare(c, str(tmp_path / "run2"))
   assert not calls and sorted(os.listdir(token_cache / "tokens")) == files
   for split in first:
@@ -299,3 +300,23 @@ def test_training_reads_the_configured_tokenizer(config, tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   tok = tokenizers.load(str(tmp_path / "tokenizer.json"))
   assert tok.kind == "sentencepiece" and tok.vocab_size == 320
+  recorded = json.loads((tmp_path / "run.json").read_text())["data_fingerprints"]
+  prepared = data.prepare_cache(config.data)  # What scripts/prepare_data.py prints.
+  assert recorded == {split: p["fingerprint"] for split, p in prepared.items()}
+  assert len(set(recorded.values())) == 3
+
+
+@SETTINGS
+@hypothesis.given(st.text())
+def test_sentencepiece_bytes_counted_without_decoding(sentencepiece, text):
+  ids = np.concatenate([sentencepiece.encode(text), sentencepiece.eod_ids])
+  assert tokenizers.num_bytes(sentencepiece, ids) == len(text.encode("utf-8")) + 1
+
+
+def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path):
+  c = data_config(tmp_path, vocab_size=3)
+  tok = tokenizers.train("word", ["b a c a\nb a <unk> d", "a b  e"], c)
+  assert tok.words == ["a", "b", "c"] and tok.vocab_size == 5  # Ties in code-point order.
+  assert tok.encode(" a\tzz b\n<unk> c ").tolist() == [2, 0, 3, 0, 4]
+  assert tok.decode([2, 0, 1, 3]) == "a <unk> <|endoftext|> b"
+  assert tokenizers.num_bytes(tok, [2, 3]) is None  # Not comparable: reported as such.

@@ -133,3 +133,21 @@ def test_evaluate_script_prints_json_alone(run_dir):
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.loads(r.stdout)
   assert set(result) == {"split", "step", "loss", "perplexity", "bits_per_byte", "tokens", "bytes"}
+
+
+def test_word_model_reports_per_word_perplexity(tmp_path):
+  import conftest
+
+  config = conftest.tiny.get_config()
+  text = "".join(f"{conftest.make_text(80, seed=i)}\n" for i in range(3))
+  (tmp_path / "t.txt").write_text(text)
+  config.data.update(dataset="text", tokenizer="word", documents="line", vocab_size=20, seq_len=8)
+  config.data.text_files.update(train=str(tmp_path / "t.txt"), validation=str(tmp_path / "t.txt"))
+  config.model.update(d_model=16, max_len=8)
+  config.train.update(batch_size=4, num_steps=2, eval_every=2, parallel="jit")
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  r = evaluate.evaluate_run(str(tmp_path / "run"), "validation", parallel_mode="jit")
+  lines = text.splitlines()
+  assert r["tokens"] == sum(len(line.split()) for line in lines) + len(lines) - 1 - 1
+  assert r["word_perplexity"] == r["perplexity"] and r["bits_per_byte"] is None
+  assert "not comparable" in r["note"]

@@ -1,0 +1,51 @@
+"""Tokenizes every configured split into the token cache, or finds it there; prints one JSON object.
+
+  python scripts/prepare_data.py --config CONFIG.py [--config.KEY=VALUE ...]
+
+prints {split: {"tokens", "bytes", "seconds", "fingerprint", "workers"}}; a progress bar on
+stderr shows MB/s. A training run started afterwards finds the same cache and starts at once.
+
+  python scripts/prepare_data.py --config CONFIG.py --benchmark --corpus_mb 1024 \
+    --tokenizers byte,char,sentencepiece,word --workers 1,2
+
+tokenizes a generated corpus (or, with --corpus_mb 0, the config's train split) into a scratch
+cache once per tokenizer and worker count, and prints one JSON object per line: MB/s, seconds,
+peak memory of the whole process tree (sum of RSS), and the fingerprint (equal across counts).
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from lm_jax import UserError
+from lm_jax import config as config_lib
+
+flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
+flags.DEFINE_bool("benchmark", False, "Measure tokenization speed and memory instead.")
+flags.DEFINE_float("corpus_mb", 100, "--benchmark: MiB of generated text (0: the config's data).")
+flags.DEFINE_list("tokenizers", ["byte", "char", "sentencepiece"], "--benchmark: tokenizers.")
+flags.DEFINE_list("workers", ["1", "2"], "--benchmark: worker counts.")
+FLAGS = flags.FLAGS
+OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines.
+  from lm_jax import data, data_benchmark  # Imported late so --help stays fast.
+
+  try:
+    config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
+    if not FLAGS.benchmark:
+      print(json.dumps(data.prepare_cache(config.data), indent=1))
+      return
+    workers = [int(w) for w in FLAGS.workers]
+    for row in data_benchmark.run(config, FLAGS.tokenizers, workers, FLAGS.corpus_mb):
+      print(json.dumps(row), flush=True)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main, argv=ARGV)

@@ -1,0 +1,175 @@
+"""The sharded token cache: same tokens for any worker count, resumable, read as one stream."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import make_text
+
+from configs import tiny
+from lm_jax import data, text_files, token_cache, tokenizers
+
+
+@pytest.fixture(scope="module")
+def text_path(tmp_path_factory):
+  path = tmp_path_factory.mktemp("corpus") / "train.txt"
+  path.write_text("\n\n".join(make_text(400, i) + "naïve 日本" for i in range(40)))
+  return str(path)
+
+
+def pieces_of(path):
+  return lambda: text_files.pieces(text_files.whole([path]), "blank_line")
+
+
+def train(kind, path):
+  c = tiny.get_config().data
+  c.update(vocab_size=300 if kind == "sentencepiece" else 40)
+  return tokenizers.train(kind, (t for t, _ in pieces_of(path)()), c)
+
+
+def build(directory, path, tokenizer, workers=1, shard_tokens=10**9):
+  return token_cache.build(str(directory), pieces_of(path), tokenizer, workers, shard_tokens, "t")
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 2000)  # Many chunks from a small text.
+
+
+@pytest.mark.parametrize("kind", ["char", "byte", "sentencepiece", "word"])
+def test_any_worker_count_writes_the_same_tokens(tmp_path, text_path, kind, small_chunks):
+  tok = train(kind, text_path)
+  one = build(tmp_path / "one", text_path, tok, workers=1)
+  two = build(tmp_path / "two", text_path, tok, workers=2, shard_tokens=2000)
+  assert (one["workers"], two["workers"]) == (1, 1 if kind == "byte" else 2)
+  assert len(two["shards"]) > 3
+  assert min(two["shard_sizes"][:-1]) >= 2000  # Shards end at the first chunk end past 2000.
+  assert one["fingerprint"] == two["fingerprint"] and one["tokens"] == two["tokens"]
+  stream = token_cache.TokenStream(str(tmp_path / "two"), two)
+  whole = [tok.encode(d) for d in open(text_path).read().split("\n\n")]
+  expected = np.concatenate([x for d in whole for x in (tok.eod_ids, d)][1:])
+  np.testing.assert_array_equal(np.asarray(stream), expected)
+  assert one["documents"] == 40 and one["bytes"] == os.path.getsize(text_path) - 39 * 2
+
+
+class Killed(Exception):
+  pass
+
+
+def test_interrupted_build_resumes_to_the_same_tokens(
+  tmp_path, text_path, small_chunks, monkeypatch
+):
+  tok = train("byte", text_path)
+  real, calls = token_cache.encode_chunk, []
+
+  def dies_at_the_tenth_chunk(*args):
+    calls.append(1)
+    if len(calls) == 10 and die:
+      raise Killed
+    return real(*args)
+
+  monkeypatch.setattr(token_cache, "encode_chunk", dies_at_the_tenth_chunk)
+  die = False
+  full = build(tmp_path / "full", text_path, tok, shard_tokens=5000)
+  num_chunks, die = len(calls), True
+  calls.clear()
+  with pytest.raises(Killed):
+    build(tmp_path / "cut", text_path, tok, shard_tokens=5000)
+  kept = {n: os.stat(tmp_path / "cut" / n).st_mtime_ns for n in os.listdir(tmp_path / "cut")}
+  assert "shard-00001.json" in kept and any(n.endswith(".tmp") for n in kept)
+  calls.clear()
+  die = False
+  resumed = build(tmp_path / "cut", text_path, tok, shard_tokens=5000)
+  last = json.loads(
+    (tmp_path / "cut" / f"shard-{resumed['resumed_shards'] - 1:05d}.json").read_text()
+  )
+  assert resumed["resumed_shards"] >= 2 and len(calls) == num_chunks - last["chunks"]
+  assert resumed["fingerprint"] == full["fingerprint"] and resumed["shards"] == full["shards"]
+  for name, mtime in kept.items():  # Complete shards are kept as they were.
+    if name.endswith(".json"):
+      assert os.stat(tmp_path / "cut" / name).st_mtime_ns == mtime
+
+
+def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, small_chunks):
+  tok = train("byte", text_path)
+  index = build(tmp_path, text_path, tok, shard_tokens=1000)
+  stream = token_cache.TokenStream(str(tmp_path), index)
+  flat = np.asarray(stream)
+  assert len(index["shards"]) > 10 and len(stream) == len(flat) == index["tokens"]
+  for a, b in [(0, 5), (1990, 2010), (0, len(flat)), (5, 5 + 3 * 2000), (len(flat) - 3, None)]:
+    np.testing.assert_array_equal(stream[a:b], flat[a:b])
+  assert stream[-1] == flat[-1] and stream[2000] == flat[2000]
+  for step in range(5):
+    got = data.train_batch(stream, 1, step, 16, 300, order="epochs")
+    want = data.train_batch(flat, 1, step, 16, 300, order="epochs")
+    np.testing.assert_array_equal(got["inputs"], want["inputs"])
+  for got, want in zip(data.eval_batches(stream, 300, 8), data.eval_batches(flat, 300, 8)):
+    for k in got:
+      np.testing.assert_array_equal(got[k], want[k])
+
+
+SHARE = """
+import json, sys, time
+from configs import tiny
+from lm_jax import data, token_cache
+real = token_cache.build
+def slow(*args):
+  print("built", file=sys.stderr)
+  time.sleep(1.0)  # The other process meets the lock.
+  return real(*args)
+token_cache.build = slow
+c = tiny.get_config().data
+c.update(dataset="text", tokenizer="byte", cache_dir=sys.argv[1], workers=1)
+c.text_files.update(train=sys.argv[2], validation=sys.argv[2])
+print(json.dumps(data.prepare_cache(c)))
+"""
+
+
+def test_processes_sharing_a_cache_directory_build_it_once(tmp_path, text_path):
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  args = [sys.executable, "-c", SHARE, str(tmp_path / "cache"), text_path]
+  procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
+  procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  outs = [p.communicate(timeout=120) for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  assert outs[0][0] == outs[1][0]
+  assert sum(err.count(b"built") for _, err in outs) == 2  # train and validation, once each.
+  summary = json.loads(outs[0][0])
+  assert summary["train"]["fingerprint"] == summary["validation"]["fingerprint"]
+  indexes = [n for _, _, files in os.walk(tmp_path / "cache") for n in files if n == "index.json"]
+  assert len(indexes) == 2
+
+
+MEMORY = """
+import resource, sys
+from lm_jax import text_files, token_cache, tokenizers
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pieces = lambda: text_files.pieces(text_files.whole([sys.argv[1]]), sys.argv[3])
+index = token_cache.build(sys.argv[2], pieces, tokenizers.ByteTokenizer(), 1, 10**9, "t")
+print(index["tokens"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def peak_memory_growth(tmp_path, documents, mib):
+  """Tokenizes `mib` MiB of text in a fresh process; (tokens, growth of its peak RSS in KiB)."""
+  path = tmp_path / f"{mib}.txt"
+  paragraph = (make_text(2000, 0) + "\n").encode()
+  with open(path, "wb") as f:
+    for _ in range(mib * 2**20 // len(paragraph)):
+      f.write(paragraph)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  args = [sys.executable, "-c", MEMORY, str(path), str(tmp_path / f"cache{mib}"), documents]
+  out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout.split()
+  return int(out[0]), int(out[1])
+
+
+@pytest.mark.parametrize("documents", ["file", "blank_line"])
+def test_memory_does_not_grow_with_the_corpus(tmp_path, documents):
+  (small_tokens, small), (big_tokens, big) = [
+    peak_memory_growth(tmp_path, documents, mib) for mib in (8, 32)
+  ]
+  assert big_tokens > 3.9 * small_tokens
+  assert big - small < 8 * 1024, (small, big)  # Reading whole files would add 24 MiB or more.
