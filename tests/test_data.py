@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import threading
 import time
 
@@ -189,8 +190,10 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
     data.prepare(c, str(tmp_path))
 
 
-def test_any_tfds_text_dataset_by_name(tmp_path):
+def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
+
+  monkeypatch.setattr(data, "_unreachable_host", lambda urls: None)  # mock_data needs no network.
 
   c = data_config(
     tmp_path,
@@ -268,6 +271,17 @@ def test_prefetcher_keeps_order_and_raises_errors():
   stopped = data.Prefetcher(lambda s: s, range(10**9))
   assert next(iter(stopped)) == 0
   stopped.close()
+
+
+def test_offline_tfds_fails_in_seconds_with_the_fix(tmp_path, monkeypatch):
+  def no_network(address, timeout):
+    raise OSError("Name or service not known")
+
+  monkeypatch.setattr(socket, "create_connection", no_network)
+  c = data_config(tmp_path, dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
+  # Refused by the connection check, before TFDS's own download retries (minutes) begin.
+  with pytest.raises(UserError, match=r"raw.githubusercontent.com cannot be reached.*manual_dir"):
+    data.prepare(c, str(tmp_path))
 
 
 def closes_within_a_second(fetched):
