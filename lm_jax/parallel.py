@@ -203,6 +203,26 @@ def make_plan(parallel: str, mesh_config=None) -> Plan:
   return Plan(parallel, mesh)
 
 
+def initialize_distributed(
+  coordinator_address: str | None, num_processes: int | None, process_id: int | None, auto: bool
+) -> None:
+  """Joins the other processes of a multi-host run, before anything touches a device.
+
+  Either all three of address, count and index, or `auto` (JAX reads the
+  cluster's own environment: TPU pod, SLURM, Open MPI), or none (one process).
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if not auto and all(x is None for x in explicit):
+    return
+  if any(x is None for x in explicit) and not all(x is None for x in explicit):
+    raise UserError(
+      "pass all of --coordinator_address, --num_processes and --process_id, "
+      "or none of them (with --distributed on a TPU pod or SLURM)."
+    )
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no-op elsewhere.
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
 def cpu_cores_as_devices(parallel: str, *batch_sizes: int) -> None:
   """On a CPU, makes each core a JAX device so that pmap runs one replica per core.
 

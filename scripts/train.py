@@ -42,29 +42,16 @@ FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
-def init_distributed():
-  """Joins the other processes before anything touches a device."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  if not FLAGS.distributed and all(x is None for x in explicit):
-    return
-  if any(x is None for x in explicit) and not all(x is None for x in explicit):
-    raise UserError(
-      "pass all of --coordinator_address, --num_processes and --process_id, "
-      "or none of them (with --distributed on a TPU pod or SLURM)."
-    )
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no-op elsewhere.
-  jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-
-
 def main(argv):
   del argv
   console.setup(FLAGS.verbose)
   from lm_jax import parallel  # Imported late so --help stays fast.
 
   try:
-    init_distributed()  # Before importing Orbax (lm_jax.train), which starts JAX's backend.
+    # Before importing Orbax (lm_jax.train), which starts JAX's backend.
+    parallel.initialize_distributed(
+      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
+    )
     if not FLAGS.workdir:
       raise UserError("pass --workdir DIR (and --config CONFIG.py to start a new run).")
     config = config_lib.for_workdir(FLAGS.workdir, FLAGS.config, OVERRIDES, FLAGS.override)
