@@ -129,12 +129,16 @@ def check_params_fit(params, abstract_params, source: str) -> None:
     )
 
 
+def _is_run(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
 def initial_params(path: str, model_config, abstract_params):
   """The parameters train.init_from names: a run's newest checkpoint, or a Hugging Face model.
 
   Host arrays in the layout of `abstract_params` (scanned or not), checked to fit it.
   """
-  if os.path.isdir(os.path.join(path, "checkpoints")):
+  if _is_run(path):
     params = jax.device_get(load_run(path)[3].params)
   else:
     params = hf.load_params(path, model_config)

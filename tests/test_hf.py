@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import make_text
+from conftest import ROOT, make_text
 
 from lm_jax import UserError, hf, models, runs, sample, tokenizers, train
 from lm_jax.models import layers
@@ -108,6 +110,16 @@ def imported(hf_dir, **model_overrides):
   )
 
 
+@pytest.fixture(scope="module")
+def ours(hf_dirs):
+  """{arch: (model, params, tokenizer, jitted forward pass)}, imported once."""
+  out = {}
+  for arch, hf_dir in hf_dirs.items():
+    model, params, tokenizer = imported(hf_dir)
+    out[arch] = (model, params, tokenizer, jax.jit(lambda p, t, m=model: m.apply({"params": p}, t)))
+  return out
+
+
 def hf_logits(model, ids):
   with torch.no_grad():
     return model(torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
@@ -118,29 +130,29 @@ def tokens(tokenizer, n=24):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_logits_equal_transformers(hf_dirs, arch):
-  model, params, tokenizer = imported(hf_dirs[arch])
+def test_logits_equal_transformers(hf_dirs, ours, arch):
+  _, params, tokenizer, forward = ours[arch]
   ids = tokens(tokenizer)
-  ours = model.apply({"params": params}, ids)
+  logits = forward(params, ids)
   theirs = hf_logits(reference(hf_dirs[arch]), ids)
-  assert ours.shape == theirs.shape
+  assert logits.shape == theirs.shape
   assert np.abs(theirs).max() > 1.0  # Logits far from uniform: the test can tell models apart.
-  np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(logits, theirs, atol=1e-4, rtol=0)
 
 
-def test_scanned_import_equals_unrolled(hf_dirs):
-  model, params, tokenizer = imported(hf_dirs["llama_gqa"])
+def test_scanned_import_equals_unrolled(hf_dirs, ours):
+  _, params, tokenizer, forward = ours["llama_gqa"]
   scanned, stacked, _ = imported(hf_dirs["llama_gqa"], scan_layers=True)
   ids = tokens(tokenizer)
   assert "blocks" in stacked and "block_0" not in stacked
   np.testing.assert_allclose(
-    scanned.apply({"params": stacked}, ids), model.apply({"params": params}, ids), atol=1e-5
+    jax.jit(scanned.apply)({"params": stacked}, ids), forward(params, ids), atol=1e-5, rtol=1e-5
   )
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_greedy_generation_equals_transformers(hf_dirs, arch):
-  model, params, tokenizer = imported(hf_dirs[arch])
+def test_greedy_generation_equals_transformers(hf_dirs, ours, arch):
+  model, params, tokenizer, _ = ours[arch]
   prompt = tokens(tokenizer, 6)
   reference_model = reference(hf_dirs[arch])
   reference_model.generation_config.eos_token_id = None  # 20 tokens, whatever they are.
@@ -156,8 +168,8 @@ def test_greedy_generation_equals_transformers(hf_dirs, arch):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_cached_decoding_equals_full_forward(hf_dirs, arch):
-  model, params, tokenizer = imported(hf_dirs[arch])
+def test_cached_decoding_equals_full_forward(ours, arch):
+  model, params, tokenizer, forward = ours[arch]
   ids = tokens(tokenizer, 12)
   step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
   logits, cache = step_fn(ids[:, :5], model.init_cache(1, 12))
@@ -165,18 +177,18 @@ def test_cached_decoding_equals_full_forward(hf_dirs, arch):
   for t in range(5, 12):
     logits, cache = step_fn(ids[:, t : t + 1], cache)
     pieces.append(logits)
-  full = model.apply({"params": params}, ids)
+  full = forward(params, ids)
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_export_loads_in_transformers_and_imports_back_exactly(hf_dirs, arch, tmp_path):
-  model, params, tokenizer = imported(hf_dirs[arch])
+def test_export_loads_in_transformers_and_imports_back_exactly(ours, arch, tmp_path):
+  model, params, tokenizer, forward = ours[arch]
   out = str(tmp_path / "export")
   assert hf.save_model(out, model, params, tokenizer) == []
   ids = tokens(tokenizer)
   np.testing.assert_allclose(
-    hf_logits(reference(out), ids), model.apply({"params": params}, ids), atol=1e-4, rtol=0
+    hf_logits(reference(out), ids), forward(params, ids), atol=1e-4, rtol=0
   )
   auto = transformers.AutoTokenizer.from_pretrained(out)
   assert auto(TEXT, add_special_tokens=False)["input_ids"] == tokenizer.encode(TEXT).tolist()
@@ -206,13 +218,13 @@ def small_config(config):
   return config
 
 
-def test_imported_run_loads_samples_and_evaluates(hf_dirs, config, tmp_path):
+def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_path):
   from lm_jax import evaluate
 
   workdir = str(tmp_path / "run")
   runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
   _, model, tokenizer, state, step = runs.load_run(workdir)
-  _, params, _ = imported(hf_dirs["gpt2"])
+  params = ours["gpt2"][1]
   assert step == 0 and tokenizer.kind == "hf" and tokenizer.eos_id == 0
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), params)
   [new] = sample.generate(
@@ -228,21 +240,20 @@ def test_imported_run_loads_samples_and_evaluates(hf_dirs, config, tmp_path):
   assert result["step"] == 0 and 0 < result["bits_per_byte"] < 20
   with pytest.raises(UserError, match="already holds a run"):
     runs.import_hf(hf_dirs["gpt2"], workdir, config)
+  scanned = jax.eval_shape(lambda: layers.stack_blocks(params))  # Runs start from runs too.
+  again = runs.initial_params(workdir, model_config=None, abstract_params=scanned)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again, layers.stack_blocks(params))
 
 
-@pytest.mark.parametrize("source", ["hf_dir", "run"])
-def test_init_from_starts_from_those_parameters(hf_dirs, config, tmp_path, source):
+def test_init_from_starts_from_those_parameters(hf_dirs, ours, config, tmp_path):
   path = hf_dirs["llama_tied"]
-  if source == "run":
-    path = str(tmp_path / "imported")
-    runs.import_hf(hf_dirs["llama_tied"], path, small_config(config.copy_and_resolve_references()))
   config = small_config(config)
   config.model = ml_collections.ConfigDict(hf.model_config(hf_dirs["llama_tied"]))
   config.data.hf_tokenizer = path
   config.optim.update(learning_rate=0.0, min_learning_rate=0.0)  # Params stay as loaded.
   config.train.init_from = path
   state, _ = train.train_and_evaluate(config, str(tmp_path / "finetune"))
-  _, params, _ = imported(hf_dirs["llama_tied"])
+  params = ours["llama_tied"][1]
   assert int(state.step) == 1
   jax.tree_util.tree_map(np.testing.assert_array_equal, state.params, params)
 
@@ -300,3 +311,23 @@ def test_scanned_layout_round_trips():
   stacked = layers.stack_blocks(params)
   assert stacked["blocks"]["w"].shape == (2, 3)
   jax.tree_util.tree_map(np.testing.assert_array_equal, layers.unstack_blocks(stacked), params)
+
+
+def test_import_script_reports_errors_in_one_line(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "scripts/import_hf.py",
+      "--hf_dir",
+      str(tmp_path / "nowhere"),
+      "--workdir",
+      str(tmp_path / "run"),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: no directory at")
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run")
