@@ -16,8 +16,8 @@ from lm_jax import UserError, hf, models, runs, sample, tokenizers, train
 from lm_jax.models import layers
 
 INSTALL = (
-  "the Hugging Face parity tests need the reference: "
-  "pip install torch==2.13.0 transformers==5.23.0 (torch's CPU build)"
+  "the Hugging Face parity tests need torch and transformers: pip install torch==2.13.0 "
+  "--index-url https://download.pytorch.org/whl/cpu && pip install transformers==5.23.0"
 )
 torch = pytest.importorskip("torch", reason=INSTALL)
 transformers = pytest.importorskip("transformers", reason=INSTALL)
