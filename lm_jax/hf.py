@@ -38,7 +38,7 @@ _WEIGHTS, _INDEX = "model.safetensors", "model.safetensors.index.json"
 # Tensors a checkpoint may hold that carry no parameters: masks, RoPE tables, a tied head.
 _IGNORED = {
   "GPT2LMHeadModel": r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias|lm_head\.weight",
-  "LlamaForCausalLM": r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq",
+  "LlamaForCausalLM": r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq|lm_head\.weight",
 }
 
 
@@ -110,11 +110,13 @@ def _gpt2_model(h: dict, where: str) -> dict:
 
 def _rope_base(h: dict, refuse) -> float:
   """rope_theta, from transformers 5's rope_parameters or earlier versions' keys."""
-  rope = h.get("rope_parameters") or h.get("rope_scaling") or {}
-  kind = rope.get("rope_type", rope.get("type", "default"))
-  if kind != "default":
-    refuse(f"RoPE type {kind!r}")
-  return float(rope.get("rope_theta", h.get("rope_theta", 10000.0)))
+  ropes = [r for r in (h.get("rope_parameters"), h.get("rope_scaling")) if r]
+  for rope in ropes:
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+      refuse(f"RoPE type {kind!r}")
+  thetas = [r["rope_theta"] for r in ropes if "rope_theta" in r]
+  return float(thetas[0] if thetas else h.get("rope_theta", 10000.0))
 
 
 def _llama_model(h: dict, where: str) -> dict:
@@ -124,8 +126,6 @@ def _llama_model(h: dict, where: str) -> dict:
     refuse(f"hidden_act={h['hidden_act']!r}")
   if D % H or h.get("head_dim") not in (None, D // H):
     refuse(f"head_dim={h.get('head_dim')} with hidden_size={D} and {H} heads")
-  if h.get("rope_scaling") and h.get("rope_parameters"):
-    refuse("rope_scaling")
   return {
     "name": "llama",
     "num_layers": h["num_hidden_layers"],

@@ -196,6 +196,25 @@ def test_export_loads_in_transformers_and_imports_back_exactly(ours, arch, tmp_p
   jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
 
 
+def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
+  from safetensors.numpy import load_file, save_file
+
+  sharded = str(tmp_path / "sharded")
+  reference(hf_dirs["llama_gqa"]).save_pretrained(sharded, max_shard_size="40KB")
+  assert os.path.exists(os.path.join(sharded, "model.safetensors.index.json"))
+  params = hf.load_params(sharded, hf.model_config(sharded))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["llama_gqa"][1])
+  # GPT-2 as first published: no 'transformer.' prefix, attention masks stored as tensors.
+  old = str(tmp_path / "old")
+  weights = load_file(os.path.join(hf_dirs["gpt2"], "model.safetensors"))
+  weights = {k.removeprefix("transformer."): v for k, v in weights.items()}
+  weights["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+  write(old, "config.json", open(os.path.join(hf_dirs["gpt2"], "config.json")).read())
+  save_file(weights, os.path.join(old, "model.safetensors"), metadata={"format": "pt"})
+  params = hf.load_params(old, hf.model_config(old))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["gpt2"][1])
+
+
 def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
   tokenizer = hf.load_tokenizer(hf_dirs["gpt2"])
   auto = transformers.AutoTokenizer.from_pretrained(hf_dirs["gpt2"])
