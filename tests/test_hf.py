@@ -215,6 +215,35 @@ def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["gpt2"][1])
 
 
+NATIVE = {  # Models as lm_jax trains them: no biases, exact GELU, SwiGLU width from the rule.
+  "gpt": dict(name="gpt", num_layers=2, num_heads=2, d_model=16, max_len=16, use_bias=False),
+  "llama": dict(
+    name="llama",
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    d_model=16,
+    max_len=16,
+    tie_embeddings=True,
+    scan_layers=True,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
+  model = models.build_model(ml_collections.ConfigDict(NATIVE[name]), 257)
+  ids = np.arange(12)[None] * 7 % 257
+  init = model.init(jax.random.key(0), ids)["params"]
+  params = jax.tree_util.tree_map(lambda x: x + 0.1 * jnp.sign(x + 1e-3), init)  # Not zero.
+  out = str(tmp_path / "export")
+  [note] = hf.save_model(out, model, params, tokenizers.ByteTokenizer())
+  assert "byte tokenizer has no Hugging Face form" in note
+  np.testing.assert_allclose(
+    hf_logits(reference(out), ids), model.apply({"params": params}, ids), atol=1e-4, rtol=0
+  )
+
+
 def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
   tokenizer = hf.load_tokenizer(hf_dirs["gpt2"])
   auto = transformers.AutoTokenizer.from_pretrained(hf_dirs["gpt2"])
