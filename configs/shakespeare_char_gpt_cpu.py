@@ -24,6 +24,8 @@ def get_config():
   m.max_len = 64  # Longest context the position embedding covers.
   m.dropout = 0.0
   m.use_bias = False  # Biases in Dense and LayerNorm layers (nanoGPT: off).
+  m.gelu = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
+  m.norm_eps = 1e-5  # LayerNorm epsilon.
   m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
@@ -46,7 +48,8 @@ def get_config():
     "file"  # Local files: a document per 'file', 'blank_line'-separated block or 'line'.
   )
   d.holdout_fraction = 0.05  # Without validation files: this end fraction of the train text.
-  d.tokenizer = "char"  # char (characters of the train split), byte, sentencepiece, or word.
+  d.tokenizer = "char"  # char (characters of the train split), byte, sentencepiece, word or hf.
+  d.hf_tokenizer = ""  # hf: a Hugging Face model directory holding tokenizer.json (or a run).
   d.vocab_size = 1024  # sentencepiece, synthetic: the vocabulary size; word: the words kept.
   d.sentencepiece_type = "bpe"  # bpe or unigram.
   d.tokenizer_train_bytes = 10_000_000  # sentencepiece: trained on up to this much train text.
@@ -83,6 +86,7 @@ def get_config():
   t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).
   t.grad_accum_steps = 1  # Microbatches per step (same update as the whole batch at once).
   t.parallel = "auto"  # jit (one device), pmap, sharded (config.mesh), auto (pmap if > 1).
+  t.init_from = ""  # A new run starts from this run's (or Hugging Face model dir's) parameters.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.

@@ -28,6 +28,8 @@ def get_config():
   m.tie_embeddings = True  # The head reuses the embedding table (Llama's is separate).
   m.rope_base = 10000.0  # Rotary frequencies: position * rope_base^(-2i / head width).
   m.norm_eps = 1e-5  # RMSNorm epsilon.
+  m.attention_bias = False  # Biases in the q, k, v and output projections.
+  m.mlp_bias = False  # Biases in the SwiGLU's three projections.
   m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.

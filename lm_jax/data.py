@@ -234,6 +234,8 @@ def _tokenizer(c, workdir: str, train: Source):
     tokenizers.check_matches(tokenizer, c, path)
     return tokenizer
   kind = "ids" if c.dataset == "synthetic" else c.tokenizer
+  if kind == "hf":  # Read from data.hf_tokenizer: nothing to train, nothing to cache.
+    return tokenizers.train(kind, (), c)
   settings = {"kind": kind}
   if kind in ("sentencepiece", "ids", "word"):
     settings.update(vocab_size=c.vocab_size)

@@ -1,5 +1,8 @@
 """A run on disk: its TrainState, the tree its checkpoints hold, and loading it back.
 
+Also where runs meet Hugging Face directories (through `hf`): importing a
+model as a run, starting a run from one (train.init_from), exporting a run.
+
 A checkpoint holds {'step', 'params', 'opt_state', 'rng'}: the TrainState's
 arrays and the dropout key as raw key data (Orbax stores arrays, not typed
 keys). Training, evaluation, sampling and the benchmark build the initial
@@ -16,10 +19,12 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from lm_jax import UserError, checkpoint, models, optim, parallel, tokenizers
+from lm_jax import UserError, checkpoint, hf, models, optim, parallel, records, tokenizers
 from lm_jax import config as config_lib
+from lm_jax.models import layers
 
 
 @flax.struct.dataclass
@@ -99,6 +104,88 @@ def load_run(workdir: str, step: int | None = None):
     tx=tx,
   )
   return config, model, tokenizer, state, step
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {
+    jax.tree_util.keystr(p, simple=True, separator="/"): (tuple(x.shape), str(x.dtype))
+    for p, x in flat
+  }
+
+
+def check_params_fit(params, abstract_params, source: str) -> None:
+  """Refuses parameters whose tree, shapes or dtypes differ from the config's model."""
+  have, want = _shapes(params), _shapes(abstract_params)
+  keys = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+  if keys:
+    lines = "\n".join(f"  {k}: {source} {have.get(k)}, config {want.get(k)}" for k in keys[:20])
+    if len(keys) > 20:
+      lines += f"\n  ... and {len(keys) - 20} more"
+    raise UserError(
+      f"the parameters in {source} do not fit the model of this config (path: "
+      f"theirs vs config shape, dtype):\n{lines}\nSet config.model and the tokenizer "
+      "(its vocabulary) as that model has them."
+    )
+
+
+def _is_run(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def initial_params(path: str, model_config, abstract_params):
+  """The parameters train.init_from names: a run's newest checkpoint, or a Hugging Face model.
+
+  Host arrays in the layout of `abstract_params` (scanned or not), checked to fit it.
+  """
+  if _is_run(path):
+    params = jax.device_get(load_run(path)[3].params)
+  else:
+    params = hf.load_params(path, model_config)
+  scanned = "blocks" in abstract_params
+  params = layers.stack_blocks(params) if scanned else layers.unstack_blocks(params)
+  check_params_fit(params, abstract_params, path)
+  return params
+
+
+def import_hf(hf_dir: str, workdir: str, base_config) -> None:
+  """Writes the Hugging Face model in `hf_dir` as a run: config.json, tokenizer.json, step 0.
+
+  The config is `base_config` with the model's config.model (keeping the
+  base's dtype, remat and scan_layers) and its tokenizer (data.tokenizer='hf').
+  """
+  if os.path.exists(os.path.join(workdir, "config.json")):
+    raise UserError(f"{workdir} already holds a run: pass a new --workdir.")
+  config = ml_collections.ConfigDict(base_config.to_dict())
+  model_config = hf.model_config(hf_dir)
+  for key in ("dtype", "remat", "scan_layers"):
+    model_config[key] = config.model.get(key, model_config[key])
+  config.model = ml_collections.ConfigDict(model_config)
+  config.data.tokenizer, config.data.hf_tokenizer = "hf", os.path.abspath(hf_dir)
+  tokenizer = hf.load_tokenizer(hf_dir)
+  model = models.build_model(config.model, tokenizer.vocab_size)
+  tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
+  create, rng = state_factory(config, model, tx)
+  params = jax.tree_util.tree_map(jnp.asarray, hf.load_params(hf_dir, config.model))
+  check_params_fit(params, jax.eval_shape(create).params, hf_dir)
+  state = TrainState(jnp.array(0, jnp.int32), params, jax.jit(tx.init)(params), model.apply, tx)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizers.save(tokenizer, os.path.join(workdir, "tokenizer.json"))
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    tree = parallel.Plan("jit").place(checkpoint_tree(state, rng))
+    ckpt.save(0, tree, meta={"step": 0, "seed": config.seed, "order": config.data.order})
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  records.write_config(config, workdir)  # Last: a run directory is complete once it has one.
+  records.write_run_info(config, workdir)
+
+
+def export_hf(workdir: str, out_dir: str, step: int | None = None) -> list[str]:
+  """Writes a run's newest (or given) checkpoint as a Hugging Face directory; returns notes."""
+  _, model, tokenizer, state, _ = load_run(workdir, step)
+  return hf.save_model(out_dir, model, state.params, tokenizer)
 
 
 @contextlib.contextmanager

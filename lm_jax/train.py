@@ -170,6 +170,10 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
     rng = runs.rng_from_tree(tree)
     print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
   else:
+    if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
+      abstract = jax.eval_shape(run.create).params
+      params = runs.initial_params(config.train.init_from, config.model, abstract)
+      state = state.replace(params=plan.put(params))
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.

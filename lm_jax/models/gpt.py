@@ -52,11 +52,15 @@ class CausalAttention(nn.Module):
     return out_BxLxD.reshape(B, L, D), kv
 
 
+GELUS = {"exact": layers.gelu, "tanh": lambda x: jax.nn.gelu(x, approximate=True)}
+
+
 class Mlp(nn.Module):
-  """Position-wise MLP, 4x wide, GELU."""
+  """Position-wise MLP, 4x wide, GELU (exact, or GPT-2's tanh approximation)."""
 
   num_layers: int
   use_bias: bool
+  gelu: str
   dtype: jnp.dtype
 
   @nn.compact
@@ -65,7 +69,7 @@ class Mlp(nn.Module):
     h_NxF = nn.Dense(
       4 * D, use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name="fc"
     )(x_BxLxD.reshape(B * L, D))
-    h_NxF = layers.gelu(h_NxF)
+    h_NxF = GELUS[self.gelu](h_NxF)
     return nn.Dense(
       D,
       use_bias=self.use_bias,
@@ -82,16 +86,21 @@ class Block(nn.Module):
   num_layers: int
   dropout: float
   use_bias: bool
+  gelu: str
+  norm_eps: float
   dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
-    ln = lambda name: nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name=name)
+    ln = lambda name: nn.LayerNorm(
+      self.norm_eps, use_bias=self.use_bias, dtype=self.dtype, name=name
+    )
     h, kv = CausalAttention(
       self.num_heads, self.num_layers, self.dropout, self.use_bias, self.dtype, name="attn"
     )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
-    h = Mlp(self.num_layers, self.use_bias, self.dtype, name="mlp")(ln("ln_2")(x_BxLxD))
+    mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, name="mlp")
+    h = mlp(ln("ln_2")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
 
@@ -110,6 +119,8 @@ class GPT(nn.Module):
   max_len: int = 256
   dropout: float = 0.0
   use_bias: bool = True
+  gelu: str = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
+  norm_eps: float = 1e-5  # LayerNorm epsilon.
   dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
@@ -133,6 +144,8 @@ class GPT(nn.Module):
         f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}: "
         "pick a width that is a multiple of the head count."
       )
+    if self.gelu not in GELUS:
+      raise UserError(f"unknown model.gelu {self.gelu!r}: use one of {list(GELUS)}.")
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype = layers.compute_dtype(self.dtype)
@@ -145,6 +158,8 @@ class GPT(nn.Module):
       "num_layers": self.num_layers,
       "dropout": self.dropout,
       "use_bias": self.use_bias,
+      "gelu": self.gelu,
+      "norm_eps": self.norm_eps,
       "dtype": dtype,
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
@@ -158,7 +173,8 @@ class GPT(nn.Module):
       None if cache is None else cache["layers"],
       pos,
     )
-    x_BxLxD = nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=dtype, name="ln_f")(x_BxLxD)
+    ln_f = nn.LayerNorm(self.norm_eps, use_bias=self.use_bias, dtype=dtype, name="ln_f")
+    x_BxLxD = ln_f(x_BxLxD)
     logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
     if cache is None:
       return logits_BxLxV

@@ -1,6 +1,7 @@
 """What the Transformers share: cached causal attention, KV caches, remat and layer scan."""
 
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -123,3 +124,26 @@ def apply_blocks(
     x_BxLxD, kv = block_cls(**block_kwargs, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
     new_layers.append(kv)
   return x_BxLxD, None if layers is None else new_layers
+
+
+def stack_blocks(params: dict) -> dict:
+  """block_0 ... block_{n-1} -> 'blocks' with a leading layer axis (scan_layers=True)."""
+  names = sorted((k for k in params if re.fullmatch(r"block_\d+", k)), key=lambda k: int(k[6:]))
+  if not names:
+    return params
+  rest = {k: v for k, v in params.items() if k not in names}
+  return {
+    **rest,
+    "blocks": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *map(params.get, names)),
+  }
+
+
+def unstack_blocks(params: dict) -> dict:
+  """The inverse of `stack_blocks`."""
+  if "blocks" not in params:
+    return params
+  rest = {k: v for k, v in params.items() if k != "blocks"}
+  blocks = params["blocks"]
+  n = jax.tree_util.tree_leaves(blocks)[0].shape[0]
+  unstacked = {f"block_{i}": jax.tree_util.tree_map(lambda x, i=i: x[i], blocks) for i in range(n)}
+  return {**rest, **unstacked}

@@ -38,6 +38,7 @@ class Attention(nn.Module):
   num_layers: int
   dropout: float
   rope_base: float
+  use_bias: bool
   dtype: jnp.dtype
 
   @nn.compact
@@ -46,7 +47,7 @@ class Attention(nn.Module):
     H, G = self.num_heads, self.num_kv_heads
     K = D // H
     dense = lambda features, name: nn.DenseGeneral(
-      features, use_bias=False, kernel_init=_init(0.02), dtype=self.dtype, name=name
+      features, use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name=name
     )
     q_BxHxLxK = dense((H, K), "q")(x_BxLxD).transpose(0, 2, 1, 3)
     kv_BxLx2xGxK = dense((2, G, K), "kv")(x_BxLxD)
@@ -60,7 +61,7 @@ class Attention(nn.Module):
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
-      use_bias=False,
+      use_bias=self.use_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
       name="o",
@@ -73,18 +74,23 @@ class SwiGLU(nn.Module):
 
   mlp_dim: int
   num_layers: int
+  use_bias: bool
   dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x_BxLxD):
     D = x_BxLxD.shape[-1]
     gate_up_BxLx2xF = nn.DenseGeneral(
-      (2, self.mlp_dim), use_bias=False, kernel_init=_init(0.02), dtype=self.dtype, name="gate_up"
+      (2, self.mlp_dim),
+      use_bias=self.use_bias,
+      kernel_init=_init(0.02),
+      dtype=self.dtype,
+      name="gate_up",
     )(x_BxLxD)
     h_BxLxF = nn.silu(gate_up_BxLx2xF[..., 0, :]) * gate_up_BxLx2xF[..., 1, :]
     return nn.Dense(
       D,
-      use_bias=False,
+      use_bias=self.use_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
       name="down",
@@ -101,6 +107,8 @@ class Block(nn.Module):
   dropout: float
   rope_base: float
   norm_eps: float
+  attention_bias: bool
+  mlp_bias: bool
   dtype: jnp.dtype
 
   @nn.compact
@@ -112,12 +120,14 @@ class Block(nn.Module):
       self.num_layers,
       self.dropout,
       self.rope_base,
+      self.attention_bias,
       self.dtype,
       name="attn",
     )
     h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
-    h = SwiGLU(self.mlp_dim, self.num_layers, self.dtype, name="mlp")(norm("mlp_norm")(x_BxLxD))
+    mlp = SwiGLU(self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, name="mlp")
+    h = mlp(norm("mlp_norm")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
 
@@ -140,6 +150,8 @@ class Llama(nn.Module):
   tie_embeddings: bool = False  # The head reuses the embedding table (Llama 1-3: no).
   rope_base: float = 10000.0
   norm_eps: float = 1e-5
+  attention_bias: bool = False  # Biases in the q, k, v and output projections.
+  mlp_bias: bool = False  # Biases in the SwiGLU's three projections.
   dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
@@ -194,6 +206,8 @@ class Llama(nn.Module):
       "dropout": self.dropout,
       "rope_base": self.rope_base,
       "norm_eps": self.norm_eps,
+      "attention_bias": self.attention_bias,
+      "mlp_bias": self.mlp_bias,
       "dtype": dtype,
     }
     x_BxLxD, kv_layers = layers.apply_blocks(

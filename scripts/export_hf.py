@@ -1,0 +1,36 @@
+"""Exports a run's newest (or given) checkpoint as a Hugging Face model directory.
+
+  python scripts/export_hf.py --workdir runs/gpt2_shakespeare --out exported/ [--checkpoint_step N]
+
+Writes config.json, model.safetensors and, for data.tokenizer=hf runs, the
+tokenizer files: `transformers.AutoModelForCausalLM.from_pretrained(OUT)` and
+`AutoTokenizer.from_pretrained(OUT)` load it. gpt and llama runs only.
+"""
+
+import sys
+
+from absl import app, flags
+
+from lm_jax import UserError
+
+flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
+flags.DEFINE_string("out", None, "The new Hugging Face model directory.", required=True)
+flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to export (default: the newest).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from lm_jax import runs  # Imported late so --help stays fast.
+
+  try:
+    notes = runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  for note in notes:
+    print(f"note: {note}", file=sys.stderr)
+  print(f"exported {FLAGS.workdir} to {FLAGS.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

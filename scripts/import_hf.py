@@ -1,0 +1,46 @@
+"""Imports a local Hugging Face model directory as a run at step 0.
+
+  python scripts/import_hf.py --hf_dir ~/models/gpt2 --workdir runs/gpt2 [--config BASE.py]
+      [--config.KEY=VALUE ...]
+
+The run's config is BASE (default: configs/shakespeare_char_gpt_cpu.py) with
+the model's shape as config.model and its tokenizer (data.tokenizer=hf); the
+run holds config.json, tokenizer.json and a checkpoint at step 0, so
+scripts/sample.py and scripts/evaluate.py work on it at once, and
+scripts/train.py --workdir RUN fine-tunes it on BASE's data.
+"""
+
+import sys
+import time
+
+from absl import app, flags
+
+from lm_jax import UserError
+from lm_jax import config as config_lib
+
+flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory.", required=True)
+flags.DEFINE_string("workdir", None, "The new run's directory.", required=True)
+flags.DEFINE_string("config", None, "Base config: path.py[:arg] or path.json.")
+FLAGS = flags.FLAGS
+OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
+
+
+def main(argv):
+  del argv
+  from configs import shakespeare_char_gpt_cpu  # Imported late so --help stays fast.
+  from lm_jax import runs
+
+  try:
+    base = config_lib.load(FLAGS.config) if FLAGS.config else shakespeare_char_gpt_cpu.get_config()
+    start = time.perf_counter()
+    runs.import_hf(FLAGS.hf_dir, FLAGS.workdir, config_lib.override(base, OVERRIDES))
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  print(
+    f"imported {FLAGS.hf_dir} into {FLAGS.workdir} in {time.perf_counter() - start:.1f} s",
+    file=sys.stderr,
+  )
+
+
+if __name__ == "__main__":
+  app.run(main, argv=ARGV)

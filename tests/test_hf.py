@@ -1,0 +1,386 @@
+"""Hugging Face interop against `transformers` itself: tiny random models, exact parity."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import ROOT, make_text
+
+from lm_jax import UserError, hf, models, runs, sample, tokenizers, train
+from lm_jax import config as config_lib
+from lm_jax.models import layers
+
+INSTALL = (
+  "the Hugging Face parity tests need torch and transformers: pip install torch==2.13.0 "
+  "--index-url https://download.pytorch.org/whl/cpu && pip install transformers==5.23.0"
+)
+torch = pytest.importorskip("torch", reason=INSTALL)
+transformers = pytest.importorskip("transformers", reason=INSTALL)
+hf_tokenizers = pytest.importorskip("tokenizers", reason=INSTALL)
+
+EOT = "<|endoftext|>"
+TEXT = "The king said: « héllo — ✓ »\n  tabs\tand  spaces, 1234 times.\n"
+# The vocabulary sizes of the models: GPT-2's is padded past the tokenizer's ids.
+ARCHS = {
+  "gpt2": lambda v: transformers.GPT2Config(
+    vocab_size=v + 4, n_positions=64, n_embd=32, n_layer=2, n_head=4
+  ),
+  "llama_gqa": lambda v: transformers.LlamaConfig(
+    vocab_size=v,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    tie_word_embeddings=False,
+    rope_theta=500.0,
+  ),
+  "llama_tied": lambda v: transformers.LlamaConfig(
+    vocab_size=v,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=64,
+    tie_word_embeddings=True,
+    attention_bias=True,
+    mlp_bias=True,
+    rms_norm_eps=1e-5,
+  ),
+}
+
+
+def train_tokenizer(path):
+  """A byte-level BPE like GPT-2's, trained on a small corpus, saved as Hugging Face does."""
+  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
+  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = hf_tokenizers.decoders.ByteLevel()
+  trainer = hf_tokenizers.trainers.BpeTrainer(
+    vocab_size=300,
+    special_tokens=[EOT],
+    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
+  tok.train_from_iterator([make_text(2000, seed=5)], trainer)
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
+  fast.save_pretrained(path)
+  return fast
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+  """{arch: directory} of tiny random models saved with save_pretrained, and the tokenizer."""
+  root = tmp_path_factory.mktemp("hf")
+  fast = train_tokenizer(root / "tokenizer")
+  dirs = {}
+  for i, (arch, make_config) in enumerate(ARCHS.items()):
+    torch.manual_seed(i)
+    config = make_config(len(fast))
+    config.update({"initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0})
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # Norm scales and biases start at 1 and 0: move them too.
+      for p in model.parameters():
+        p.add_(0.1 * torch.randn_like(p))
+    dirs[arch] = str(root / arch)
+    model.save_pretrained(dirs[arch])
+    fast.save_pretrained(dirs[arch])
+  return dirs
+
+
+def reference(hf_dir):
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+  return model.eval()
+
+
+def imported(hf_dir, **model_overrides):
+  """(model, params, tokenizer) as lm_jax imports them."""
+  config = ml_collections.ConfigDict({**hf.model_config(hf_dir), **model_overrides})
+  tokenizer = hf.load_tokenizer(hf_dir)
+  return (
+    models.build_model(config, tokenizer.vocab_size),
+    hf.load_params(hf_dir, config),
+    tokenizer,
+  )
+
+
+@pytest.fixture(scope="module")
+def ours(hf_dirs):
+  """{arch: (model, params, tokenizer, jitted forward pass)}, imported once."""
+  out = {}
+  for arch, hf_dir in hf_dirs.items():
+    model, params, tokenizer = imported(hf_dir)
+    out[arch] = (model, params, tokenizer, jax.jit(lambda p, t, m=model: m.apply({"params": p}, t)))
+  return out
+
+
+def hf_logits(model, ids):
+  with torch.no_grad():
+    return model(torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
+
+
+def tokens(tokenizer, n=24):
+  return tokenizer.encode(make_text(200, seed=9))[None, :n]
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_logits_equal_transformers(hf_dirs, ours, arch):
+  _, params, tokenizer, forward = ours[arch]
+  ids = tokens(tokenizer)
+  logits = forward(params, ids)
+  theirs = hf_logits(reference(hf_dirs[arch]), ids)
+  assert logits.shape == theirs.shape
+  assert np.abs(theirs).max() > 1.0  # Logits far from uniform: the test can tell models apart.
+  np.testing.assert_allclose(logits, theirs, atol=1e-4, rtol=0)
+
+
+def test_scanned_import_equals_unrolled(hf_dirs, ours):
+  _, params, tokenizer, forward = ours["llama_gqa"]
+  scanned, stacked, _ = imported(hf_dirs["llama_gqa"], scan_layers=True)
+  ids = tokens(tokenizer)
+  assert "blocks" in stacked and "block_0" not in stacked
+  np.testing.assert_allclose(
+    jax.jit(scanned.apply)({"params": stacked}, ids), forward(params, ids), atol=1e-5, rtol=1e-5
+  )
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_greedy_generation_equals_transformers(hf_dirs, ours, arch):
+  model, params, tokenizer, _ = ours[arch]
+  prompt = tokens(tokenizer, 6)
+  reference_model = reference(hf_dirs[arch])
+  reference_model.generation_config.eos_token_id = None  # 20 tokens, whatever they are.
+  reference_model.generation_config.pad_token_id = 0
+  with torch.no_grad():
+    out = reference_model.generate(
+      torch.tensor(np.asarray(prompt)), max_new_tokens=20, do_sample=False
+    )
+  [ours] = sample.generate(
+    model, params, list(prompt), jax.random.key(0), max_new_tokens=20, temperature=0.0
+  )
+  np.testing.assert_array_equal(ours, out[0, prompt.shape[1] :].numpy())
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_cached_decoding_equals_full_forward(ours, arch):
+  model, params, tokenizer, forward = ours[arch]
+  ids = tokens(tokenizer, 12)
+  step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
+  logits, cache = step_fn(ids[:, :5], model.init_cache(1, 12))
+  pieces = [logits]
+  for t in range(5, 12):
+    logits, cache = step_fn(ids[:, t : t + 1], cache)
+    pieces.append(logits)
+  full = forward(params, ids)
+  np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_export_loads_in_transformers_and_imports_back_exactly(ours, arch, tmp_path):
+  model, params, tokenizer, forward = ours[arch]
+  out = str(tmp_path / "export")
+  assert hf.save_model(out, model, params, tokenizer) == []
+  ids = tokens(tokenizer)
+  np.testing.assert_allclose(
+    hf_logits(reference(out), ids), forward(params, ids), atol=1e-4, rtol=0
+  )
+  auto = transformers.AutoTokenizer.from_pretrained(out)
+  assert auto(TEXT, add_special_tokens=False)["input_ids"] == tokenizer.encode(TEXT).tolist()
+  again = hf.load_params(out, hf.model_config(out))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
+
+
+def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
+  from safetensors.numpy import load_file, save_file
+
+  sharded = str(tmp_path / "sharded")
+  reference(hf_dirs["llama_gqa"]).save_pretrained(sharded, max_shard_size="40KB")
+  assert os.path.exists(os.path.join(sharded, "model.safetensors.index.json"))
+  params = hf.load_params(sharded, hf.model_config(sharded))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["llama_gqa"][1])
+  # GPT-2 as first published: no 'transformer.' prefix, attention masks stored as tensors.
+  old = str(tmp_path / "old")
+  weights = load_file(os.path.join(hf_dirs["gpt2"], "model.safetensors"))
+  weights = {k.removeprefix("transformer."): v for k, v in weights.items()}
+  weights["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+  write(old, "config.json", open(os.path.join(hf_dirs["gpt2"], "config.json")).read())
+  save_file(weights, os.path.join(old, "model.safetensors"), metadata={"format": "pt"})
+  params = hf.load_params(old, hf.model_config(old))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["gpt2"][1])
+
+
+NATIVE = {  # Models as lm_jax trains them: no biases, exact GELU, SwiGLU width from the rule.
+  "gpt": dict(name="gpt", num_layers=2, num_heads=2, d_model=16, max_len=16, use_bias=False),
+  "llama": dict(
+    name="llama",
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    d_model=16,
+    max_len=16,
+    tie_embeddings=True,
+    scan_layers=True,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
+  model = models.build_model(ml_collections.ConfigDict(NATIVE[name]), 257)
+  ids = np.arange(12)[None] * 7 % 257
+  init = jax.jit(model.init)(jax.random.key(0), ids)["params"]
+  params = jax.tree_util.tree_map(lambda x: np.asarray(x) + 0.1, init)  # No zeros left.
+  out = str(tmp_path / "export")
+  [note] = hf.save_model(out, model, params, tokenizers.ByteTokenizer())
+  assert "byte tokenizer has no Hugging Face form" in note
+  np.testing.assert_allclose(
+    hf_logits(reference(out), ids), jax.jit(model.apply)({"params": params}, ids), atol=1e-4, rtol=0
+  )
+
+
+def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
+  tokenizer = hf.load_tokenizer(hf_dirs["gpt2"])
+  auto = transformers.AutoTokenizer.from_pretrained(hf_dirs["gpt2"])
+  assert tokenizer.vocab_size == len(auto) + 4  # The model's, padded.
+  assert tokenizer.eos_id == auto.eos_token_id == 0
+  ids = tokenizer.encode(TEXT)
+  assert ids.tolist() == auto(TEXT, add_special_tokens=False)["input_ids"]
+  assert tokenizer.decode(ids) == TEXT
+  two = np.concatenate([ids, tokenizer.eod_ids, ids])
+  assert tokenizer.decode(two) == TEXT + EOT + TEXT
+  assert tokenizers.num_bytes(tokenizer, two) == 2 * len(TEXT.encode()) + 1
+  [a, b] = tokenizer.encode_batch([TEXT, "x"])
+  assert a.tolist() == ids.tolist() and b.tolist() == tokenizer.encode("x").tolist()
+
+
+def small_config(config):
+  """The conftest config on its local corpus, sized for these models."""
+  config.data.update(tokenizer="hf", seq_len=16)
+  config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)
+  return config
+
+
+def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_path):
+  from lm_jax import evaluate
+
+  workdir = str(tmp_path / "run")
+  runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
+  _, model, tokenizer, state, step = runs.load_run(workdir)
+  params = ours["gpt2"][1]
+  assert step == 0 and tokenizer.kind == "hf" and tokenizer.eos_id == 0
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), params)
+  [new] = sample.generate(
+    model,
+    state.params,
+    [tokenizer.encode("The")],
+    jax.random.key(0),
+    max_new_tokens=5,
+    eos_id=tokenizer.eos_id,
+  )
+  assert len(new) <= 5
+  result = evaluate.evaluate_run(workdir)
+  assert result["step"] == 0 and 0 < result["bits_per_byte"] < 20
+  with pytest.raises(UserError, match="already holds a run"):
+    runs.import_hf(hf_dirs["gpt2"], workdir, config)
+  scanned = jax.eval_shape(lambda: layers.stack_blocks(params))  # Runs start from runs too.
+  again = runs.initial_params(workdir, model_config=None, abstract_params=scanned)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again, layers.stack_blocks(params))
+
+
+def test_init_from_starts_from_those_parameters(hf_dirs, ours, config, tmp_path):
+  """configs/finetune_hf.py, as shipped, on an imported model (the local corpus, one step)."""
+  path = hf_dirs["llama_tied"]
+  shipped = config_lib.load(os.path.join(ROOT, "configs", f"finetune_hf.py:{path}"))
+  assert shipped.train.init_from == shipped.data.hf_tokenizer == path
+  shipped.data.update(config.data.to_dict() | {"tokenizer": "hf", "hf_tokenizer": path})
+  shipped.data.seq_len = 16
+  shipped.optim.update(learning_rate=0.0, min_learning_rate=0.0)  # Params stay as loaded.
+  shipped.train.update(
+    batch_size=8, num_steps=1, eval_every=1, checkpoint_every=1, log_every=1, parallel="jit"
+  )
+  state, _ = train.train_and_evaluate(shipped, str(tmp_path / "finetune"))
+  params = ours["llama_tied"][1]
+  assert int(state.step) == 1
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state.params, params)
+
+
+def test_init_from_refuses_a_different_model(hf_dirs, config, tmp_path):
+  config = small_config(config)
+  config.model = ml_collections.ConfigDict(hf.model_config(hf_dirs["llama_tied"]))
+  config.model.rope_base = 500.0
+  config.data.hf_tokenizer = config.train.init_from = hf_dirs["llama_tied"]
+  with pytest.raises(UserError, match=r"differs from the model in .*rope_base=10000.0"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def write(path, name, content):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, name), "w") as f:
+    f.write(json.dumps(content) if isinstance(content, dict) else content)
+
+
+def test_bad_directories_are_refused(hf_dirs, tmp_path):
+  with pytest.raises(UserError, match="no directory at"):
+    hf.model_config(str(tmp_path / "nowhere"))
+  gpt2_config = json.load(open(os.path.join(hf_dirs["gpt2"], "config.json")))
+  bare = str(tmp_path / "bare")
+  write(bare, "config.json", gpt2_config)
+  model_config = hf.model_config(bare)
+  with pytest.raises(UserError, match="holds no weights"):
+    hf.load_params(bare, model_config)
+  write(bare, "pytorch_model.bin", "")
+  with pytest.raises(UserError, match="convert it once with transformers"):
+    hf.load_params(bare, model_config)
+  write(str(tmp_path / "bert"), "config.json", {"architectures": ["BertForMaskedLM"]})
+  with pytest.raises(UserError, match="BertForMaskedLM .* supports GPT2LMHeadModel"):
+    hf.model_config(str(tmp_path / "bert"))
+  llama = json.load(open(os.path.join(hf_dirs["llama_gqa"], "config.json")))
+  llama["rope_parameters"] = {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}
+  write(str(tmp_path / "llama31"), "config.json", llama)
+  with pytest.raises(UserError, match="RoPE type 'llama3'.* it imports llama with silu"):
+    hf.model_config(str(tmp_path / "llama31"))
+
+
+def test_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs, tmp_path):
+  small = str(tmp_path / "small")
+  config = json.load(open(os.path.join(hf_dirs["llama_gqa"], "config.json")))
+  write(small, "config.json", {**config, "vocab_size": 100})
+  write(small, "tokenizer.json", open(os.path.join(hf_dirs["llama_gqa"], "tokenizer.json")).read())
+  with pytest.raises(
+    UserError, match="the tokenizer has 300 ids but the model's vocabulary holds 100"
+  ):
+    hf.load_tokenizer(small)
+
+
+def test_scanned_layout_round_trips():
+  params = {"wte": np.ones(2), "block_0": {"w": np.zeros(3)}, "block_1": {"w": np.ones(3)}}
+  stacked = layers.stack_blocks(params)
+  assert stacked["blocks"]["w"].shape == (2, 3)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, layers.unstack_blocks(stacked), params)
+
+
+def test_import_script_reports_errors_in_one_line(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "scripts/import_hf.py",
+      "--hf_dir",
+      str(tmp_path / "nowhere"),
+      "--workdir",
+      str(tmp_path / "run"),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: no directory at")
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run")
