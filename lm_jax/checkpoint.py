@@ -67,6 +67,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, keep_best: bool = False, read_only: bool = False):
     console.quiet_package("absl", "orbax")  # It logs errors for damage this class reports.
+    console.quiet_closed_event_loop()
     self.read_only = read_only
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     policies = [pp.LatestN(n=keep)]

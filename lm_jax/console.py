@@ -8,6 +8,7 @@ script, or LM_JAX_VERBOSE=1, brings all of it back for debugging.
 
 import logging
 import os
+import sys
 
 VERBOSE_ENV = "LM_JAX_VERBOSE"
 
@@ -51,3 +52,25 @@ def quiet_package(logger_name: str, package: str, level: int = logging.CRITICAL)
   if verbose() or any(isinstance(f, _DropBelow) and f.package == package for f in logger.filters):
     return
   logger.addFilter(_DropBelow(package, level))
+
+
+def quiet_closed_event_loop() -> None:
+  """Drops 'Event loop is closed' reports that late I/O callbacks raise at exit (once).
+
+  Orbax reads arrays through asyncio; when a restore fails, callbacks of the
+  reads still in flight fire after its event loop closed, and Python prints
+  each as an ignored exception, a page of tracebacks for an error lm_jax
+  has already reported. Everything else reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if verbose() or getattr(previous, "drops_closed_loop", False):
+    return
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook.drops_closed_loop = True
+  sys.unraisablehook = hook
