@@ -24,7 +24,9 @@ def get_config():
   m.max_len = 64  # Longest context the position embedding covers.
   m.dropout = 0.0
   m.use_bias = False  # Biases in Dense and LayerNorm layers (nanoGPT: off).
-  m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
+  m.dtype = "auto"  # Compute: float32, bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU);
+  # parameters, optimizer state, softmax, norms and the loss stay float32.
+  m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
 

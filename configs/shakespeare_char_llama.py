@@ -28,7 +28,9 @@ def get_config():
   m.tie_embeddings = True  # The head reuses the embedding table (Llama's is separate).
   m.rope_base = 10000.0  # Rotary frequencies: position * rope_base^(-2i / head width).
   m.norm_eps = 1e-5  # RMSNorm epsilon.
-  m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
+  m.dtype = "auto"  # Compute: float32, bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU);
+  # parameters, optimizer state, softmax, norms and the loss stay float32.
+  m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
   return config

@@ -141,8 +141,11 @@ def _git(*args) -> str:
     return ""
 
 
-def run_info(config) -> dict:
-  """Everything besides the config that reproducing this run depends on."""
+def run_info(config, resolved: dict | None = None) -> dict:
+  """Everything besides the config that reproducing this run depends on.
+
+  `resolved`: what the config's 'auto' settings became on this device.
+  """
   versions = {}
   for name in VERSIONED:
     try:
@@ -161,11 +164,12 @@ def run_info(config) -> dict:
     "process_count": jax.process_count(),
     "seed": config.seed,
     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    **(resolved or {}),
   }
 
 
-def write_run_info(config, workdir: str) -> None:
+def write_run_info(config, workdir: str, resolved: dict | None = None) -> None:
   if _is_writer():
     with open(os.path.join(workdir, "run.json"), "w") as f:
-      json.dump(run_info(config), f, indent=2)
+      json.dump(run_info(config, resolved), f, indent=2)
       f.write("\n")

@@ -119,6 +119,7 @@ class _Run:
   flops_per_token: float
   train_step: Callable
   eval_step: Callable
+  resolved: dict  # What 'auto' settings became on this device (run.json).
 
 
 def _setup(config, workdir: str) -> _Run:
@@ -126,6 +127,10 @@ def _setup(config, workdir: str) -> _Run:
   c, seq_len = config.train, config.data.seq_len
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   model = models.build_model(config.model, tokenizer.vocab_size)
+  requested_attention = config.model.get("attention")
+  model, resolved = models.resolve_auto(model)
+  if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
+    print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
   max_len = getattr(model, "max_len", None)
   if max_len is not None and max_len < seq_len:
     raise UserError(
@@ -156,6 +161,7 @@ def _setup(config, workdir: str) -> _Run:
     flops_per_token=models.flops_per_token(model, abstract.params, seq_len),
     train_step=plan.compile_step(step, state=abstract),
     eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
+    resolved=resolved,
   )
 
 
@@ -174,7 +180,7 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
   records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
-  records.write_run_info(config, run.workdir)
+  records.write_run_info(config, run.workdir, run.resolved)
   return state, rng, start_step
 
 

@@ -27,6 +27,7 @@ class CausalAttention(nn.Module):
   dropout: float
   use_bias: bool
   dtype: jnp.dtype
+  attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -40,7 +41,9 @@ class CausalAttention(nn.Module):
     if kv is not None:
       k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
-    out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype)
+    out_BxHxLxK = layers.attention(
+      q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype, self.attention
+    )
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
@@ -83,12 +86,19 @@ class Block(nn.Module):
   dropout: float
   use_bias: bool
   dtype: jnp.dtype
+  attention: str = "reference"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
     ln = lambda name: nn.LayerNorm(1e-5, use_bias=self.use_bias, dtype=self.dtype, name=name)
     h, kv = CausalAttention(
-      self.num_heads, self.num_layers, self.dropout, self.use_bias, self.dtype, name="attn"
+      self.num_heads,
+      self.num_layers,
+      self.dropout,
+      self.use_bias,
+      self.dtype,
+      attention=self.attention,
+      name="attn",
     )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     h = Mlp(self.num_layers, self.use_bias, self.dtype, name="mlp")(ln("ln_2")(x_BxLxD))
@@ -110,7 +120,9 @@ class GPT(nn.Module):
   max_len: int = 256
   dropout: float = 0.0
   use_bias: bool = True
-  dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
+  # and logits stay float32.
+  attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
 
@@ -146,6 +158,9 @@ class GPT(nn.Module):
       "dropout": self.dropout,
       "use_bias": self.use_bias,
       "dtype": dtype,
+      "attention": layers.resolve_attention(
+        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+      )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,

@@ -39,6 +39,7 @@ class Attention(nn.Module):
   dropout: float
   rope_base: float
   dtype: jnp.dtype
+  attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -56,7 +57,9 @@ class Attention(nn.Module):
     if kv is not None:
       k_BxGxSxK, v_BxGxSxK, kv = layers.write_kv(kv, k_BxGxSxK, v_BxGxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
-    out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype)
+    out_BxHxLxK = layers.attention(
+      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype, self.attention
+    )
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
@@ -102,6 +105,7 @@ class Block(nn.Module):
   rope_base: float
   norm_eps: float
   dtype: jnp.dtype
+  attention: str = "reference"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -113,6 +117,7 @@ class Block(nn.Module):
       self.dropout,
       self.rope_base,
       self.dtype,
+      attention=self.attention,
       name="attn",
     )
     h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
@@ -140,7 +145,9 @@ class Llama(nn.Module):
   tie_embeddings: bool = False  # The head reuses the embedding table (Llama 1-3: no).
   rope_base: float = 10000.0
   norm_eps: float = 1e-5
-  dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
+  # and logits stay float32.
+  attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
 
@@ -195,6 +202,9 @@ class Llama(nn.Module):
       "rope_base": self.rope_base,
       "norm_eps": self.norm_eps,
       "dtype": dtype,
+      "attention": layers.resolve_attention(
+        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+      )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,
