@@ -80,6 +80,8 @@ def get_config():
   t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).
   t.grad_accum_steps = 1  # Microbatches per step (same update as the whole batch at once).
   t.parallel = "auto"  # jit (one device), pmap, sharded (config.mesh), auto (pmap if > 1).
+  t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
+  t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.

@@ -26,6 +26,7 @@ from lm_jax import (
   models,
   optim,
   parallel,
+  profiling,
   records,
   runs,
 )
@@ -261,11 +262,16 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
     dynamic_ncols=True,
   )
   meter, received = _Meter(run, start_step), []
+  tracer = profiling.StepTracer(
+    os.path.join(run.workdir, "profile"), profiling.check_profile_steps(c.get("profile_steps"))
+  )
   eval_metrics = in_flight = None
   try:
     with _catch_signals(received):
       for step, batch in zip(bar, batches):
+        tracer.before(step)
         state, metrics = run.train_step(state, batch, rng)
+        tracer.after(step, metrics)
         # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
         # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
         jax.block_until_ready(in_flight)
@@ -280,6 +286,8 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
           metrics = plan.to_host(metrics)
           _check_finite(metrics, done)
           rates = meter.read(done, batches)
+          peak = profiling.peak_memory_bytes()  # None on CPU.
+          rates.update({} if peak is None else {"peak_memory_bytes": peak})
           writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
           bar.set_postfix(
             loss=f"{metrics['train_loss']:.4f}",
@@ -300,6 +308,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
     if c.num_steps <= start_step:
       eval_metrics = _evaluate(run, state, writer, start_step)
   finally:
+    tracer.close()
     batches.close()
     bar.close()
   return state, eval_metrics
