@@ -49,6 +49,27 @@ class StepTracer:
       self.active = False
 
 
+# Dense bf16 peak FLOP/s per chip, from the vendors' datasheets.
+DATASHEET = {
+  "H100": 989e12,
+  "H200": 989e12,
+  "A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v5": 459e12,
+}
+
+
+def datasheet_peak_flops(device_kind: str) -> tuple[float, str] | None:
+  """(bf16 peak FLOP/s of one such device, its name) from DATASHEET, or None if unknown."""
+  for name, flops in DATASHEET.items():
+    if name.lower() in device_kind.lower():
+      return flops, name
+  return None
+
+
 def peak_memory_bytes() -> int | None:
   """The largest peak memory in use over this process's devices; None where the backend
   does not report it (CPU)."""

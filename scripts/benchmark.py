@@ -32,27 +32,16 @@ flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_J
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
-# Dense bf16 peak FLOP/s per chip, from the vendors' datasheets.
-DATASHEET = {
-  "H100": 989e12,
-  "H200": 989e12,
-  "A100": 312e12,
-  "TPU v4": 275e12,
-  "TPU v5 lite": 197e12,
-  "TPU v5e": 197e12,
-  "TPU v5p": 459e12,
-  "TPU v5": 459e12,
-}
-
 
 def peak_flops(jax, jnp):
   """--peak_flops, else the datasheet value of the device, else a measured fp32 matmul."""
+  from lm_jax import profiling  # pylint: disable=g-import-not-at-top
+
   if FLAGS.peak_flops:
     return FLAGS.peak_flops, "flag"
-  kind = jax.devices()[0].device_kind
-  for name, flops in DATASHEET.items():
-    if name.lower() in kind.lower():
-      return flops * jax.local_device_count(), f"datasheet {name}"
+  known = profiling.datasheet_peak_flops(jax.devices()[0].device_kind)
+  if known:
+    return known[0] * jax.local_device_count(), f"datasheet {known[1]}"
   n = 2048
   a = jnp.ones((n, n), jnp.float32)
   dot = jax.jit(lambda x: x @ x)
