@@ -26,7 +26,9 @@ def get_config():
   m.use_bias = False  # Biases in Dense and LayerNorm layers (nanoGPT: off).
   m.gelu = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
   m.norm_eps = 1e-5  # LayerNorm epsilon.
-  m.dtype = "float32"  # float32 or bfloat16 compute; parameters, softmax and loss stay float32.
+  m.dtype = "auto"  # Compute: float32, bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU);
+  # parameters, optimizer state, softmax, norms and the loss stay float32.
+  m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
 
@@ -87,6 +89,8 @@ def get_config():
   t.grad_accum_steps = 1  # Microbatches per step (same update as the whole batch at once).
   t.parallel = "auto"  # jit (one device), pmap, sharded (config.mesh), auto (pmap if > 1).
   t.init_from = ""  # A new run starts from this run's (or Hugging Face model dir's) parameters.
+  t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
+  t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.

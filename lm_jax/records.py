@@ -141,10 +141,11 @@ def _git(*args) -> str:
     return ""
 
 
-def run_info(config, data_fingerprints: dict | None = None) -> dict:
+def run_info(config, data_fingerprints: dict | None = None, resolved: dict | None = None) -> dict:
   """Everything besides the config that reproducing this run depends on.
 
   `data_fingerprints`: sha256 of each split's token ids, so runs on the same tokens show it.
+  `resolved`: what the config's 'auto' settings became on this device.
   """
   versions = {}
   for name in VERSIONED:
@@ -165,11 +166,14 @@ def run_info(config, data_fingerprints: dict | None = None) -> dict:
     "seed": config.seed,
     "data_fingerprints": data_fingerprints or {},
     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    **(resolved or {}),
   }
 
 
-def write_run_info(config, workdir: str, data_fingerprints: dict | None = None) -> None:
+def write_run_info(
+  config, workdir: str, data_fingerprints: dict | None = None, resolved: dict | None = None
+) -> None:
   if _is_writer():
     with open(os.path.join(workdir, "run.json"), "w") as f:
-      json.dump(run_info(config, data_fingerprints), f, indent=2)
+      json.dump(run_info(config, data_fingerprints, resolved), f, indent=2)
       f.write("\n")

@@ -26,6 +26,7 @@ from lm_jax import (
   models,
   optim,
   parallel,
+  profiling,
   records,
   runs,
 )
@@ -119,6 +120,7 @@ class _Run:
   flops_per_token: float
   train_step: Callable
   eval_step: Callable
+  resolved: dict  # What 'auto' settings became on this device (run.json).
 
 
 def _setup(config, workdir: str) -> _Run:
@@ -126,6 +128,10 @@ def _setup(config, workdir: str) -> _Run:
   c, seq_len = config.train, config.data.seq_len
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   model = models.build_model(config.model, tokenizer.vocab_size)
+  requested_attention = config.model.get("attention")
+  model, resolved = models.resolve_auto(model)
+  if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
+    print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
   max_len = getattr(model, "max_len", None)
   if max_len is not None and max_len < seq_len:
     raise UserError(
@@ -156,6 +162,7 @@ def _setup(config, workdir: str) -> _Run:
     flops_per_token=models.flops_per_token(model, abstract.params, seq_len),
     train_step=plan.compile_step(step, state=abstract),
     eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
+    resolved=resolved,
   )
 
 
@@ -178,7 +185,7 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
   records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
-  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens))
+  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens), run.resolved)
   return state, rng, start_step
 
 
@@ -259,11 +266,16 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
     dynamic_ncols=True,
   )
   meter, received = _Meter(run, start_step), []
+  tracer = profiling.StepTracer(
+    os.path.join(run.workdir, "profile"), profiling.check_profile_steps(c.get("profile_steps"))
+  )
   eval_metrics = in_flight = None
   try:
     with _catch_signals(received):
       for step, batch in zip(bar, batches):
+        tracer.before(step)
         state, metrics = run.train_step(state, batch, rng)
+        tracer.after(step, metrics)
         # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
         # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
         jax.block_until_ready(in_flight)
@@ -278,6 +290,8 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
           metrics = plan.to_host(metrics)
           _check_finite(metrics, done)
           rates = meter.read(done, batches)
+          peak = profiling.peak_memory_bytes()  # None on CPU.
+          rates.update({} if peak is None else {"peak_memory_bytes": peak})
           writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
           bar.set_postfix(
             loss=f"{metrics['train_loss']:.4f}",
@@ -298,6 +312,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
     if c.num_steps <= start_step:
       eval_metrics = _evaluate(run, state, writer, start_step)
   finally:
+    tracer.close()
     batches.close()
     bar.close()
   return state, eval_metrics

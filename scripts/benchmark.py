@@ -27,31 +27,21 @@ flags.DEFINE_integer("vocab_size", 65, "Vocabulary of the synthetic tokens.")
 flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet or measured).")
 flags.DEFINE_integer("gen_tokens", 256, "New tokens per generation benchmark (0: skip).")
 flags.DEFINE_list("gen_batches", ["1", "16"], "Batch sizes for the generation benchmark.")
+flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the timed steps to DIR.")
 flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
-# Dense bf16 peak FLOP/s per chip, from the vendors' datasheets.
-DATASHEET = {
-  "H100": 989e12,
-  "H200": 989e12,
-  "A100": 312e12,
-  "TPU v4": 275e12,
-  "TPU v5 lite": 197e12,
-  "TPU v5e": 197e12,
-  "TPU v5p": 459e12,
-  "TPU v5": 459e12,
-}
-
 
 def peak_flops(jax, jnp):
   """--peak_flops, else the datasheet value of the device, else a measured fp32 matmul."""
+  from lm_jax import profiling  # pylint: disable=g-import-not-at-top
+
   if FLAGS.peak_flops:
     return FLAGS.peak_flops, "flag"
-  kind = jax.devices()[0].device_kind
-  for name, flops in DATASHEET.items():
-    if name.lower() in kind.lower():
-      return flops * jax.local_device_count(), f"datasheet {name}"
+  known = profiling.datasheet_peak_flops(jax.devices()[0].device_kind)
+  if known:
+    return known[0] * jax.local_device_count(), f"datasheet {known[1]}"
   n = 2048
   a = jnp.ones((n, n), jnp.float32)
   dot = jax.jit(lambda x: x @ x)
@@ -74,19 +64,22 @@ def main(argv):
 
 
 def benchmark():
-  from lm_jax import parallel  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from lm_jax import parallel, profiling  # pylint: disable=g-import-not-at-top
 
   config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
   c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
-  parallel.cpu_cores_as_devices(c.parallel, c.batch_size)  # As scripts/train.py does.
+  parallel.prepare_cpu_backend(config)  # As scripts/train.py does.
+  for option, value in profiling.compilation_cache_options(config).items():
+    jax.config.update(option, value)
 
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from lm_jax import data, models, optim, runs, sample, train  # pylint: disable=g-import-not-at-top
 
-  model = models.build_model(config.model, V)
+  model, resolved = models.resolve_auto(models.build_model(config.model, V))
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
   create, rng = runs.state_factory(config, model, tx)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
@@ -119,12 +112,16 @@ def benchmark():
   # As in training: a background thread prepares batches; the step waits only if it falls behind.
   batches = data.Prefetcher(batch, range(FLAGS.steps), config.data.prefetch)
   times = []
+  tracer = profiling.StepTracer(FLAGS.profile, (0, FLAGS.steps - 1) if FLAGS.profile else None)
   t_loop = t0 = time.perf_counter()
-  for b in batches:
+  for i, b in enumerate(batches):
+    tracer.before(i)
     state, m = run(state, b, rng)
     jax.block_until_ready(m)
+    tracer.after(i, m)
     times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
+  tracer.close()
   input_sec_share = batches.wait_sec / (time.perf_counter() - t_loop)
   step_sec = statistics.median(times)
   tokens_per_step = c.batch_size * seq_len
@@ -134,6 +131,8 @@ def benchmark():
     "mode": mode,
     "devices": jax.local_device_count(),
     "device_kind": jax.devices()[0].device_kind,
+    **resolved,
+    "compilation_cache": bool(profiling.compilation_cache_options(config)),
     "compile_sec": compile_sec,
     "step_sec": step_sec,
     "tokens_per_sec": tokens_per_step / step_sec,
@@ -145,8 +144,7 @@ def benchmark():
     "peak_source": peak_source,
   }
   result["mfu"] = result["model_flops_per_sec"] / peak
-  stats = jax.devices()[0].memory_stats() or {}
-  result["peak_memory_bytes"] = stats.get("peak_bytes_in_use")
+  result["peak_memory_bytes"] = profiling.peak_memory_bytes()
 
   if FLAGS.gen_tokens:
     gen_model = (

@@ -45,7 +45,9 @@ OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 def main(argv):
   del argv
   console.setup(FLAGS.verbose)
-  from lm_jax import parallel  # Imported late so --help stays fast.
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from lm_jax import parallel, profiling  # Imported late so --help stays fast.
 
   try:
     # Before importing Orbax (lm_jax.train), which starts JAX's backend.
@@ -55,8 +57,9 @@ def main(argv):
     if not FLAGS.workdir:
       raise UserError("pass --workdir DIR (and --config CONFIG.py to start a new run).")
     config = config_lib.for_workdir(FLAGS.workdir, FLAGS.config, OVERRIDES, FLAGS.override)
-    c = config.train
-    parallel.cpu_cores_as_devices(c.parallel, c.batch_size, c.eval_batch_size or c.batch_size)
+    parallel.prepare_cpu_backend(config)
+    for option, value in profiling.compilation_cache_options(config).items():
+      jax.config.update(option, value)  # Before anything compiles.
   except UserError as e:
     sys.exit(f"error: {e}")
   from lm_jax import train  # Only now: the device count is set.

@@ -279,6 +279,9 @@ def test_run_records(config, tmp_path):
     info["versions"]
   )
   assert isinstance(info["git_dirty"], bool) and info["process_count"] == 1
+  # The config's 'auto' dtype and attention, settled for this CPU.
+  assert (info["compute_dtype"], info["attention"]) == ("float32", "reference")
+  assert info["attention_reason"]
   assert glob.glob(str(workdir / "events.out.tfevents.*"))
   row = next(r for r in records.read_metrics(str(workdir)) if "train_loss" in r)
   assert row["flops_per_sec"] > 0

@@ -239,3 +239,66 @@ def test_gelu_equals_jax_exact_gelu():
   np.testing.assert_allclose(
     grad(layers.gelu), grad(lambda v: jax.nn.gelu(v, approximate=False)), atol=1e-6
   )
+
+
+# Fused attention against the einsum reference: fp32 to rounding, bf16 to bf16's 8 bits.
+ATTENTION_TOLERANCE = {"float32": dict(rtol=1e-5, atol=1e-6), "bfloat16": dict(rtol=0, atol=2e-2)}
+
+
+def scaled(tree):
+  """Each leaf over the largest magnitude in the tree, so bf16 tolerances are relative."""
+  top = max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(tree))
+  return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32) / top, tree)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_xla_attention_equals_reference(name, dtype):
+  reference = build(name, dtype=dtype, attention="reference", num_layers=1)
+  fused = reference.clone(attention="xla")
+  params, tokens = init(reference)
+  tol = ATTENTION_TOLERANCE[dtype]
+  loss, grads = value_and_grad(reference, params, tokens)
+  fused_loss, fused_grads = value_and_grad(fused, params, tokens)
+  np.testing.assert_allclose(fused_loss, loss, rtol=tol["atol"])
+  assert_trees_close(scaled(fused_grads), scaled(grads), **tol)
+
+  def decode(model):  # Prefill 5 tokens (explicit mask), then one at a time (lengths).
+    step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
+    logits, cache = step_fn(tokens[:, :5], model.init_cache(3, 12))
+    pieces = [logits]
+    for t in range(5, 12):
+      logits, cache = step_fn(tokens[:, t : t + 1], cache)
+      pieces.append(logits)
+    return jnp.concatenate(pieces, axis=1)
+
+  full = reference.apply({"params": params}, tokens)
+  np.testing.assert_allclose(*scaled((decode(fused), full)), **tol)
+
+
+def test_attention_choices_and_refusals():
+  from types import SimpleNamespace
+
+  from lm_jax.models import layers
+
+  cpu = SimpleNamespace(platform="cpu", device_kind="cpu")
+  h100 = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100", compute_capability="9.0")
+  tpu = SimpleNamespace(platform="tpu", device_kind="TPU v5 lite")
+  bf16, fp32 = jnp.bfloat16, jnp.float32
+  assert layers.resolve_attention("auto", bf16, 0.0, 64, h100)[0] == "cudnn"
+  assert layers.resolve_attention("auto", fp32, 0.0, 64, h100)[0] == "xla"  # cuDNN: 16 bits only.
+  assert layers.resolve_attention("auto", bf16, 0.0, 64, tpu)[0] == "xla"
+  assert layers.resolve_attention("auto", fp32, 0.0, 64, cpu)[0] == "reference"
+  choice, reason = layers.resolve_attention("auto", bf16, 0.1, 64, h100)
+  assert choice == "reference" and "dropout" in reason
+  assert layers.resolve_attention("xla", fp32, 0.0, 64, cpu)[0] == "xla"
+  with pytest.raises(UserError, match="needs an NVIDIA GPU"):
+    layers.resolve_attention("cudnn", bf16, 0.0, 64, cpu)
+  with pytest.raises(UserError, match="not float32"):
+    layers.resolve_attention("cudnn", fp32, 0.0, 64, h100)
+  with pytest.raises(UserError, match="model.dropout=0.1"):
+    layers.resolve_attention("xla", fp32, 0.1, 64, cpu)
+  with pytest.raises(UserError, match="model.dropout"):
+    init(build("gpt", attention="cudnn", dropout=0.1))
+  assert layers.compute_dtype("auto", "cpu") == fp32
+  assert layers.compute_dtype("auto", "gpu") == layers.compute_dtype("auto", "tpu") == bf16

@@ -67,6 +67,24 @@ def build_model(model_config, vocab_size: int) -> nn.Module:
   return cls(vocab_size=vocab_size, **kwargs)
 
 
+def resolve_auto(model: nn.Module) -> tuple[nn.Module, dict]:
+  """Settles a Transformer's 'auto' dtype and attention for this device, once.
+
+  Returns the model with concrete values and what was chosen and why (for
+  run.json); explicit values pass through or are refused as unsupported.
+  """
+  fields = getattr(model, "__dataclass_fields__", {})
+  if not {"attention", "dtype", "dropout", "d_model", "num_heads"} <= set(fields):
+    return model, {}
+  from lm_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  dtype = layers.compute_dtype(model.dtype)
+  head_dim = model.d_model // model.num_heads
+  choice, reason = layers.resolve_attention(model.attention, dtype, model.dropout, head_dim)
+  info = {"compute_dtype": dtype.name, "attention": choice, "attention_reason": reason}
+  return model.clone(dtype=dtype.name, attention=choice), info
+
+
 def flops_per_token(model: nn.Module, params, seq_len: int) -> float:
   """Training FLOPs per token (forward and backward).
 

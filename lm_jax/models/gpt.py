@@ -27,6 +27,7 @@ class CausalAttention(nn.Module):
   dropout: float
   use_bias: bool
   dtype: jnp.dtype
+  attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -40,7 +41,9 @@ class CausalAttention(nn.Module):
     if kv is not None:
       k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
-    out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype)
+    out_BxHxLxK = layers.attention(
+      q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype, self.attention
+    )
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
@@ -89,6 +92,7 @@ class Block(nn.Module):
   gelu: str
   norm_eps: float
   dtype: jnp.dtype
+  attention: str = "reference"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -96,7 +100,13 @@ class Block(nn.Module):
       self.norm_eps, use_bias=self.use_bias, dtype=self.dtype, name=name
     )
     h, kv = CausalAttention(
-      self.num_heads, self.num_layers, self.dropout, self.use_bias, self.dtype, name="attn"
+      self.num_heads,
+      self.num_layers,
+      self.dropout,
+      self.use_bias,
+      self.dtype,
+      attention=self.attention,
+      name="attn",
     )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, name="mlp")
@@ -121,7 +131,9 @@ class GPT(nn.Module):
   use_bias: bool = True
   gelu: str = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
   norm_eps: float = 1e-5  # LayerNorm epsilon.
-  dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
+  # and logits stay float32.
+  attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
 
@@ -161,6 +173,9 @@ class GPT(nn.Module):
       "gelu": self.gelu,
       "norm_eps": self.norm_eps,
       "dtype": dtype,
+      "attention": layers.resolve_attention(
+        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+      )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from lm_jax import UserError
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU and TPU, float32 on CPU.
+ATTENTION = ("auto", "reference", "xla", "cudnn")
 
 # What the backward pass may keep from the forward pass of each block.
 REMAT_POLICIES = {
@@ -38,10 +39,17 @@ def _gelu_jvp(primals, tangents):
   return x * cdf, (cdf + x * pdf) * t
 
 
-def compute_dtype(name: str) -> jnp.dtype:
-  """The activation dtype named by `model.dtype`; parameters stay float32 regardless."""
+def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
+  """The activation dtype named by `model.dtype`; parameters stay float32 regardless.
+
+  'auto' is bfloat16 on accelerators (`platform`, default JAX's backend) and
+  float32 on CPUs, where XLA computes bfloat16 dots in float32 unless told
+  otherwise (see parallel.prepare_cpu_backend).
+  """
   if name not in DTYPES:
     raise UserError(f"unknown model.dtype {name!r}: use one of {list(DTYPES)}.")
+  if name == "auto":
+    name = "float32" if (platform or jax.default_backend()) == "cpu" else "bfloat16"
   return jnp.dtype(name)
 
 
@@ -71,6 +79,86 @@ def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
   return out_BxGxRxLxK.reshape(B, H, L, K)
+
+
+def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
+  """Why cuDNN's fused attention cannot run here, or None when it can."""
+  if device.platform != "gpu" or "nvidia" not in device.device_kind.lower():
+    return f"it needs an NVIDIA GPU, and this is a {device.platform} ({device.device_kind})"
+  capability = float(getattr(device, "compute_capability", "0") or 0)
+  if capability < 8.0:
+    return f"it needs compute capability 8.0 (Ampere) or newer, and this GPU has {capability}"
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    return f"it computes in bfloat16 or float16, not {jnp.dtype(dtype).name} (set model.dtype)"
+  limit = 256 if capability >= 9.0 else 128
+  if head_dim % 8 or head_dim > limit:
+    return f"the head width must be a multiple of 8 up to {limit}, not {head_dim}"
+  return None
+
+
+def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, device=None):
+  """The attention implementation to run, and why: (choice, reason).
+
+  An explicit choice runs as asked or is refused (UserError) with the reason;
+  only 'auto' chooses: cuDNN on NVIDIA GPUs where dtype and head width allow,
+  else XLA's fused attention on accelerators, and the einsum reference on CPU
+  (measured no slower there; README, Benchmark). Fused kernels do not drop
+  attention probabilities, so with dropout 'auto' takes the reference.
+  """
+  if requested not in ATTENTION:
+    raise UserError(f"unknown model.attention {requested!r}: use one of {list(ATTENTION)}.")
+  device = device or jax.devices()[0]
+  if requested in ("xla", "cudnn") and dropout > 0:
+    raise UserError(
+      f"model.attention={requested!r} cannot apply model.dropout={dropout} to attention "
+      "probabilities: set model.attention='reference' (or 'auto'), or model.dropout=0."
+    )
+  if requested == "cudnn":
+    problem = _cudnn_problem(dtype, head_dim, device)
+    if problem:
+      raise UserError(f"model.attention='cudnn' cannot run: {problem}; use 'auto' or 'xla'.")
+  if requested != "auto":
+    return requested, "set in the config"
+  if dropout > 0:
+    return "reference", f"model.dropout={dropout}: the fused kernels cannot drop probabilities"
+  problem = _cudnn_problem(dtype, head_dim, device)
+  if problem is None:
+    return "cudnn", f"{device.device_kind} supports cuDNN attention at this dtype and head width"
+  if device.platform != "cpu":
+    return "xla", f"cuDNN does not apply ({problem})"
+  return "reference", "on CPU the einsum reference is at least as fast as XLA's fused attention"
+
+
+def attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, implementation: str):
+  """causal_attention by `implementation`: 'reference', or jax.nn.dot_product_attention's
+  'xla' or 'cudnn' (no dropout; resolve_attention refuses them with it).
+
+  Without a cache (S == L, `pos` the Python int 0) the fused kernels use their
+  own causal mask; with one, a single query (decoding) sees the first pos + 1
+  keys by length, and several queries get an explicit causal mask.
+  """
+  if implementation == "reference":
+    return causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype)
+  if implementation not in ("xla", "cudnn"):
+    raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
+  B, H, L, K = q_BxHxLxK.shape
+  S = k_BxGxSxK.shape[2]
+  layout = lambda x: x.astype(dtype).transpose(0, 2, 1, 3)  # BxHxLxK -> BxLxHxK, as JAX takes it.
+  kwargs = {}
+  if isinstance(pos, int) and pos == 0 and S == L:
+    kwargs["is_causal"] = True
+  elif L == 1:
+    kwargs["key_value_seq_lengths"] = jnp.full((B,), pos + 1, jnp.int32)
+  else:
+    kwargs["mask"] = (jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None])[None, None]
+  out_BxLxHxK = jax.nn.dot_product_attention(
+    layout(q_BxHxLxK),
+    layout(k_BxGxSxK),
+    layout(v_BxGxSxK),
+    implementation=implementation,
+    **kwargs,
+  )
+  return out_BxLxHxK.transpose(0, 2, 1, 3)
 
 
 def init_kv_cache(num_layers: int, scan_layers: bool, shape_BxGxSxK, dtype):

@@ -40,6 +40,7 @@ class Attention(nn.Module):
   rope_base: float
   use_bias: bool
   dtype: jnp.dtype
+  attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -57,7 +58,9 @@ class Attention(nn.Module):
     if kv is not None:
       k_BxGxSxK, v_BxGxSxK, kv = layers.write_kv(kv, k_BxGxSxK, v_BxGxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
-    out_BxHxLxK = layers.causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype)
+    out_BxHxLxK = layers.attention(
+      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype, self.attention
+    )
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
@@ -110,6 +113,7 @@ class Block(nn.Module):
   attention_bias: bool
   mlp_bias: bool
   dtype: jnp.dtype
+  attention: str = "reference"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
@@ -122,6 +126,7 @@ class Block(nn.Module):
       self.rope_base,
       self.attention_bias,
       self.dtype,
+      attention=self.attention,
       name="attn",
     )
     h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
@@ -152,7 +157,9 @@ class Llama(nn.Module):
   norm_eps: float = 1e-5
   attention_bias: bool = False  # Biases in the q, k, v and output projections.
   mlp_bias: bool = False  # Biases in the SwiGLU's three projections.
-  dtype: str = "float32"  # Activations; parameters, softmax and logits stay float32.
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
+  # and logits stay float32.
+  attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
 
@@ -209,6 +216,9 @@ class Llama(nn.Module):
       "attention_bias": self.attention_bias,
       "mlp_bias": self.mlp_bias,
       "dtype": dtype,
+      "attention": layers.resolve_attention(
+        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+      )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,
