@@ -33,7 +33,7 @@ from lm_jax import UserError, console, mixtures, text_files, token_cache, tokeni
 SPLITS = ("train", "validation", "test")
 TokenStream = token_cache.TokenStream
 ORDERS = ("random_windows", "epochs")
-_CACHE_FORMAT = 2  # Bump when the cached token layout changes.
+_CACHE_FORMAT = 3  # Bump when the cached token layout changes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +46,14 @@ class Source:
 
   identity: dict
   pieces: Callable[[], Iterable[tuple[str, bool]]]
+  spans: Callable[[], Iterable[text_files.Span]] | None = None  # Local files: read by workers.
 
   def texts(self) -> Iterator[str]:
     return (text for text, _ in self.pieces())
+
+  def chunks(self) -> Iterable:
+    """What token_cache.build encodes: spans each worker reads, or chunks of the pieces."""
+    return self.spans() if self.spans else token_cache.chunks(self.pieces())
 
 
 def _split_names(c) -> dict[str, str]:
@@ -176,10 +181,11 @@ def _file_sources(c) -> dict[str, Source]:
     held = c.holdout_fraction if holdout and split in ("train", "validation") else None
     return {"files": files, "documents": c.documents, "holdout": held, "split": split}
 
-  return {
-    s: Source(identity(s), functools.partial(text_files.pieces, r, c.documents))
-    for s, r in ranges.items()
-  }
+  def source(split, r):
+    spans = lambda: text_files.spans(r, c.documents, token_cache.CHUNK_CHARS)
+    return Source(identity(split), functools.partial(text_files.pieces, r, c.documents), spans)
+
+  return {s: source(s, r) for s, r in ranges.items()}
 
 
 def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> np.ndarray:
@@ -211,7 +217,7 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
     "tokenizer": tokenizer.kind,
     **token_cache.build(
       directory,
-      source.pieces,
+      source.chunks,
       tokenizer,
       token_cache.workers(c.workers),
       c.shard_tokens,
