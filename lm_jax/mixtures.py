@@ -51,6 +51,11 @@ def source_configs(data_config) -> dict[str, ml_collections.ConfigDict]:
   are empty).
   """
   c = data_config
+  if names(c) and c.dataset == "synthetic":
+    raise UserError(
+      "data.dataset='synthetic' cannot be mixed with text: set data.dataset to a text source "
+      "(the sources' default) or empty data.mixture."
+    )
   configs = {}
   for name in names(c):
     if not name.replace("_", "").replace("-", "").isalnum():
