@@ -61,6 +61,9 @@ def get_config():
   d.workers = 0  # Processes that tokenize (0: every core); the tokens are the same for any count.
   d.shard_tokens = 100_000_000  # Tokens per cache shard file; a resumed build keeps whole shards.
   d.cache_wait_sec = 600.0  # Waiting for another process's cache build: give up after this idle.
+  # Named sources mixed by weight: data.mixture.NAME = {'weight': 0.7, 'dataset': ...} sets the
+  # source keys (dataset, splits, text_files...) that NAME changes from these; empty: one source.
+  d.mixture = ml_collections.ConfigDict()
   d.seq_len = 64  # Tokens of context per training example.
   d.order = "random_windows"  # random_windows (nanoGPT), or epochs (seeded permutations).
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from lm_jax import UserError, console, text_files, token_cache, tokenizers
+from lm_jax import UserError, console, mixtures, text_files, token_cache, tokenizers
 
 SPLITS = ("train", "validation", "test")
 TokenStream = token_cache.TokenStream
 ORDERS = ("random_windows", "epochs")
-_CACHE_FORMAT = 2  # Bump when the cached token layout changes.
+_CACHE_FORMAT = 3  # Bump when the cached token layout changes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +46,14 @@ class Source:
 
   identity: dict
   pieces: Callable[[], Iterable[tuple[str, bool]]]
+  spans: Callable[[], Iterable[text_files.Span]] | None = None  # Local files: read by workers.
 
   def texts(self) -> Iterator[str]:
     return (text for text, _ in self.pieces())
+
+  def chunks(self) -> Iterable:
+    """What token_cache.build encodes: spans each worker reads, or chunks of the pieces."""
+    return self.spans() if self.spans else token_cache.chunks(self.pieces())
 
 
 def _split_names(c) -> dict[str, str]:
@@ -176,10 +181,11 @@ def _file_sources(c) -> dict[str, Source]:
     held = c.holdout_fraction if holdout and split in ("train", "validation") else None
     return {"files": files, "documents": c.documents, "holdout": held, "split": split}
 
-  return {
-    s: Source(identity(s), functools.partial(text_files.pieces, r, c.documents))
-    for s, r in ranges.items()
-  }
+  def source(split, r):
+    spans = lambda: text_files.spans(r, c.documents, token_cache.CHUNK_CHARS)
+    return Source(identity(split), functools.partial(text_files.pieces, r, c.documents), spans)
+
+  return {s: source(s, r) for s, r in ranges.items()}
 
 
 def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> np.ndarray:
@@ -211,7 +217,7 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
     "tokenizer": tokenizer.kind,
     **token_cache.build(
       directory,
-      source.pieces,
+      source.chunks,
       tokenizer,
       token_cache.workers(c.workers),
       c.shard_tokens,
@@ -253,14 +259,56 @@ def _tokenizer(c, workdir: str, train: Source):
   return tokenizer
 
 
+def _sources(c) -> dict[str, Source]:
+  sources = _file_sources(c) if c.dataset == "text" else _tfds_sources(c)
+  for split, key in (("train", "train_split"), ("validation", "eval_split")):
+    if split not in sources:
+      raise UserError(f"no {split} split is configured: set data.{key}.")
+  return sources
+
+
+def _mixture_sources(c) -> tuple[dict, dict[str, dict[str, Source]], Source]:
+  """Each source's config and splits, and the mixed train text the shared tokenizer learns."""
+  configs = mixtures.source_configs(c)
+  weights = mixtures.weights(c)
+  sources = {}
+  for name, sc in configs.items():
+    try:
+      sources[name] = _sources(sc)
+    except UserError as e:
+      raise UserError(f"data.mixture.{name}: {e}") from e
+  identity = {n: [str(weights[n]), s["train"].identity] for n, s in sources.items()}
+  texts = lambda: mixtures.interleaved({n: s["train"].texts() for n, s in sources.items()}, weights)
+  return configs, sources, Source({"mixture": identity}, lambda: ((t, True) for t in texts()))
+
+
+def _mixture_tokens(c, workdir: str) -> tuple:
+  """(tokenizer, {split: Mixture}): splits that every source has; one tokenizer for all."""
+  configs, sources, mixed = _mixture_sources(c)
+  tokenizer = _tokenizer(c, workdir, mixed)
+  weights = mixtures.weights(c)
+  splits = [s for s in SPLITS if all(s in src for src in sources.values())]
+  tokens = {
+    split: mixtures.Mixture(
+      {n: cached_tokens(configs[n], tokenizer, split, sources[n][split]) for n in sources},
+      weights,
+    )
+    for split in splits
+  }
+  return tokenizer, tokens
+
+
 def prepare(data_config, workdir: str, is_writer: bool = True):
   """Loads or trains the tokenizer and returns (tokenizer, {split: token array}).
 
+  With data.mixture, each split is a `mixtures.Mixture` of the sources' token streams.
   The tokenizer is saved in `workdir` (by the writer process) and reused from
   there, so sampling and evaluation decode exactly as training encoded.
   """
   c = data_config
-  if c.dataset == "synthetic":
+  if mixtures.names(c):
+    tokenizer, tokens = _mixture_tokens(c, workdir)
+  elif c.dataset == "synthetic":
     held_out = max(c.synthetic_tokens // 10, 2 * c.seq_len)
     sizes = {"train": c.synthetic_tokens, "validation": held_out, "test": held_out}
     tokenizer = _tokenizer(c, workdir, Source({"synthetic": c.vocab_size}, tuple))
@@ -268,14 +316,12 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
       s: synthetic_tokens(c.synthetic, c.vocab_size, n, i) for i, (s, n) in enumerate(sizes.items())
     }
   else:
-    sources = _file_sources(c) if c.dataset == "text" else _tfds_sources(c)
-    for split, key in (("train", "train_split"), ("validation", "eval_split")):
-      if split not in sources:
-        raise UserError(f"no {split} split is configured: set data.{key}.")
+    sources = _sources(c)
     tokenizer = _tokenizer(c, workdir, sources["train"])
     tokens = {s: cached_tokens(c, tokenizer, s, src) for s, src in sources.items()}
   for split, toks in tokens.items():
-    check_length(toks, split, c.seq_len)
+    for name, stream in streams(toks).items():
+      check_length(stream, f"{name} {split}" if name else split, c.seq_len)
   path = os.path.join(workdir, "tokenizer.json")
   if is_writer and not os.path.exists(path):  # Only once all splits are known to be usable.
     os.makedirs(workdir, exist_ok=True)
@@ -283,23 +329,47 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
   return tokenizer, tokens
 
 
-def prepare_cache(data_config) -> dict:
-  """Tokenizes every configured split (or finds it cached); a summary per split."""
-  c = data_config
-  if c.dataset == "synthetic":
-    raise UserError("data.dataset='synthetic' has no text to tokenize: pick a dataset.")
-  sources = _file_sources(c) if c.dataset == "text" else _tfds_sources(c)
-  tokenizer = _tokenizer(c, "", sources["train"])
+def streams(tokens) -> dict:
+  """A split's token streams by source name; '' names the one stream of a plain split."""
+  return tokens.streams if isinstance(tokens, mixtures.Mixture) else {"": tokens}
+
+
+def _summary(stream) -> dict:
   keys = ("tokens", "bytes", "seconds", "fingerprint", "workers")
+  return {k: stream.index[k] for k in keys}
+
+
+def prepare_cache(data_config) -> dict:
+  """Tokenizes every configured split (or finds it cached); a summary per split.
+
+  With data.mixture, the keys are 'SPLIT/SOURCE'.
+  """
+  c = data_config
+  if c.dataset == "synthetic" and not mixtures.names(c):
+    raise UserError("data.dataset='synthetic' has no text to tokenize: pick a dataset.")
+  if mixtures.names(c):
+    _, tokens = _mixture_tokens(c, "")
+    return {
+      f"{split}/{n}": _summary(s) for split, mix in tokens.items() for n, s in mix.streams.items()
+    }
+  sources = _sources(c)
+  tokenizer = _tokenizer(c, "", sources["train"])
   return {
-    split: {k: cached_tokens(c, tokenizer, split, src).index[k] for k in keys}
-    for split, src in sources.items()
+    split: _summary(cached_tokens(c, tokenizer, split, src)) for split, src in sources.items()
   }
 
 
 def fingerprints(tokens: dict) -> dict:
-  """sha256 of each cached split's token ids, as written (what run.json records)."""
-  return {s: t.index["fingerprint"] for s, t in tokens.items() if hasattr(t, "index")}
+  """sha256 of each cached split's token ids, as written (what run.json records).
+
+  Mixtures: one per 'SPLIT/SOURCE'.
+  """
+  found = {}
+  for split, toks in tokens.items():
+    for name, stream in streams(toks).items():
+      if hasattr(stream, "index"):
+        found[f"{split}/{name}" if name else split] = stream.index["fingerprint"]
+  return found
 
 
 def check_length(tokens, split: str, seq_len: int) -> None:
@@ -315,8 +385,35 @@ def _epoch_permutation(seed: int, epoch: int, num_windows: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 1]).permutation(num_windows)
 
 
+def _window_starts(num_tokens, seed, step, first, count, rows, seq_len, order) -> np.ndarray:
+  """Starts of the rows `rows` of `count` windows drawn at `step`; `first` windows came before."""
+  if order == "random_windows":
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, num_tokens - seq_len, size=count)[rows]
+  if order == "epochs":
+    num_windows = (num_tokens - 1) // seq_len
+    index = first + np.arange(count)[rows]
+    return (
+      np.array(
+        [
+          _epoch_permutation(seed, int(e), num_windows)[w]
+          for e, w in zip(*np.divmod(index, num_windows))
+        ],
+        np.int64,
+      ).reshape(-1)
+      * seq_len
+    )
+  raise UserError(f"data.order={order!r}: use one of {list(ORDERS)}.")
+
+
+def _windows(tokens, starts, seq_len: int) -> dict:
+  windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+  windows = windows.reshape(len(starts), seq_len + 1)
+  return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
 def train_batch(
-  tokens: np.ndarray,
+  tokens,
   seed: int,
   step: int,
   batch_size: int,
@@ -330,31 +427,38 @@ def train_batch(
   never changes which windows a step sees, and a process reads only its rows.
   order='random_windows' starts each window anywhere (nanoGPT); 'epochs' cuts
   the stream into consecutive windows and visits them in a seeded permutation
-  per epoch, so every token is a target once per epoch.
+  per epoch, so every token is a target once per epoch. A `mixtures.Mixture`
+  gives each source its block of rows (mixtures.row_counts), drawn from its own
+  stream by the same scheme with its own seed.
 
   Returns:
     {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}.
   """
-  if order == "random_windows":
-    rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)[rows]
-  elif order == "epochs":
-    num_windows = (len(tokens) - 1) // seq_len
-    index = step * batch_size + np.arange(batch_size)[rows]
-    starts = (
-      np.array(
-        [
-          _epoch_permutation(seed, int(e), num_windows)[w]
-          for e, w in zip(*np.divmod(index, num_windows))
-        ],
-        np.int64,
-      ).reshape(-1)
-      * seq_len
+  if isinstance(tokens, mixtures.Mixture):
+    return _mixture_batch(tokens, seed, step, batch_size, seq_len, rows, order)
+  starts = _window_starts(
+    len(tokens), seed, step, step * batch_size, batch_size, rows, seq_len, order
+  )
+  return _windows(tokens, starts, seq_len)
+
+
+def _mixture_batch(mix, seed, step, batch_size, seq_len, rows, order) -> dict:
+  counts = mixtures.row_counts(mix.weights, step, batch_size)
+  before = mixtures.rows_before(mix.weights, step * batch_size)
+  lo, hi, _ = rows.indices(batch_size)
+  parts, offset = [], 0
+  for name, n in counts.items():
+    a, b = max(lo - offset, 0), min(hi - offset, n)
+    offset += n
+    if a >= b:
+      continue
+    tokens = mix.streams[name]
+    source_seed = mixtures.source_seed(seed, name)
+    starts = _window_starts(
+      len(tokens), source_seed, step, before[name], n, slice(a, b), seq_len, order
     )
-  else:
-    raise UserError(f"data.order={order!r}: use one of {list(ORDERS)}.")
-  windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
-  return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+    parts.append(_windows(tokens, starts, seq_len))
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets")}
 
 
 def eval_batches(tokens, seq_len: int, batch_size: int):

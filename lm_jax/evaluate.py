@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from lm_jax import UserError, data, losses, parallel, runs, tokenizers
+from lm_jax import UserError, data, losses, mixtures, parallel, runs, tokenizers
 
 
 def eval_step(state, batch, axis_name=None):
@@ -23,8 +23,22 @@ def evaluate(
   """Loss and perplexity over every next-token prediction in `tokens`.
 
   Token-loss sums and counts are added up in float64 on the host, so the
-  result does not depend on the batch size or the device count.
+  result does not depend on the batch size or the device count. A
+  `mixtures.Mixture` is evaluated source by source ('sources': {name: metrics});
+  its 'loss' is the mean of theirs weighted as configured.
   """
+  if isinstance(tokens, mixtures.Mixture):
+    per = {
+      n: evaluate(p_eval_step, state, s, seq_len, batch_size, plan)
+      for n, s in tokens.streams.items()
+    }
+    loss = tokens.weighted({n: m["loss"] for n, m in per.items()})
+    return {
+      **_metrics(sum(m["loss_sum"] for m in per.values()), sum(m["tokens"] for m in per.values())),
+      "loss": loss,
+      "perplexity": math.exp(min(loss, 700.0)),
+      "sources": per,
+    }
   loss_sum, weight_sum = 0.0, 0.0
   rows = plan.rows(batch_size)
   for batch in data.eval_batches(tokens, seq_len, batch_size):
@@ -32,6 +46,10 @@ def evaluate(
     sums = plan.to_host(p_eval_step(state, plan.shard(batch)))
     loss_sum += float(sums["loss_sum"])
     weight_sum += float(sums["weight_sum"])
+  return _metrics(loss_sum, weight_sum)
+
+
+def _metrics(loss_sum: float, weight_sum: float) -> dict:
   loss = loss_sum / weight_sum
   return {
     "loss": loss,
@@ -39,6 +57,11 @@ def evaluate(
     "tokens": int(weight_sum),
     "loss_sum": loss_sum,
   }
+
+
+def per_source(metrics: dict, prefix: str = "val_") -> dict:
+  """{'val_loss/NAME': loss} for each source of a mixture's metrics; {} otherwise."""
+  return {f"{prefix}loss/{n}": m["loss"] for n, m in metrics.get("sources", {}).items()}
 
 
 def evaluate_run(
@@ -52,7 +75,9 @@ def evaluate_run(
 
   Returns {'split', 'step', 'loss' (nats per token), 'perplexity',
   'bits_per_byte' (total nats / ln 2 / UTF-8 bytes of the predicted text),
-  'tokens', 'bytes'}. The word tokenizer adds 'word_perplexity' (each end of
+  'tokens', 'bytes'}. A mixture adds 'sources' ({name: the same keys}); its loss and
+  bits_per_byte are the sources' weighted as configured, its tokens and bytes their sums,
+  and its perplexity exp(loss). The word tokenizer adds 'word_perplexity' (each end of
   document counts as a word, as in PyTorch's word_language_model) and a
   'note'; its bits_per_byte and bytes are None, since <unk> hides the text.
   """
@@ -70,16 +95,7 @@ def evaluate_run(
   plan.check_batch(batch_size, "the eval batch size")
   p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
   m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
-  num_bytes = tokenizers.num_bytes(tokenizer, tokens[split], start=1)
-  result = {
-    "split": split,
-    "step": step,
-    "loss": m["loss"],
-    "perplexity": m["perplexity"],
-    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes if num_bytes else None,
-    "tokens": m["tokens"],
-    "bytes": num_bytes,
-  }
+  result = {"split": split, "step": step, **_report(m, tokenizer, tokens[split])}
   if tokenizer.kind == "word":
     result["word_perplexity"] = m["perplexity"]
     result["note"] = (
@@ -92,3 +108,28 @@ def evaluate_run(
       json.dump(result, f, indent=2)
       f.write("\n")
   return result
+
+
+def _report(m: dict, tokenizer, tokens) -> dict:
+  """Loss, perplexity, bits per byte, tokens and bytes of one evaluated split (or mixture)."""
+  if isinstance(tokens, mixtures.Mixture):
+    per = {n: _report(m["sources"][n], tokenizer, s) for n, s in tokens.streams.items()}
+    known = lambda key: all(r[key] is not None for r in per.values())
+    return {
+      "loss": m["loss"],
+      "perplexity": m["perplexity"],
+      "bits_per_byte": tokens.weighted({n: r["bits_per_byte"] for n, r in per.items()})
+      if known("bits_per_byte")
+      else None,
+      "tokens": m["tokens"],
+      "bytes": sum(r["bytes"] for r in per.values()) if known("bytes") else None,
+      "sources": per,
+    }
+  num_bytes = tokenizers.num_bytes(tokenizer, tokens, start=1)
+  return {
+    "loss": m["loss"],
+    "perplexity": m["perplexity"],
+    "bits_per_byte": m["loss_sum"] / math.log(2) / num_bytes if num_bytes else None,
+    "tokens": m["tokens"],
+    "bytes": num_bytes,
+  }

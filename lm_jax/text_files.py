@@ -6,6 +6,7 @@ train text is cut by byte offset, so nothing is loaded to find it.
 """
 
 import codecs
+import dataclasses
 import glob
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from lm_jax import UserError
 
 BLOCK = 1 << 20  # Bytes read at a time; a piece is about this long.
 NEAR = 1000  # The holdout cut moves forward to a newline at most this far away.
+LONG = 16 * BLOCK  # A span of one long file is cut mid-line if no newline comes within this.
 DOCUMENTS = ("file", "blank_line", "line")
 
 
@@ -130,3 +132,81 @@ def holdout(paths: list[str], fraction: float) -> tuple[list, list]:
       return head, tail
     cut -= size
   return ranges, []
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+  """Byte ranges `(path, start, end)` of a split, read where they are encoded.
+
+  `starts_document`: whether the span's first piece begins a document (False for the first
+  span of a split, and for a span that begins inside a `file` document).
+  """
+
+  ranges: tuple
+  documents: str
+  starts_document: bool
+
+  def pieces(self) -> list[tuple[str, bool]]:
+    out = list(pieces(self.ranges, self.documents))
+    if out:
+      out[0] = (out[0][0], self.starts_document)
+    return out
+
+
+def _find(path: str, at: int, end: int, pattern: bytes, isolated: bool) -> int | None:
+  """The first offset in [at, end) where `pattern` starts (and, if `isolated`, the byte before
+  is not pattern[0]); None if there is none. Reads BLOCK bytes at a time."""
+  base, data = at - 1, b""  # data holds the bytes from offset base on.
+  with open(path, "rb") as f:
+    f.seek(base)
+    while more := f.read(min(BLOCK, end - base - len(data))):
+      data += more
+      i = data.find(pattern, 1)
+      while i >= 1 and isolated and data[i - 1] == pattern[0]:
+        i = data.find(pattern, i + 1)
+      if i >= 1:
+        return base + i
+      drop = max(0, len(data) - len(pattern))  # A match cut by the read starts in the rest.
+      base, data = base + drop, data[drop:]
+  return None
+
+
+def _cut(path: str, at: int, end: int, documents: str) -> int:
+  """A clean place to end a span in (at, end]: after a newline, or after the first two
+  newlines of a run of them for blank-line documents; `end` if there is none."""
+  if documents == "blank_line":
+    i = _find(path, at, end, b"\n\n", isolated=True)
+    return end if i is None else i + 2
+  i = _find(path, at, min(end, at + LONG) if documents == "file" else end, b"\n", False)
+  if i is not None:
+    return i + 1
+  if documents == "line" or at + LONG >= end:
+    return end
+  at += LONG
+  with open(path, "rb") as f:  # One line of 16 MB: cut it, not inside a UTF-8 character.
+    f.seek(at)
+    head = f.read(4)
+  return at + next((j for j, b in enumerate(head) if b & 0xC0 != 0x80), len(head))
+
+
+def spans(ranges, documents: str, size: int) -> Iterator[Span]:
+  """The ranges in spans of about `size` bytes, cut where reading span by span changes nothing.
+
+  A pure function of the ranges' bytes and `size`: the same spans for any number of readers.
+  """
+  current, filled, opens = [], 0, False
+  for path, start, end in ranges:
+    pos = start
+    if start == end:
+      current.append((path, start, end))  # An empty file: an empty document.
+    while pos < end:
+      cut = end if end - pos <= size - filled else _cut(path, pos + size - filled, end, documents)
+      current.append((path, pos, cut))
+      filled += cut - pos
+      pos = cut
+      if filled >= size:
+        yield Span(tuple(current), documents, opens)
+        current, filled = [], 0
+        opens = documents != "file" or pos == end  # A file span continues its document.
+  if current:
+    yield Span(tuple(current), documents, opens)

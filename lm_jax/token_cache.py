@@ -2,8 +2,9 @@
 
 CACHE/tokens/SPLIT-KEY/ holds `shard-00000.uint16`, ... (shard i is complete once
 `shard-00000.json` beside it says how far into the text it reaches) and `index.json`, written
-last. The text is cut into chunks by the reader alone; a pool of worker processes encodes them
-and the results are written in order, so the tokens are the same for any number of workers, and
+last. The text is cut into chunks by the reader alone (local files: as byte ranges each worker reads
+itself, text_files.spans); a pool of worker processes encodes them and the results are
+written in order, so the tokens are the same for any number of workers, and
 an interrupted build resumes after its last complete shard. One process builds a directory at a
 time (a lock beside it); the others wait for its index.
 """
@@ -81,17 +82,26 @@ def encode_chunk(tokenizer, chunk: list[tuple[str, bool]]) -> tuple[np.ndarray, 
   return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), stats
 
 
+def _load(chunk) -> list[tuple[str, bool]]:
+  """A chunk's pieces: given as a list, or read now (an object with `pieces()`, such as a
+  text_files.Span)."""
+  return chunk.pieces() if hasattr(chunk, "pieces") else chunk
+
+
 def _init_worker(tokenizer_dict: dict) -> None:
   _WORKER["tokenizer"] = tokenizers.from_dict(tokenizer_dict)
 
 
 def _encode_in_worker(chunk, dtype):
-  ids, stats = encode_chunk(_WORKER["tokenizer"], chunk)
+  ids, stats = encode_chunk(_WORKER["tokenizer"], _load(chunk))
   return ids.astype(dtype), stats  # Half the bytes to send back, and no copy in the writer.
 
 
 def encoded(tokenizer, chunk_iter: Iterable, num_workers: int, dtype, used: dict) -> Iterator:
   """encode_chunk over the chunks, in order; with several workers, a few chunks in flight each.
+
+  A chunk is a list of pieces, or a description that the worker reads itself (`pieces()`),
+  so that the reading is parallel too.
 
   A text of fewer than MIN_POOL_CHUNKS chunks is encoded here: starting workers would cost more.
   So are bytes: encoding them is cheaper than sending text to a worker. Sets used['workers'] to
@@ -102,7 +112,7 @@ def encoded(tokenizer, chunk_iter: Iterable, num_workers: int, dtype, used: dict
   if num_workers <= 1 or len(head) < MIN_POOL_CHUNKS or tokenizer.kind == "byte":
     used["workers"] = 1
     for chunk in itertools.chain(head, chunk_iter):
-      yield encode_chunk(tokenizer, chunk)
+      yield encode_chunk(tokenizer, _load(chunk))
     return
   chunk_iter = itertools.chain(head, chunk_iter)
   used["workers"] = num_workers
@@ -163,13 +173,17 @@ def fingerprint(paths: list[str]) -> str:
 
 def build(
   directory: str,
-  pieces: Callable[[], Iterable[tuple[str, bool]]],
+  chunk_iter: Callable[[], Iterable],
   tokenizer,
   num_workers: int,
   shard_tokens: int,
   desc: str,
 ) -> dict:
-  """Tokenizes the pieces into shards in `directory`, resuming after complete ones; the index."""
+  """Tokenizes the chunks into shards in `directory`, resuming after complete ones; the index.
+
+  `chunk_iter()` gives the chunks: lists of pieces (see `chunks`), or objects that read their
+  own pieces (text_files.Span); the same chunks for every call.
+  """
   t = time.perf_counter()
   os.makedirs(directory, exist_ok=True)
   dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -180,7 +194,7 @@ def build(
     totals = {k: done[-1][k] for k in totals}
   bar = tqdm.tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0)
   bar.update(totals["bytes"])
-  todo = (c for i, c in enumerate(chunks(pieces())) if i >= totals["chunks"])
+  todo = itertools.islice(chunk_iter(), totals["chunks"], None)
   shard, shard_size, used = None, 0, {"workers": 1}
 
   def close(f, size):

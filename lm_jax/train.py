@@ -227,7 +227,7 @@ def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict
   m = evaluate.evaluate(
     run.eval_step, state, run.tokens["validation"], c.data.seq_len, batch_size, run.plan
   )
-  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"])
+  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
   return m
 
 

@@ -59,3 +59,29 @@ def test_a_bad_byte_is_located_across_blocks(tmp_path, monkeypatch):
   monkeypatch.setattr(text_files, "BLOCK", 4)
   with pytest.raises(UserError, match="not UTF-8 at byte 42: convert it"):
     list(text_files.pieces(text_files.whole([str(path)]), "file"))
+
+
+@SETTINGS
+@hypothesis.given(
+  st.lists(st.text(alphabet="ab \n\né日", max_size=120), min_size=1, max_size=3),
+  st.sampled_from(text_files.DOCUMENTS),
+  st.integers(1, 40),
+)
+def test_spans_read_one_by_one_give_the_documents_of_the_whole(tmp_path_factory, texts, per, size):
+  folder = tmp_path_factory.mktemp("t")
+  paths = []
+  for i, text in enumerate(texts):
+    paths.append(str(folder / f"{i}.txt"))
+    with open(paths[-1], "wb") as f:
+      f.write(text.encode("utf-8"))
+  ranges = text_files.whole(paths)
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(text_files, "BLOCK", 5)
+    m.setattr(text_files, "LONG", 12)  # Long lines of 'file' documents are cut too.
+    spans = list(text_files.spans(ranges, per, size))
+    pieces = [p for span in spans for p in span.pieces()]  # As workers would read them.
+    whole = list(text_files.pieces(ranges, per))
+  assert documents(pieces) == documents(whole)
+  assert sum(end - start for s in spans for _, start, end in s.ranges) == sum(
+    len(t.encode()) for t in texts
+  )

@@ -30,8 +30,13 @@ def train(kind, path):
   return tokenizers.train(kind, (t for t, _ in pieces_of(path)()), c)
 
 
-def build(directory, path, tokenizer, workers=1, shard_tokens=10**9):
-  return token_cache.build(str(directory), pieces_of(path), tokenizer, workers, shard_tokens, "t")
+def spans_of(path):
+  return lambda: text_files.spans(text_files.whole([path]), "blank_line", token_cache.CHUNK_CHARS)
+
+
+def build(directory, path, tokenizer, workers=1, shard_tokens=10**9, read_by_workers=True):
+  chunks = spans_of(path) if read_by_workers else lambda: token_cache.chunks(pieces_of(path)())
+  return token_cache.build(str(directory), chunks, tokenizer, workers, shard_tokens, "t")
 
 
 @pytest.fixture
@@ -48,6 +53,8 @@ def test_any_worker_count_writes_the_same_tokens(tmp_path, text_path, kind, smal
   assert len(two["shards"]) > 3
   assert min(two["shard_sizes"][:-1]) >= 2000  # Shards end at the first chunk end past 2000.
   assert one["fingerprint"] == two["fingerprint"] and one["tokens"] == two["tokens"]
+  sent = build(tmp_path / "sent", text_path, tok, workers=2, read_by_workers=False)
+  assert sent["fingerprint"] == one["fingerprint"]  # Text sent to workers (TFDS) or read there.
   stream = token_cache.TokenStream(str(tmp_path / "two"), two)
   whole = [tok.encode(d) for d in open(text_path).read().split("\n\n")]
   expected = np.concatenate([x for d in whole for x in (tok.eod_ids, d)][1:])
@@ -147,8 +154,8 @@ MEMORY = """
 import resource, sys
 from lm_jax import text_files, token_cache, tokenizers
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-pieces = lambda: text_files.pieces(text_files.whole([sys.argv[1]]), sys.argv[3])
-index = token_cache.build(sys.argv[2], pieces, tokenizers.ByteTokenizer(), 1, 10**9, "t")
+chunks = lambda: text_files.spans(text_files.whole([sys.argv[1]]), sys.argv[3], 2**20)
+index = token_cache.build(sys.argv[2], chunks, tokenizers.ByteTokenizer(), 1, 10**9, "t")
 print(index["tokens"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 
