@@ -6,8 +6,11 @@ Prints one JSON object: compile_sec, step_sec (median), tokens_per_sec,
 flops_per_token (the model's formula) and xla_flops_per_token (XLA's cost
 analysis of the compiled step), model_flops_per_sec, mfu (against
 --peak_flops, else a datasheet value for known accelerators, else a matmul
-measured here), peak_memory_bytes where the backend reports it, and
-generation tokens/s with and without the decode cache at batch 1 and 16.
+measured here), peak_memory_bytes where the backend reports it,
+stop_check_sec (the per-step agreement on stopping; nothing for one
+process), and generation tokens/s with and without the decode cache at batch
+1 and 16. Several processes: add --coordinator_address, --num_processes and
+--process_id as for scripts/train.py; each prints its own object.
 """
 
 import functools
@@ -28,6 +31,9 @@ flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet o
 flags.DEFINE_integer("gen_tokens", 256, "New tokens per generation benchmark (0: skip).")
 flags.DEFINE_list("gen_batches", ["1", "16"], "Batch sizes for the generation benchmark.")
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the timed steps to DIR.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-host runs.")
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
 flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
@@ -70,6 +76,9 @@ def benchmark():
 
   config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
   c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
+  parallel.initialize_distributed(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=False
+  )
   parallel.prepare_cpu_backend(config)  # As scripts/train.py does.
   for option, value in profiling.compilation_cache_options(config).items():
     jax.config.update(option, value)
@@ -145,6 +154,13 @@ def benchmark():
   }
   result["mfu"] = result["model_flops_per_sec"] / peak
   result["peak_memory_bytes"] = profiling.peak_memory_bytes()
+  # What the training loop adds per step so that all processes stop at the same step.
+  checks = []
+  for _ in range(50):
+    t = time.perf_counter()
+    parallel.any_process(False)
+    checks.append(time.perf_counter() - t)
+  result["stop_check_sec"] = statistics.median(checks)
 
   if FLAGS.gen_tokens:
     gen_model = (
