@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from lm_jax import UserError, data, losses, mixtures, parallel, runs, tokenizers
+from lm_jax import UserError, batches, data, losses, mixtures, parallel, runs, tokenizers
 
 
 def eval_step(state, batch, axis_name=None):
@@ -41,7 +41,7 @@ def evaluate(
     }
   loss_sum, weight_sum = 0.0, 0.0
   rows = plan.rows(batch_size)
-  for batch in data.eval_batches(tokens, seq_len, batch_size):
+  for batch in batches.eval_batches(tokens, seq_len, batch_size):
     batch = jax.tree_util.tree_map(lambda x: x[rows], batch)
     sums = plan.to_host(p_eval_step(state, plan.shard(batch)))
     loss_sum += float(sums["loss_sum"])

@@ -19,6 +19,7 @@ import tqdm
 
 from lm_jax import (
   UserError,
+  batches,
   checkpoint,
   data,
   evaluate,
@@ -199,11 +200,11 @@ class _Meter:
     self.t_start = self.t_last = time.perf_counter()
     self.last_step = start_step
 
-  def read(self, step: int, batches: data.Prefetcher) -> dict:
+  def read(self, step: int, prefetcher: batches.Prefetcher) -> dict:
     now = time.perf_counter()
     tok_s = self.tokens_per_step * (step - self.last_step) / (now - self.t_last)
-    wait = batches.wait_sec / (now - self.t_last)
-    self.t_last, self.last_step, batches.wait_sec = now, step, 0.0
+    wait = prefetcher.wait_sec / (now - self.t_last)
+    self.t_last, self.last_step, prefetcher.wait_sec = now, step, 0.0
     return {
       "tokens_per_sec": tok_s,
       "flops_per_sec": tok_s * self.flops_per_token,
@@ -244,20 +245,13 @@ def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_
 def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
   """Steps from `start_step` to train.num_steps; the one place that decides when to log,
   evaluate, save and stop. Returns (state, the last evaluation's metrics)."""
-  c, plan = run.config.train, run.plan
+  c, d, plan = run.config.train, run.config.data, run.plan
   rows = plan.rows(c.batch_size)
+  seed, train_tokens = run.config.seed, run.tokens["train"]
   make_batch = lambda step: plan.shard(
-    data.train_batch(
-      run.tokens["train"],
-      run.config.seed,
-      step,
-      c.batch_size,
-      run.config.data.seq_len,
-      rows,
-      run.config.data.order,
-    )
+    batches.train_batch(train_tokens, seed, step, c.batch_size, d.seq_len, rows, d.order)
   )
-  batches = data.Prefetcher(make_batch, range(start_step, c.num_steps), run.config.data.prefetch)
+  prefetcher = batches.Prefetcher(make_batch, range(start_step, c.num_steps), d.prefetch)
   bar = tqdm.tqdm(
     range(start_step, c.num_steps),
     initial=start_step,
@@ -272,7 +266,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
   eval_metrics = in_flight = None
   try:
     with _catch_signals(received):
-      for step, batch in zip(bar, batches):
+      for step, batch in zip(bar, prefetcher):
         tracer.before(step)
         state, metrics = run.train_step(state, batch, rng)
         tracer.after(step, metrics)
@@ -289,7 +283,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         if done % c.log_every == 0 or do_save:
           metrics = plan.to_host(metrics)
           _check_finite(metrics, done)
-          rates = meter.read(done, batches)
+          rates = meter.read(done, prefetcher)
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})
           writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
@@ -313,7 +307,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
       eval_metrics = _evaluate(run, state, writer, start_step)
   finally:
     tracer.close()
-    batches.close()
+    prefetcher.close()
     bar.close()
   return state, eval_metrics
 

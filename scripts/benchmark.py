@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError, console
+from lm_jax import UserError, batches, console
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
@@ -98,7 +98,7 @@ def benchmark():
   tokens = data.synthetic_tokens("random", V, 1_000_000, seed=0)
   rows = plan.rows(c.batch_size)
   batch = lambda s: plan.shard(
-    data.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, config.data.order)
+    batches.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, config.data.order)
   )
 
   state = plan.init(create)
@@ -119,11 +119,11 @@ def benchmark():
     state, m = run(state, batch(s), rng)
   jax.block_until_ready(m)
   # As in training: a background thread prepares batches; the step waits only if it falls behind.
-  batches = data.Prefetcher(batch, range(FLAGS.steps), config.data.prefetch)
+  prefetcher = batches.Prefetcher(batch, range(FLAGS.steps), config.data.prefetch)
   times = []
   tracer = profiling.StepTracer(FLAGS.profile, (0, FLAGS.steps - 1) if FLAGS.profile else None)
   t_loop = t0 = time.perf_counter()
-  for i, b in enumerate(batches):
+  for i, b in enumerate(prefetcher):
     tracer.before(i)
     state, m = run(state, b, rng)
     jax.block_until_ready(m)
@@ -131,7 +131,7 @@ def benchmark():
     times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
   tracer.close()
-  input_sec_share = batches.wait_sec / (time.perf_counter() - t_loop)
+  input_sec_share = prefetcher.wait_sec / (time.perf_counter() - t_loop)
   step_sec = statistics.median(times)
   tokens_per_step = c.batch_size * seq_len
   peak, peak_source = peak_flops(jax, jnp)

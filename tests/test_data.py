@@ -13,7 +13,7 @@ import pytest
 from conftest import make_text
 
 from configs import tiny
-from lm_jax import UserError, data, tokenizers, train
+from lm_jax import UserError, batches, data, tokenizers, train
 
 SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 
@@ -221,18 +221,18 @@ def test_synthetic_data_needs_no_files(tmp_path):
   assert tok.decode(tokens["train"][:3]) == " ".join(map(str, tokens["train"][:3]))
 
 
-@pytest.mark.parametrize("order", data.ORDERS)
+@pytest.mark.parametrize("order", batches.ORDERS)
 def test_train_batch_is_a_pure_function_of_seed_and_step(order):
   tokens = np.arange(1000, dtype=np.int32)
-  a = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
-  b = data.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
-  c = data.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10, order=order)
+  a = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  b = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  c = batches.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10, order=order)
   np.testing.assert_array_equal(a["inputs"], b["inputs"])
   assert not np.array_equal(a["inputs"], c["inputs"])
   np.testing.assert_array_equal(a["targets"], a["inputs"] + 1)
   # Two processes, each reading only its half of the rows, together read the whole batch.
   halves = [
-    data.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order) for i in (0, 3)
+    batches.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order) for i in (0, 3)
   ]
   for key in a:
     np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), a[key])
@@ -240,7 +240,7 @@ def test_train_batch_is_a_pure_function_of_seed_and_step(order):
 
 def test_epochs_visit_every_window_once():
   tokens = np.arange(101, dtype=np.int32)  # 10 windows of 10 targets.
-  seen = [data.train_batch(tokens, 0, s, 5, 10, order="epochs")["targets"] for s in range(4)]
+  seen = [batches.train_batch(tokens, 0, s, 5, 10, order="epochs")["targets"] for s in range(4)]
   first, second = np.concatenate(seen[:2]), np.concatenate(seen[2:])
   np.testing.assert_array_equal(np.sort(first.reshape(-1)), np.arange(1, 101))
   np.testing.assert_array_equal(np.sort(second.reshape(-1)), np.arange(1, 101))
@@ -249,15 +249,15 @@ def test_epochs_visit_every_window_once():
 
 def test_eval_batches_cover_every_token_once():
   tokens = np.arange(50, dtype=np.int32)
-  batches = list(data.eval_batches(tokens, seq_len=4, batch_size=3))
-  weights = np.concatenate([b["weights"] for b in batches]).reshape(-1)
-  targets = np.concatenate([b["targets"] for b in batches]).reshape(-1)
-  assert all(b["inputs"].shape == (3, 4) for b in batches)
+  got = list(batches.eval_batches(tokens, seq_len=4, batch_size=3))
+  weights = np.concatenate([b["weights"] for b in got]).reshape(-1)
+  targets = np.concatenate([b["targets"] for b in got]).reshape(-1)
+  assert all(b["inputs"].shape == (3, 4) for b in got)
   np.testing.assert_array_equal(targets[weights > 0], np.arange(1, 50))
 
 
 def test_prefetcher_keeps_order_and_raises_errors():
-  fetched = data.Prefetcher(lambda s: s * s, range(5))
+  fetched = batches.Prefetcher(lambda s: s * s, range(5))
   assert list(fetched) == [0, 1, 4, 9, 16]
 
   def fail(step):
@@ -265,10 +265,10 @@ def test_prefetcher_keeps_order_and_raises_errors():
       raise ValueError("bad step")
     return step
 
-  fetched = data.Prefetcher(fail, range(5))
+  fetched = batches.Prefetcher(fail, range(5))
   with pytest.raises(ValueError, match="bad step"):
     list(fetched)
-  stopped = data.Prefetcher(lambda s: s, range(10**9))
+  stopped = batches.Prefetcher(lambda s: s, range(10**9))
   assert next(iter(stopped)) == 0
   stopped.close()
 
@@ -297,13 +297,13 @@ def test_prefetcher_closes_at_once_on_error_end_and_mid_stream():
       raise ValueError("bad step")
     return step
 
-  failed = data.Prefetcher(fail, range(5), depth=1)  # The error comes with the queue full.
+  failed = batches.Prefetcher(fail, range(5), depth=1)  # The error comes with the queue full.
   time.sleep(0.2)
   closes_within_a_second(failed)
-  ended = data.Prefetcher(lambda s: s, range(1), depth=1)  # So does the end of the steps.
+  ended = batches.Prefetcher(lambda s: s, range(1), depth=1)  # So does the end of the steps.
   time.sleep(0.2)
   closes_within_a_second(ended)
-  mid = data.Prefetcher(lambda s: s, range(10**9), depth=2)
+  mid = batches.Prefetcher(lambda s: s, range(10**9), depth=2)
   assert next(iter(mid)) == 0
   time.sleep(0.2)  # The queue fills up behind the reader.
   closes_within_a_second(mid)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import make_text
 
-from lm_jax import UserError, data, evaluate, mixtures, records, runs, train
+from lm_jax import UserError, batches, data, evaluate, mixtures, records, runs, train
 from lm_jax import config as config_lib
 
 F = fractions.Fraction
@@ -44,17 +44,17 @@ def two_streams():
   return {"a": np.arange(5000), "b": 10_000 + np.arange(3000)}
 
 
-@pytest.mark.parametrize("order", data.ORDERS)
+@pytest.mark.parametrize("order", batches.ORDERS)
 def test_each_source_gives_its_rows_from_its_own_stream(order):
   mix = mixtures.Mixture(two_streams(), {"a": F(3, 4), "b": F(1, 4)})
   for step in range(6):
-    full = data.train_batch(mix, 7, step, 8, 16, order=order)
+    full = batches.train_batch(mix, 7, step, 8, 16, order=order)
     assert (full["inputs"][:6] < 10_000).all() and (full["inputs"][6:] >= 10_000).all()
     np.testing.assert_array_equal(full["inputs"][:, 1:], full["targets"][:, :-1])
     for rows in (slice(0, 4), slice(4, 8), slice(6, 8)):  # A process builds only its rows.
-      part = data.train_batch(mix, 7, step, 8, 16, rows, order)
+      part = batches.train_batch(mix, 7, step, 8, 16, rows, order)
       np.testing.assert_array_equal(part["inputs"], full["inputs"][rows])
-    alone = data.train_batch(mix.streams["b"], mixtures.source_seed(7, "b"), step, 2, 16)
+    alone = batches.train_batch(mix.streams["b"], mixtures.source_seed(7, "b"), step, 2, 16)
     if order == "random_windows":  # The source's own scheme, with its own seed.
       np.testing.assert_array_equal(full["inputs"][6:], alone["inputs"])
 
@@ -63,7 +63,7 @@ def test_epochs_visit_each_sources_windows_once():
   mix = mixtures.Mixture(two_streams(), {"a": F(1, 2), "b": F(1, 2)})
   starts = {"a": [], "b": []}
   for step in range(20):  # 80 windows of each, fewer than an epoch (187 of b): no repeats.
-    batch = data.train_batch(mix, 3, step, 8, 16, order="epochs")
+    batch = batches.train_batch(mix, 3, step, 8, 16, order="epochs")
     starts["a"] += [int(r[0]) for r in batch["inputs"][:4]]
     starts["b"] += [int(r[0]) for r in batch["inputs"][4:]]
   assert all(s % 16 == 0 for s in starts["a"]) and len(set(starts["a"])) == 80
@@ -108,7 +108,7 @@ def test_mixture_keys_are_overridable_and_checked(mixed):
 
 
 def record_batches(monkeypatch, seen: dict):
-  real = data.train_batch
+  real = batches.train_batch
 
   def recording(tokens, seed, step, *args, **kwargs):
     batch = real(tokens, seed, step, *args, **kwargs)

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_text
 
 from configs import tiny
-from lm_jax import data, text_files, token_cache, tokenizers
+from lm_jax import batches, text_files, token_cache, tokenizers
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +110,10 @@ def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, smal
     np.testing.assert_array_equal(stream[a:b], flat[a:b])
   assert stream[-1] == flat[-1] and stream[2000] == flat[2000]
   for step in range(5):
-    got = data.train_batch(stream, 1, step, 16, 300, order="epochs")
-    want = data.train_batch(flat, 1, step, 16, 300, order="epochs")
+    got = batches.train_batch(stream, 1, step, 16, 300, order="epochs")
+    want = batches.train_batch(flat, 1, step, 16, 300, order="epochs")
     np.testing.assert_array_equal(got["inputs"], want["inputs"])
-  for got, want in zip(data.eval_batches(stream, 300, 8), data.eval_batches(flat, 300, 8)):
+  for got, want in zip(batches.eval_batches(stream, 300, 8), batches.eval_batches(flat, 300, 8)):
     for k in got:
       np.testing.assert_array_equal(got[k], want[k])
 

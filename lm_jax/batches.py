@@ -1,0 +1,166 @@
+"""Token streams -> batches: training windows as a pure function of (seed, step), whole-split
+evaluation batches, and a background thread that prepares them ahead of the step.
+"""
+
+import functools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from lm_jax import UserError, mixtures
+
+ORDERS = ("random_windows", "epochs")
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, epoch: int, num_windows: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch, 1]).permutation(num_windows)
+
+
+def _window_starts(num_tokens, seed, step, first, count, rows, seq_len, order) -> np.ndarray:
+  """Starts of the rows `rows` of `count` windows drawn at `step`; `first` windows came before."""
+  if order == "random_windows":
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, num_tokens - seq_len, size=count)[rows]
+  if order == "epochs":
+    num_windows = (num_tokens - 1) // seq_len
+    index = first + np.arange(count)[rows]
+    return (
+      np.array(
+        [
+          _epoch_permutation(seed, int(e), num_windows)[w]
+          for e, w in zip(*np.divmod(index, num_windows))
+        ],
+        np.int64,
+      ).reshape(-1)
+      * seq_len
+    )
+  raise UserError(f"data.order={order!r}: use one of {list(ORDERS)}.")
+
+
+def _windows(tokens, starts, seq_len: int) -> dict:
+  windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+  windows = windows.reshape(len(starts), seq_len + 1)
+  return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+
+
+def train_batch(
+  tokens,
+  seed: int,
+  step: int,
+  batch_size: int,
+  seq_len: int,
+  rows: slice = slice(None),
+  order: str = "random_windows",
+) -> dict:
+  """The global batch's `rows` at `step`: windows of seq_len + 1 tokens.
+
+  A pure function of (seed, step): resuming, restarting or sharding the run
+  never changes which windows a step sees, and a process reads only its rows.
+  order='random_windows' starts each window anywhere (nanoGPT); 'epochs' cuts
+  the stream into consecutive windows and visits them in a seeded permutation
+  per epoch, so every token is a target once per epoch. A `mixtures.Mixture`
+  gives each source its block of rows (mixtures.row_counts), drawn from its own
+  stream by the same scheme with its own seed.
+
+  Returns:
+    {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}.
+  """
+  if isinstance(tokens, mixtures.Mixture):
+    return _mixture_batch(tokens, seed, step, batch_size, seq_len, rows, order)
+  starts = _window_starts(
+    len(tokens), seed, step, step * batch_size, batch_size, rows, seq_len, order
+  )
+  return _windows(tokens, starts, seq_len)
+
+
+def _mixture_batch(mix, seed, step, batch_size, seq_len, rows, order) -> dict:
+  counts = mixtures.row_counts(mix.weights, step, batch_size)
+  before = mixtures.rows_before(mix.weights, step * batch_size)
+  lo, hi, _ = rows.indices(batch_size)
+  parts, offset = [], 0
+  for name, n in counts.items():
+    a, b = max(lo - offset, 0), min(hi - offset, n)
+    offset += n
+    if a >= b:
+      continue
+    tokens = mix.streams[name]
+    source_seed = mixtures.source_seed(seed, name)
+    starts = _window_starts(
+      len(tokens), source_seed, step, before[name], n, slice(a, b), seq_len, order
+    )
+    parts.append(_windows(tokens, starts, seq_len))
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets")}
+
+
+def eval_batches(tokens, seq_len: int, batch_size: int):
+  """Yields batches covering every next-token prediction of `tokens` exactly once.
+
+  Consecutive non-overlapping windows; the tail is padded with weight 0, so
+  every batch has `batch_size` rows. Reads one batch of `tokens` at a time.
+  """
+  n = len(tokens) - 1
+  size = batch_size * seq_len
+  for start in range(0, n, size):
+    window = np.zeros(size + 1, np.int32)
+    part = tokens[start : start + size + 1]
+    window[: len(part)] = part
+    weights = (start + np.arange(size) < n).astype(np.float32).reshape(batch_size, seq_len)
+    yield {
+      "inputs": window[:-1].reshape(batch_size, seq_len),
+      "targets": window[1:].reshape(batch_size, seq_len),
+      "weights": weights,
+    }
+
+
+class Prefetcher:
+  """Runs `make(step)` for each step in a background thread, `depth` steps ahead.
+
+  Iterating yields the results in order; `wait_sec` adds up the time the
+  consumer spent blocked on them (the train step waiting for input).
+  """
+
+  def __init__(self, make: Callable[[int], object], steps: Iterable[int], depth: int = 2):
+    self.wait_sec = 0.0
+    self._queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(make, steps), daemon=True)
+    self._thread.start()
+
+  def _put(self, item) -> bool:
+    """Queues `item` unless closed first; never blocks past close()."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def _run(self, make, steps):
+    try:
+      for step in steps:
+        if not self._put((True, make(step))):
+          return
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
+      self._put((False, e))
+      return
+    self._put((False, None))
+
+  def __iter__(self):
+    while True:
+      t = time.perf_counter()
+      ok, item = self._queue.get()
+      self.wait_sec += time.perf_counter() - t
+      if not ok:
+        if item is not None:
+          raise item
+        return
+      yield item
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
