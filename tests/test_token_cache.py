@@ -136,10 +136,8 @@ print(json.dumps(data.prepare_cache(c)))
 
 
 def test_processes_sharing_a_cache_directory_build_it_once(tmp_path, text_path):
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   args = [sys.executable, "-c", SHARE, str(tmp_path / "cache"), text_path]
-  procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
-  procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]
   assert all(p.returncode == 0 for p in procs), outs
   assert outs[0][0] == outs[1][0]
@@ -167,9 +165,8 @@ def peak_memory_growth(tmp_path, documents, mib):
   with open(path, "wb") as f:
     for _ in range(mib * 2**20 // len(paragraph)):
       f.write(paragraph)
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   args = [sys.executable, "-c", MEMORY, str(path), str(tmp_path / f"cache{mib}"), documents]
-  out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout.split()
+  out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
   return int(out[0]), int(out[1])
 
 
