@@ -175,9 +175,8 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   try:
     tree = parallel.Plan("jit").place(checkpoint_tree(state, rng))
     ckpt.save(0, tree, meta={"step": 0, "seed": config.seed, "order": config.data.order})
-    ckpt.wait()
   finally:
-    ckpt.close()
+    ckpt.close()  # Waits for the save.
   records.write_config(config, workdir)  # Last: a run directory is complete once it has one.
   records.write_run_info(config, workdir)
 

@@ -428,8 +428,10 @@ def num_bytes(tokenizer, ids, start: int = 0) -> int | None:
   total = 0
   for at in range(start, len(ids), 1 << 22):
     part = np.asarray(ids[at : at + (1 << 22)]).reshape(-1)
-    if table is None:
-      total += len(tokenizer.decode(part).encode("utf-8")) + (at > start)  # The space between.
+    if table is None:  # Decode: ends of document come back as EOD, one byte each.
+      eods = 0 if tokenizer.eos_id is None else int((part == tokenizer.eos_id).sum())
+      total += len(tokenizer.decode(part).encode("utf-8")) - eods * (len(EOD) - 1)
+      total += tokenizer.kind == "ids" and at > start  # Ids are joined by spaces.
     else:
       total += int(table[part].sum())
   return total
