@@ -17,6 +17,7 @@ import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -70,6 +71,7 @@ def _tfds_sources(c) -> dict[str, Source]:
   tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
   if not console.verbose():
     tfds.disable_progress_bar()  # The first preparation prints one line of ours instead.
+  console.quiet_package("absl", "tensorflow_datasets", logging.ERROR)  # Notes on empty dirs.
   try:
     builder = tfds.builder(c.dataset, data_dir=c.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:

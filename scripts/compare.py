@@ -12,16 +12,18 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError, compare
+from lm_jax import UserError, compare, console
 
 flags.DEFINE_list("group_by", [], "Config keys that define a group, e.g. model.name.")
 flags.DEFINE_string("metric", "val_loss", "A metrics.jsonl key, taken at each run's final step.")
 flags.DEFINE_string("baseline", None, "The baseline group's value(s) (default: the first group).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+  console.setup(FLAGS.verbose)
   paths = argv[1:]
   try:
     if not paths:

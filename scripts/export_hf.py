@@ -11,16 +11,18 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("out", None, "The new Hugging Face model directory.", required=True)
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to export (default: the newest).")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   from lm_jax import runs  # Imported late so --help stays fast.
 
   try:

@@ -15,18 +15,20 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory.", required=True)
 flags.DEFINE_string("workdir", None, "The new run's directory.", required=True)
 flags.DEFINE_string("config", None, "Base config: path.py[:arg] or path.json.")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   from configs import shakespeare_char_gpt_cpu  # Imported late so --help stays fast.
   from lm_jax import runs
 

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lm_jax import UserError, compare, sweep  # noqa: E402
+from lm_jax import UserError, compare, console, sweep  # noqa: E402
 
 CURVES = (("train_loss", "-", "train"), ("val_loss", "o--", "val"))
 
@@ -50,7 +50,9 @@ def main():
     "--group_by", default="", help="Config keys, comma-separated: one curve each."
   )
   parser.add_argument("--band", default="minmax", help="Band around a group's mean: minmax or std.")
+  parser.add_argument("--verbose", action="store_true", help="Show the libraries' own logging.")
   args = parser.parse_args()
+  console.setup(args.verbose)
   try:
     if args.group_by:
       groups = compare.group_runs(args.paths, args.group_by.split(","))

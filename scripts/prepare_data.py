@@ -16,9 +16,9 @@ peak memory of the whole process tree (sum of RSS), and the fingerprint (equal a
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
@@ -26,13 +26,14 @@ flags.DEFINE_bool("benchmark", False, "Measure tokenization speed and memory ins
 flags.DEFINE_float("corpus_mb", 100, "--benchmark: MiB of generated text (0: the config's data).")
 flags.DEFINE_list("tokenizers", ["byte", "char", "sentencepiece"], "--benchmark: tokenizers.")
 flags.DEFINE_list("workers", ["1", "2"], "--benchmark: worker counts.")
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # TFDS's INFO lines.
+  console.setup(FLAGS.verbose)
   from lm_jax import data, data_benchmark  # Imported late so --help stays fast.
 
   try:

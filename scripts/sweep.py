@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError, sweep
+from lm_jax import UserError, console, sweep
 from lm_jax import config as config_lib
 
 flags.DEFINE_list("config", None, "Config files (path.py[:arg] or .json), comma-separated.")
@@ -27,12 +27,14 @@ flags.DEFINE_string(
   os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
   "The training script each run calls with --config, --workdir and --config.KEY=VALUE.",
 )
+flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
+  console.setup(FLAGS.verbose)
   try:
     if not FLAGS.config or not FLAGS.root:
       raise UserError("pass --config CONFIG.py[,OTHER.py] and --root DIR.")

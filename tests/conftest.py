@@ -34,6 +34,17 @@ def make_text(num_words: int, seed: int) -> str:
   return "\n".join(lines) + "\n"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache per test process: tests that compile the same program
+  (the same tiny model, step and layout) compile it once."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @pytest.fixture(autouse=True)
 def token_cache(tmp_path, monkeypatch):
   """Each test gets its own empty token cache; nothing is written under ~."""
