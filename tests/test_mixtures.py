@@ -115,7 +115,7 @@ def record_batches(monkeypatch, seen: dict):
     seen[step] = hashlib.sha256(batch["inputs"].tobytes()).hexdigest()
     return batch
 
-  monkeypatch.setattr(data, "train_batch", recording)
+  monkeypatch.setattr(batches, "train_batch", recording)
 
 
 def stop_at(monkeypatch, at_step):
