@@ -58,6 +58,18 @@ def _shapes(tree) -> dict[str, tuple]:
   return out
 
 
+def mismatch(have_tree, want_tree, have_label: str) -> str | None:
+  """Lines naming each path whose shape or dtype differ ('path: LABEL (shape, dtype), config
+  (shape, dtype)'), optimizer paths only when nothing else differs; None when the trees fit."""
+  have, want = _shapes(have_tree), _shapes(want_tree)
+  keys = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+  if not keys:
+    return None
+  keys = [k for k in keys if not k.startswith("opt_state/")] or keys
+  lines = "\n".join(f"  {k}: {have_label} {have.get(k)}, config {want.get(k)}" for k in keys[:20])
+  return lines + (f"\n  ... and {len(keys) - 20} more" if len(keys) > 20 else "")
+
+
 class Checkpointer:
   """Saves and restores {'state': pytree, 'meta': dict} by step.
 
@@ -97,18 +109,8 @@ class Checkpointer:
 
   def check_fits(self, step: int, target) -> None:
     """Refuses a checkpoint whose tree or shapes differ from `target`'s."""
-    saved = _shapes(self.manager.item_metadata(step).state.tree)
-    wanted = _shapes(target)
-    diff = {
-      k: (saved.get(k), wanted.get(k))
-      for k in saved.keys() | wanted.keys()
-      if saved.get(k) != wanted.get(k)
-    }
-    if diff:
-      keys = sorted(k for k in diff if not k.startswith("opt_state/")) or sorted(diff)
-      lines = "\n".join(f"  {k}: checkpoint {diff[k][0]}, config {diff[k][1]}" for k in keys[:20])
-      if len(keys) > 20:
-        lines += f"\n  ... and {len(keys) - 20} more"
+    lines = mismatch(self.manager.item_metadata(step).state.tree, target, "checkpoint")
+    if lines:
       raise UserError(
         f"checkpoint {step} in {self.directory} does not fit the model of this "
         f"config (path: checkpoint vs config shape, dtype):\n{lines}\n"

@@ -106,22 +106,10 @@ def load_run(workdir: str, step: int | None = None):
   return config, model, tokenizer, state, step
 
 
-def _shapes(tree) -> dict[str, tuple]:
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {
-    jax.tree_util.keystr(p, simple=True, separator="/"): (tuple(x.shape), str(x.dtype))
-    for p, x in flat
-  }
-
-
 def check_params_fit(params, abstract_params, source: str) -> None:
   """Refuses parameters whose tree, shapes or dtypes differ from the config's model."""
-  have, want = _shapes(params), _shapes(abstract_params)
-  keys = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
-  if keys:
-    lines = "\n".join(f"  {k}: {source} {have.get(k)}, config {want.get(k)}" for k in keys[:20])
-    if len(keys) > 20:
-      lines += f"\n  ... and {len(keys) - 20} more"
+  lines = checkpoint.mismatch(params, abstract_params, source)
+  if lines:
     raise UserError(
       f"the parameters in {source} do not fit the model of this config (path: "
       f"theirs vs config shape, dtype):\n{lines}\nSet config.model and the tokenizer "
