@@ -30,7 +30,7 @@ from lm_jax import UserError, console, mixtures, text_files, token_cache, tokeni
 
 SPLITS = ("train", "validation", "test")
 TokenStream = token_cache.TokenStream
-_CACHE_FORMAT = 3  # Bump when the cached token layout changes.
+_CACHE_FORMAT = 4  # Bump when the cached token layout changes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Source:
 
   identity: dict
   pieces: Callable[[], Iterable[tuple[str, bool]]]
-  spans: Callable[[], Iterable[text_files.Span]] | None = None  # Local files: read by workers.
+  spans: Callable[[], Iterable] | None = None  # Chunks that workers read (text_files.Span...).
 
   def texts(self) -> Iterator[str]:
     return (text for text, _ in self.pieces())
@@ -57,13 +57,11 @@ def _split_names(c) -> dict[str, str]:
   return {"train": c.train_split, "validation": c.eval_split, "test": c.test_split}
 
 
-def _tfds_sources(c) -> dict[str, Source]:
-  """Each configured split of a TFDS dataset; prepared on first read."""
-  if c.manual_dir and not (os.path.isdir(c.manual_dir) and os.listdir(c.manual_dir)):
-    raise UserError(
-      f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
-      f"manual files there (for tiny_shakespeare, input.txt) or unset it to download."
-    )
+TFDS_SPAN = 16 * token_cache.CHUNK_CHARS  # Text per span of examples a worker reads itself.
+
+
+def _import_tfds():
+  """TFDS, with TensorFlow kept off the accelerators and quiet."""
   console.quiet_tensorflow()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -72,14 +70,73 @@ def _tfds_sources(c) -> dict[str, Source]:
   if not console.verbose():
     tfds.disable_progress_bar()  # The first preparation prints one line of ours instead.
   console.quiet_package("absl", "tensorflow_datasets", logging.ERROR)  # Notes on empty dirs.
+  return tfds
+
+
+@functools.cache
+def _builder(dataset: str, data_dir: str):
+  tfds = _import_tfds()
   try:
-    builder = tfds.builder(c.dataset, data_dir=c.data_dir or None)
+    return tfds.builder(dataset, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
-    close = difflib.get_close_matches(c.dataset.split("/")[0], tfds.list_builders(), n=3)
+    close = difflib.get_close_matches(dataset.split("/")[0], tfds.list_builders(), n=3)
     raise UserError(
-      f"TFDS has no dataset {c.dataset!r}"
-      f"{f' (close: {close})' if close else ''}: check data.dataset."
+      f"TFDS has no dataset {dataset!r}{f' (close: {close})' if close else ''}: check data.dataset."
     ) from e
+
+
+def _bad_split(builder, dataset: str, name: str, e: Exception) -> UserError:
+  return UserError(
+    f"TFDS dataset {dataset!r} has no split {name!r} "
+    f"(it has {sorted(builder.info.splits)}): check data.*_split; slices like 'train[:1%]' work."
+  )
+
+
+def _examples(dataset: str, data_dir: str, name: str, text_key: str, part=None) -> Iterator[str]:
+  """The texts of a prepared TFDS split (or of `part`, one of its tfds.even_splits), in order."""
+  tfds, builder = _import_tfds(), _builder(dataset, data_dir)
+  try:
+    ds = builder.as_dataset(split=part or name, shuffle_files=False)
+  except (ValueError, KeyError) as e:
+    raise _bad_split(builder, dataset, name, e) from e
+  for example in tfds.as_numpy(ds):
+    if text_key not in example:
+      raise UserError(
+        f"TFDS dataset {dataset!r} has no feature {text_key!r} "
+        f"(it has {sorted(example)}): set data.text_key."
+      )
+    yield example[text_key].decode("utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSpan:
+  """Part `index` of `count` even parts of a prepared TFDS split, read by the worker that
+  encodes it: TFDS splits are read in parallel, in examples."""
+
+  dataset: str
+  data_dir: str
+  split: str
+  text_key: str
+  index: int
+  count: int
+
+  def pieces(self) -> list[tuple[str, bool]]:
+    part = _import_tfds().even_splits(self.split, self.count)[self.index]
+    out = []
+    for text in _examples(self.dataset, self.data_dir, self.split, self.text_key, part):
+      for j, piece in enumerate(token_cache.cut(text)):
+        out.append((piece, j == 0 and (self.index > 0 or bool(out))))
+    return out
+
+
+def _tfds_sources(c) -> dict[str, Source]:
+  """Each configured split of a TFDS dataset; prepared on first read."""
+  if c.manual_dir and not (os.path.isdir(c.manual_dir) and os.listdir(c.manual_dir)):
+    raise UserError(
+      f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
+      f"manual files there (for tiny_shakespeare, input.txt) or unset it to download."
+    )
+  tfds, builder = _import_tfds(), _builder(c.dataset, c.data_dir)
 
   def cannot_prepare(cause: str) -> UserError:
     return UserError(
@@ -104,30 +161,30 @@ def _tfds_sources(c) -> dict[str, Source]:
     except Exception as e:  # Network, checksum and manual-file errors all end here.
       raise cannot_prepare(f"{type(e).__name__}: {str(e)[:300]}") from e
 
-  def reader(name):
-    def documents():
-      prepare()
-      try:
-        ds = builder.as_dataset(split=name)
-      except (ValueError, KeyError) as e:
-        raise UserError(
-          f"TFDS dataset {c.dataset!r} has no split {name!r} "
-          f"(it has {sorted(builder.info.splits)}): check data.*_split; "
-          "slices like 'train[:1%]' work."
-        ) from e
-      for example in tfds.as_numpy(ds):
-        if c.text_key not in example:
-          raise UserError(
-            f"TFDS dataset {c.dataset!r} has no feature {c.text_key!r} "
-            f"(it has {sorted(example)}): set data.text_key."
-          )
-        yield example[c.text_key].decode("utf-8"), True
+  def pieces(name):
+    prepare()
+    return ((text, True) for text in _examples(c.dataset, c.data_dir, name, c.text_key))
 
-    return documents
+  def spans(name):
+    """Parts of about TFDS_SPAN bytes of text, whole examples each, in order."""
+    prepare()
+    if not builder.info.splits:  # No split statistics (mock data): read in one piece.
+      return [TfdsSpan(c.dataset, c.data_dir, name, c.text_key, 0, 1)]
+    try:
+      info = builder.info.splits[name]
+    except (ValueError, KeyError) as e:
+      raise _bad_split(builder, c.dataset, name, e) from e
+    num_bytes = info.num_bytes or 1000 * info.num_examples  # Some datasets record no size.
+    count = max(1, min(info.num_examples, -(-num_bytes // TFDS_SPAN)))
+    return [TfdsSpan(c.dataset, c.data_dir, name, c.text_key, i, count) for i in range(count)]
 
   base = {"tfds": c.dataset, "version": str(builder.version)}
   return {
-    split: Source({**base, "split": name}, reader(name))
+    split: Source(
+      {**base, "split": name},
+      functools.partial(pieces, name),
+      functools.partial(spans, name),
+    )
     for split, name in _split_names(c).items()
     if name
   }
@@ -210,6 +267,7 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
   """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
   key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer), c.shard_tokens)
   directory = os.path.join(_cache_dir(c), "tokens", f"{split}-{key}")
+  num_workers = token_cache.workers(c.workers)
   build = lambda: {
     "identity": source.identity,
     "tokenizer": tokenizer.kind,
@@ -217,12 +275,14 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
       directory,
       source.chunks,
       tokenizer,
-      token_cache.workers(c.workers),
+      num_workers,
       c.shard_tokens,
       f"tokenizing {split}",
     ),
   }
-  index = token_cache.cached(directory, build, c.cache_wait_sec)
+  # Processes that find another building this directory encode the chunks it has not claimed.
+  contribute = lambda: token_cache.contribute(directory, source.chunks, tokenizer, num_workers)
+  index = token_cache.cached(directory, build, c.cache_wait_sec, contribute)
   if index["tokens"] == 0:
     raise UserError(
       f"the {split} split of {c.dataset!r} is empty: check data.*_split and data.text_files."

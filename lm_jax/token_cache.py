@@ -1,21 +1,25 @@
-"""A split's pieces of text -> token ids in numbered shard files -> one memory-mapped stream.
+"""A split's chunks of text -> token ids in numbered shard files -> one memory-mapped stream.
 
 CACHE/tokens/SPLIT-KEY/ holds `shard-00000.uint16`, ... (shard i is complete once
 `shard-00000.json` beside it says how far into the text it reaches) and `index.json`, written
-last. The text is cut into chunks by the reader alone (local files: as byte ranges each worker reads
-itself, text_files.spans); a pool of worker processes encodes them and the results are
-written in order, so the tokens are the same for any number of workers, and
-an interrupted build resumes after its last complete shard. One process builds a directory at a
-time (a lock beside it); the others wait for its index.
+last. The reader cuts the text into numbered chunks (local files: byte ranges that a worker reads
+itself, text_files.spans; TFDS: example ranges). Chunks are encoded by a pool of worker processes
+into part files (`part-0000012.uint16` and its `.json`), each claimed by an flock on
+`part-0000012.lock` while it is encoded, and appended to the shards in order by one process, the
+assembler; so the tokens are the same for any number of workers. Processes that share the
+directory (hosts on one file system) encode the chunks the others have not claimed, then wait for
+the assembler's index. An interrupted build resumes after its last complete shard and keeps
+the parts already encoded.
 """
 
-import collections
+import contextlib
 import fcntl
 import hashlib
 import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -26,6 +30,7 @@ from lm_jax import UserError, tokenizers
 
 CHUNK_CHARS = 1 << 20  # Text per task a worker encodes; pieces are cut near this size.
 MIN_POOL_CHUNKS = 4  # Fewer chunks than this are encoded in the calling process.
+AHEAD = 64  # The assembler claims chunks at most this far past the next one it appends.
 _WORKER = {}  # In a worker process only: the tokenizer, rebuilt once from its dict.
 
 
@@ -34,7 +39,7 @@ def workers(n: int) -> int:
   return n if n > 0 else len(os.sched_getaffinity(0))
 
 
-def _cut(text: str) -> Iterator[str]:
+def cut(text: str) -> Iterator[str]:
   """A long text in pieces of about CHUNK_CHARS that end at a newline where one is."""
   start = 0
   while len(text) - start > CHUNK_CHARS:
@@ -52,7 +57,7 @@ def chunks(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]
   """
   chunk, size, first = [], 0, True
   for text, new in pieces:
-    for i, part in enumerate(_cut(text)):
+    for i, part in enumerate(cut(text)):
       chunk.append((part, new and i == 0 and not first))
       first = False
       size += len(part)
@@ -88,50 +93,6 @@ def _load(chunk) -> list[tuple[str, bool]]:
   return chunk.pieces() if hasattr(chunk, "pieces") else chunk
 
 
-def _init_worker(tokenizer_dict: dict) -> None:
-  _WORKER["tokenizer"] = tokenizers.from_dict(tokenizer_dict)
-
-
-def _encode_in_worker(chunk, dtype):
-  ids, stats = encode_chunk(_WORKER["tokenizer"], _load(chunk))
-  return ids.astype(dtype), stats  # Half the bytes to send back, and no copy in the writer.
-
-
-def encoded(tokenizer, chunk_iter: Iterable, num_workers: int, dtype, used: dict) -> Iterator:
-  """encode_chunk over the chunks, in order; with several workers, a few chunks in flight each.
-
-  A chunk is a list of pieces, or a description that the worker reads itself (`pieces()`),
-  so that the reading is parallel too.
-
-  A text of fewer than MIN_POOL_CHUNKS chunks is encoded here: starting workers would cost more.
-  So are bytes: encoding them is cheaper than sending text to a worker. Sets used['workers'] to
-  the number of processes that encode.
-  """
-  chunk_iter = iter(chunk_iter)
-  head = list(itertools.islice(chunk_iter, MIN_POOL_CHUNKS))
-  if num_workers <= 1 or len(head) < MIN_POOL_CHUNKS or tokenizer.kind == "byte":
-    used["workers"] = 1
-    for chunk in itertools.chain(head, chunk_iter):
-      yield encode_chunk(tokenizer, _load(chunk))
-    return
-  chunk_iter = itertools.chain(head, chunk_iter)
-  used["workers"] = num_workers
-  # forkserver: JAX and TensorFlow threads in this process make fork unsafe.
-  context = multiprocessing.get_context("forkserver")
-  with context.Pool(num_workers, _init_worker, (tokenizer.to_dict(),)) as pool:
-    pending = collections.deque()
-    for chunk in chunk_iter:
-      pending.append(pool.apply_async(_encode_in_worker, (chunk, dtype)))
-      if len(pending) >= 2 * num_workers:  # Bounded: Pool.imap would read the whole corpus.
-        yield pending.popleft().get()
-    while pending:
-      yield pending.popleft().get()
-
-
-def _shard_path(directory: str, i: int, dtype) -> str:
-  return os.path.join(directory, f"shard-{i:05d}.{np.dtype(dtype).name}")
-
-
 def _write_json(path: str, obj: dict) -> None:
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
@@ -147,8 +108,130 @@ def _read_json(path: str) -> dict | None:
     return None
 
 
+def _shard_path(directory: str, i: int, dtype) -> str:
+  return os.path.join(directory, f"shard-{i:05d}.{np.dtype(dtype).name}")
+
+
 def _meta_path(directory: str, i: int) -> str:
   return os.path.join(directory, f"shard-{i:05d}.json")
+
+
+def _part(directory: str, i: int, suffix: str) -> str:
+  return os.path.join(directory, f"part-{i:07d}.{suffix}")
+
+
+def _appended_path(directory: str) -> str:
+  """Where the assembler notes how many chunks it has appended, for the processes helping it."""
+  return os.path.join(directory, "appended.json")
+
+
+def _part_stats(directory: str, i: int) -> dict | None:
+  """A complete part's {tokens, bytes, documents}; None while it is missing or being written."""
+  return _read_json(_part(directory, i, "json"))
+
+
+def encode_part(tokenizer, directory: str, i: int, chunk, dtype) -> dict:
+  """Encodes chunk i into its part file, then writes the stats that mark it complete."""
+  ids, (num_bytes, docs) = encode_chunk(tokenizer, _load(chunk))
+  path = _part(directory, i, np.dtype(dtype).name)
+  ids.astype(dtype).tofile(f"{path}.tmp{os.getpid()}")
+  os.replace(f"{path}.tmp{os.getpid()}", path)
+  stats = {"tokens": len(ids), "bytes": int(num_bytes), "documents": int(docs)}
+  _write_json(_part(directory, i, "json"), stats)
+  return stats
+
+
+def _init_worker(tokenizer_dict: dict) -> None:
+  _WORKER["tokenizer"] = tokenizers.from_dict(tokenizer_dict)
+
+
+def _encode_part_in_worker(directory, i, chunk, dtype):
+  return encode_part(_WORKER["tokenizer"], directory, i, chunk, dtype)
+
+
+def _claim(directory: str, i: int):
+  """An open lock file holding chunk i for this process, or None if another process holds it
+  or its part is already complete."""
+  lock = open(_part(directory, i, "lock"), "a")  # noqa: SIM115 - held until the part is done.
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    lock.close()
+    return None
+  if _part_stats(directory, i) is not None:  # Finished while this process looked.
+    lock.close()
+    return None
+  return lock
+
+
+class _Encoder:
+  """Claims chunks `(i, chunk)` of `todo` in order and has them encoded into parts: by a pool
+  of processes, or here one at a time (`finish`).
+
+  `held` keeps the chunks another process had claimed, in case it lets go unfinished.
+  """
+
+  def __init__(self, directory, todo, start, tokenizer, dtype, pool, capacity):
+    self.directory, self.tokenizer, self.dtype, self.pool = directory, tokenizer, dtype, pool
+    self.capacity = capacity  # Chunks claimed and not yet finished, at most.
+    self._todo = todo
+    self.claimed = {}  # i -> (pool result, or the chunk itself to encode here; its lock file)
+    self.held = {}  # i -> chunk that another process claimed when this one came to it
+    self.read = start  # Chunks before this one have been claimed, held or found done.
+    self.count = None  # The number of chunks, once the reader has reached the end.
+    self.mine = set()  # Chunks encoded by this process.
+
+  def fill(self, limit: float = float("inf"), floor: int = 0) -> None:
+    """Claims chunks until `capacity` are claimed, the chunks end, or chunk `limit` is next;
+    skips those below `floor` (appended already)."""
+    while len(self.claimed) < self.capacity and self.count is None and self.read < limit:
+      try:
+        i, chunk = next(self._todo)
+      except StopIteration:
+        self.count = self.read
+        return
+      self.read = i + 1
+      if i >= floor and _part_stats(self.directory, i) is None:
+        self._take(i, chunk)
+
+  def _take(self, i, chunk) -> bool:
+    lock = _claim(self.directory, i)
+    if lock is None:
+      self.held[i] = chunk
+    else:
+      args = (self.directory, i, chunk, self.dtype)
+      job = self.pool.apply_async(_encode_part_in_worker, args) if self.pool else chunk
+      self.claimed[i] = (job, lock)
+      self.mine.add(i)
+    return lock is not None
+
+  def retake(self, i: int) -> bool:
+    """Claims held chunk i if the process that had it let go without finishing it."""
+    return i in self.held and self._take(i, self.held.pop(i))
+
+  def finish(self, i: int) -> None:
+    """Waits for claimed chunk i's part, encoding it here when there is no pool."""
+    job, lock = self.claimed.pop(i)
+    if self.pool:
+      job.get()
+    else:
+      encode_part(self.tokenizer, self.directory, i, job, self.dtype)
+    lock.close()
+
+
+@contextlib.contextmanager
+def _pool(tokenizer, num_workers: int):
+  if num_workers <= 1:
+    yield None
+    return
+  # forkserver: JAX and TensorFlow threads in this process make fork unsafe.
+  context = multiprocessing.get_context("forkserver")
+  with context.Pool(num_workers, _init_worker, (tokenizer.to_dict(),)) as pool:
+    yield pool
+
+
+def _dtype(tokenizer):
+  return np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
 
 
 def _completed(directory: str, dtype) -> list[dict]:
@@ -161,6 +244,66 @@ def _completed(directory: str, dtype) -> list[dict]:
     done.append(meta)
 
 
+def _start(directory: str, dtype) -> int:
+  """The first chunk that no complete shard holds."""
+  done = _completed(directory, dtype)
+  return done[-1]["chunks"] if done else 0
+
+
+def contribute(directory: str, chunk_iter: Callable[[], Iterable], tokenizer, num_workers: int):
+  """Encodes into parts every chunk of the build in `directory` that no process has claimed.
+
+  What a process sharing the directory with the assembler does; returns how many it encoded.
+  """
+  dtype = _dtype(tokenizer)
+  start = _start(directory, dtype)
+  todo = itertools.islice(enumerate(chunk_iter()), start, None)
+  with _pool(tokenizer, num_workers) as pool:
+    enc = _Encoder(directory, todo, start, tokenizer, dtype, pool, max(2 * num_workers, 1))
+    while not os.path.exists(os.path.join(directory, "index.json")):
+      enc.fill(floor=(_read_json(_appended_path(directory)) or {"chunks": 0})["chunks"])
+      if not enc.claimed:
+        break
+      enc.finish(min(enc.claimed))
+  return len(enc.mine)
+
+
+def _in_order(directory, todo, start, tokenizer, num_workers, dtype, used) -> Iterator:
+  """For chunk after chunk from `start`: (its ids, or the path of its part; its stats).
+
+  Encodes the chunks no process has claimed, in a pool or here; waits for those another process
+  encodes, and takes over any it lets go unfinished. Sets used['workers'], and counts in
+  used['reused'] the parts this call did not encode (another process's, or an earlier build's).
+  """
+  head = list(itertools.islice(todo, MIN_POOL_CHUNKS))
+  used["workers"] = num_workers if len(head) == MIN_POOL_CHUNKS else 1
+  with _pool(tokenizer, used["workers"]) as pool:
+    capacity = 2 * used["workers"] if pool else 1
+    enc = _Encoder(directory, itertools.chain(head, todo), start, tokenizer, dtype, pool, capacity)
+    i = start
+    while True:
+      enc.fill(limit=i + AHEAD)
+      if enc.count is not None and i >= enc.count:
+        return
+      if i in enc.claimed and not pool:  # Next in order: encoded here, straight to the shard.
+        chunk, lock = enc.claimed.pop(i)
+        ids, (num_bytes, docs) = encode_chunk(tokenizer, _load(chunk))
+        lock.close()
+        yield ids, {"tokens": len(ids), "bytes": int(num_bytes), "documents": int(docs)}
+        i += 1
+      elif i in enc.claimed:
+        enc.finish(i)
+      elif (stats := _part_stats(directory, i)) is not None:
+        used["reused"] += i not in enc.mine
+        yield _part(directory, i, np.dtype(dtype).name), stats
+        i += 1
+      elif not enc.retake(i):  # Another process is encoding chunk i.
+        if enc.claimed and not pool:
+          enc.finish(min(enc.claimed))  # A later chunk meanwhile.
+        else:
+          time.sleep(0.02)
+
+
 def fingerprint(paths: list[str]) -> str:
   """sha256 of the token ids as written: the shard files' bytes, in order."""
   h = hashlib.sha256()
@@ -169,6 +312,29 @@ def fingerprint(paths: list[str]) -> str:
       while block := f.read(1 << 20):
         h.update(block)
   return h.hexdigest()
+
+
+def _append(shard, path: str) -> None:
+  """Copies the file at `path` to the end of the open file `shard`, in the kernel."""
+  shard.flush()
+  with open(path, "rb") as f:
+    left = os.fstat(f.fileno()).st_size
+    try:
+      while left:
+        left -= os.copy_file_range(f.fileno(), shard.fileno(), left)
+    except OSError:  # A file system without it: copy through this process.
+      shutil.copyfileobj(f, shard)
+
+
+def _remove_parts(directory: str, below: int | None = None) -> None:
+  """Deletes part files (and claims) of chunks below `below` (all, and the appended count, if
+  None): the shards hold them now."""
+  for name in os.listdir(directory):
+    if (name.startswith("part-") and (below is None or int(name[5:12]) < below)) or (
+      below is None and name == "appended.json"
+    ):
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, name))
 
 
 def build(
@@ -182,11 +348,12 @@ def build(
   """Tokenizes the chunks into shards in `directory`, resuming after complete ones; the index.
 
   `chunk_iter()` gives the chunks: lists of pieces (see `chunks`), or objects that read their
-  own pieces (text_files.Span); the same chunks for every call.
+  own pieces (text_files.Span); the same chunks for every call. The caller holds the
+  directory's lock (`cached`): this process is the assembler.
   """
   t = time.perf_counter()
   os.makedirs(directory, exist_ok=True)
-  dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+  dtype = _dtype(tokenizer)
   done = _completed(directory, dtype)
   resumed = len(done)
   totals = {"tokens": 0, "bytes": 0, "documents": 0, "chunks": 0}
@@ -194,8 +361,8 @@ def build(
     totals = {k: done[-1][k] for k in totals}
   bar = tqdm.tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0)
   bar.update(totals["bytes"])
-  todo = itertools.islice(chunk_iter(), totals["chunks"], None)
-  shard, shard_size, used = None, 0, {"workers": 1}
+  todo = itertools.islice(enumerate(chunk_iter()), totals["chunks"], None)
+  shard, shard_size, used = None, 0, {"workers": 1, "reused": 0}
 
   def close(f, size):
     f.close()
@@ -203,31 +370,38 @@ def build(
     os.replace(f.name, _shard_path(directory, i, dtype))
     done.append({**totals, "shard_tokens": size})
     _write_json(_meta_path(directory, i), done[-1])  # Last: the shard is complete.
+    _remove_parts(directory, below=totals["chunks"])
 
+  parts = _in_order(directory, todo, totals["chunks"], tokenizer, num_workers, dtype, used)
   try:
-    for ids, (num_bytes, docs) in encoded(tokenizer, todo, num_workers, dtype, used):
+    for ids, stats in parts:
       if shard is None:
         # One name: the next build (under the lock) truncates what an interrupted one left.
-        shard = open(f"{_shard_path(directory, len(done), dtype)}.tmp", "wb")
+        shard = open(f"{_shard_path(directory, len(done), dtype)}.tmp", "wb")  # noqa: SIM115
         shard_size = 0
-      shard.write(ids.astype(dtype, copy=False).tobytes())
-      shard_size += len(ids)
-      totals["tokens"] += len(ids)
-      totals["bytes"] += int(num_bytes)
-      totals["documents"] += int(docs)
+      if isinstance(ids, str):
+        _append(shard, ids)
+      else:
+        shard.write(ids.astype(dtype, copy=False).tobytes())
+      shard_size += stats["tokens"]
+      for k in ("tokens", "bytes", "documents"):
+        totals[k] += stats[k]
       totals["chunks"] += 1
-      bar.update(int(num_bytes))
+      _write_json(_appended_path(directory), {"chunks": totals["chunks"]})
+      bar.update(stats["bytes"])
       if shard_size >= shard_tokens:
         close(shard, shard_size)
         shard = None
     if shard is not None:
       close(shard, shard_size)
   finally:
+    parts.close()
     bar.close()
     if shard is not None and not shard.closed:
       shard.close()  # Left as a .tmp file; the next build starts that shard again.
+  _remove_parts(directory)
   paths = [_shard_path(directory, i, dtype) for i in range(len(done))]
-  index = {
+  return {
     "tokens": totals["tokens"],
     "bytes": totals["bytes"],
     "documents": totals["documents"] + (totals["tokens"] > 0),
@@ -238,22 +412,31 @@ def build(
     "seconds": time.perf_counter() - t,
     "workers": used["workers"],
     "resumed_shards": resumed,
+    "chunks": totals["chunks"],
+    "parts_reused": used["reused"],
   }
-  return index
 
 
 def _progress(directory: str) -> float:
   """The newest modification time of anything in `directory` (a writer's heartbeat)."""
-  times = [e.stat().st_mtime for e in os.scandir(directory)] if os.path.isdir(directory) else []
+  times = []
+  for e in os.scandir(directory) if os.path.isdir(directory) else ():
+    with contextlib.suppress(FileNotFoundError):  # Parts come and go.
+      times.append(e.stat().st_mtime)
   return max(times, default=0.0)
 
 
-def cached(directory: str, make_index: Callable[[], dict], wait_sec: float) -> dict:
+def cached(
+  directory: str,
+  make_index: Callable[[], dict],
+  wait_sec: float,
+  contribute: Callable[[], object] | None = None,
+) -> dict:
   """The index in `directory`, built by `make_index` under a lock, or awaited from the builder.
 
-  A process that finds the lock held waits for the index while the builder makes progress,
-  and for at most `wait_sec` without any; if the builder dies, the lock frees and the next
-  process resumes its build.
+  A process that finds the lock held runs `contribute` (encoding the chunks nobody has claimed),
+  then waits for the index while the builder makes progress, and for at most `wait_sec` without
+  any; if the builder dies, the lock frees and the next process resumes its build.
   """
   path = os.path.join(directory, "index.json")
   index = _read_json(path)
@@ -269,6 +452,9 @@ def cached(directory: str, make_index: Callable[[], dict], wait_sec: float) -> d
       except BlockingIOError:
         if (index := _read_json(path)) is not None:
           return index
+        if contribute is not None:
+          contribute()
+          contribute = None
         now = _progress(directory)
         if now != last:
           last, since = now, time.monotonic()

@@ -211,6 +211,39 @@ def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   assert set(tokens) == {"train", "validation", "test"}
 
 
+@pytest.mark.slow
+def test_tfds_splits_are_read_in_parallel_parts_with_the_same_tokens(tmp_path, monkeypatch):
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  texts = [f"{make_text(300, i)} {i}" for i in range(60)]
+  split = lambda t: tf.data.Dataset.from_tensor_slices({"text": t})
+  tfds.dataset_builders.TfDataBuilder(
+    name="local_texts",
+    version="1.0.0",
+    data_dir=str(tmp_path / "tfds"),
+    split_datasets={"train": split(texts), "validation": split(texts[:10])},
+    features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+  ).download_and_prepare()
+  monkeypatch.setattr(data, "TFDS_SPAN", 2000)  # About ten parts of the train split.
+  c = data_config(tmp_path, dataset="local_texts", data_dir=str(tmp_path / "tfds"))
+  c.update(tokenizer="byte", test_split="")
+  summaries = {}
+  for workers in (1, 2):
+    c.update(workers=workers, cache_dir=str(tmp_path / f"cache{workers}"))
+    summaries[workers] = data.prepare_cache(c)
+  one, two = summaries[1]["train"], summaries[2]["train"]
+  assert (one["workers"], two["workers"]) == (1, 2)
+  assert one["fingerprint"] == two["fingerprint"]
+  c.update(cache_dir=str(tmp_path / "cache2"))
+  _, tokens = data.prepare(c, str(tmp_path / "run"))
+  stored = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).as_dataset(split="train")
+  in_order = [x["text"].decode() for x in tfds.as_numpy(stored)]
+  tok = tokenizers.ByteTokenizer()
+  assert tok.decode(tokens["train"]) == tokenizers.EOD.join(in_order)
+  assert sorted(in_order) == sorted(texts)
+
+
 def test_synthetic_data_needs_no_files(tmp_path):
   c = data_config(
     tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50, synthetic_tokens=5000

@@ -1,9 +1,12 @@
 """The sharded token cache: same tokens for any worker count, resumable, read as one stream."""
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,7 +52,7 @@ def test_any_worker_count_writes_the_same_tokens(tmp_path, text_path, kind, smal
   tok = train(kind, text_path)
   one = build(tmp_path / "one", text_path, tok, workers=1)
   two = build(tmp_path / "two", text_path, tok, workers=2, shard_tokens=2000)
-  assert (one["workers"], two["workers"]) == (1, 1 if kind == "byte" else 2)
+  assert (one["workers"], two["workers"]) == (1, 2)
   assert len(two["shards"]) > 3
   assert min(two["shard_sizes"][:-1]) >= 2000  # Shards end at the first chunk end past 2000.
   assert one["fingerprint"] == two["fingerprint"] and one["tokens"] == two["tokens"]
@@ -96,7 +99,7 @@ def test_interrupted_build_resumes_to_the_same_tokens(
   assert resumed["resumed_shards"] >= 2 and len(calls) == num_chunks - last["chunks"]
   assert resumed["fingerprint"] == full["fingerprint"] and resumed["shards"] == full["shards"]
   for name, mtime in kept.items():  # Complete shards are kept as they were.
-    if name.endswith(".json"):
+    if name.startswith("shard-") and name.endswith(".json"):
       assert os.stat(tmp_path / "cut" / name).st_mtime_ns == mtime
 
 
@@ -122,30 +125,74 @@ SHARE = """
 import json, sys, time
 from configs import tiny
 from lm_jax import data, token_cache
-real = token_cache.build
+real, calls = token_cache.encode_chunk, []
 def slow(*args):
-  print("built", file=sys.stderr)
-  time.sleep(1.0)  # The other process meets the lock.
+  calls.append(1)
+  time.sleep(0.1)  # Long enough that both processes meet while chunks remain.
   return real(*args)
-token_cache.build = slow
+token_cache.encode_chunk = slow
+token_cache.CHUNK_CHARS = 2000
 c = tiny.get_config().data
 c.update(dataset="text", tokenizer="byte", cache_dir=sys.argv[1], workers=1)
 c.text_files.update(train=sys.argv[2], validation=sys.argv[2])
 print(json.dumps(data.prepare_cache(c)))
+print(len(calls), file=sys.stderr)
 """
 
 
-def test_processes_sharing_a_cache_directory_build_it_once(tmp_path, text_path):
+def test_processes_sharing_a_cache_directory_split_the_chunks(tmp_path, text_path):
   args = [sys.executable, "-c", SHARE, str(tmp_path / "cache"), text_path]
   procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
   outs = [p.communicate(timeout=120) for p in procs]
   assert all(p.returncode == 0 for p in procs), outs
   assert outs[0][0] == outs[1][0]
-  assert sum(err.count(b"built") for _, err in outs) == 2  # train and validation, once each.
   summary = json.loads(outs[0][0])
   assert summary["train"]["fingerprint"] == summary["validation"]["fingerprint"]
-  indexes = [n for _, _, files in os.walk(tmp_path / "cache") for n in files if n == "index.json"]
+  indexes = [
+    json.loads(open(os.path.join(d, n)).read())
+    for d, _, files in os.walk(tmp_path / "cache")
+    for n in files
+    if n == "index.json"
+  ]
   assert len(indexes) == 2
+  encoded = [int(err.split()[-1]) for _, err in outs]
+  assert sum(encoded) == sum(i["chunks"] for i in indexes) > 20  # Each chunk encoded once,
+  assert min(encoded) > 0  # by one process or the other,
+  assert sum(i["parts_reused"] for i in indexes) > 0  # and appended by the index's writer.
+  for d, _, files in os.walk(tmp_path / "cache"):
+    assert not [n for n in files if n.startswith("part-")], d  # Parts are gone once indexed.
+
+
+def test_build_uses_parts_another_process_encoded(tmp_path, text_path, small_chunks):
+  tok = train("char", text_path)
+  alone = build(tmp_path / "alone", text_path, tok)
+  helped = str(tmp_path / "helped")
+  os.makedirs(helped)
+  assert token_cache.contribute(helped, spans_of(text_path), tok, 1) == alone["chunks"]
+  index = build(helped, text_path, tok, workers=2)
+  assert index["parts_reused"] == index["chunks"] == alone["chunks"]
+  assert index["fingerprint"] == alone["fingerprint"]
+
+
+@pytest.mark.parametrize("finishes", [True, False])
+def test_build_waits_for_a_chunk_another_process_holds(tmp_path, text_path, small_chunks, finishes):
+  tok = train("byte", text_path)
+  alone = build(tmp_path / "alone", text_path, tok)
+  directory = str(tmp_path / "shared")
+  os.makedirs(directory)
+  lock = open(os.path.join(directory, "part-0000003.lock"), "a")
+  fcntl.flock(lock, fcntl.LOCK_EX)  # Another process is encoding chunk 3.
+  result = {}
+  thread = threading.Thread(target=lambda: result.update(build(directory, text_path, tok)))
+  thread.start()
+  time.sleep(1.0)
+  assert thread.is_alive() and "index" not in result  # Waiting for chunk 3.
+  if finishes:
+    token_cache.encode_part(tok, directory, 3, list(spans_of(text_path)())[3], np.uint16)
+  lock.close()  # Finished, or let go unfinished (it died): then the build encodes chunk 3.
+  thread.join(timeout=60)
+  assert result["fingerprint"] == alone["fingerprint"]
+  assert result["parts_reused"] == int(finishes)
 
 
 MEMORY = """
