@@ -265,7 +265,8 @@ def _key(*parts) -> str:
 
 def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.TokenStream:
   """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
-  key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer), c.shard_tokens)
+  chunking = (token_cache.CHUNK_CHARS, TFDS_SPAN, c.shard_tokens)  # Parts resume by number.
+  key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer), chunking)
   directory = os.path.join(_cache_dir(c), "tokens", f"{split}-{key}")
   num_workers = token_cache.workers(c.workers)
   build = lambda: {

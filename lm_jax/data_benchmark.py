@@ -1,6 +1,7 @@
 """Tokenization throughput (MB/s) by tokenizer and worker count, and peak memory of the whole
 process tree (this process, its pool workers and their server), on a generated corpus."""
 
+import multiprocessing
 import os
 import tempfile
 import threading
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from lm_jax import data
+from lm_jax import data, tokenizers
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -80,8 +81,43 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
       written += f.write(raw.decode("utf-8", errors="ignore").encode("utf-8"))
 
 
-def run(config, kinds: list[str], worker_counts: list[int], corpus_mb: float) -> Iterator[dict]:
-  """One row per (tokenizer, workers): tokenizing the train split, timed without training."""
+def _tokenize(data_dict: dict, tokenizer_dict: dict) -> None:
+  """Tokenizes the train split (in a process that the benchmark kills part way)."""
+  c = ml_collections.ConfigDict(data_dict)
+  sources = data._file_sources(c) if c.dataset == "text" else data._tfds_sources(c)  # pylint: disable=protected-access
+  data.cached_tokens(c, tokenizers.from_dict(tokenizer_dict), "train", sources["train"])
+
+
+def _interrupted(c, tokenizer, source, after: float) -> dict:
+  """Tokenizing the train split is killed (SIGKILL) `after` seconds in, then resumed here."""
+  c = ml_collections.ConfigDict(c.to_dict())
+  c.cache_dir += "-resumed"
+  proc = multiprocessing.get_context("spawn").Process(
+    target=_tokenize, args=(c.to_dict(), tokenizer.to_dict())
+  )
+  proc.start()
+  proc.join(after)
+  if proc.exitcode is not None:
+    return {"resume": f"finished within {after} s: nothing to resume"}
+  proc.kill()
+  proc.join()
+  t = time.perf_counter()
+  index = data.cached_tokens(c, tokenizer, "train", source).index
+  return {
+    "resume_seconds": time.perf_counter() - t,
+    "resumed_shards": index["resumed_shards"],
+    "parts_reused": index["parts_reused"],
+    "resume_fingerprint": index["fingerprint"],
+  }
+
+
+def run(
+  config, kinds: list[str], worker_counts: list[int], corpus_mb: float, resume_after: float = 0
+) -> Iterator[dict]:
+  """One row per (tokenizer, workers): tokenizing the train split, timed without training.
+
+  With `resume_after`, each row also times a build killed that many seconds in and resumed.
+  """
   with tempfile.TemporaryDirectory() as tmp:
     c = ml_collections.ConfigDict(config.data.to_dict())
     if corpus_mb:
@@ -99,6 +135,9 @@ def run(config, kinds: list[str], worker_counts: list[int], corpus_mb: float) ->
         memory, t = PeakMemory(), time.perf_counter()
         index = data.cached_tokens(c, tokenizer, "train", sources["train"]).index
         seconds, peak = time.perf_counter() - t, memory.stop()
+        resumed = {}
+        if resume_after:
+          resumed = _interrupted(c, tokenizer, sources["train"], resume_after)
         yield (
           {
             "tokenizer": kind,
@@ -110,5 +149,6 @@ def run(config, kinds: list[str], worker_counts: list[int], corpus_mb: float) ->
             "peak_memory_mib": peak / 2**20,
             "memory_growth_mib": (peak - before) / 2**20,
             "fingerprint": index["fingerprint"],
+            **resumed,
           }
         )

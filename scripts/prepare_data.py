@@ -11,6 +11,7 @@ stderr shows MB/s. A training run started afterwards finds the same cache and st
 tokenizes a generated corpus (or, with --corpus_mb 0, the config's train split) into a scratch
 cache once per tokenizer and worker count, and prints one JSON object per line: MB/s, seconds,
 peak memory of the whole process tree (sum of RSS), and the fingerprint (equal across counts).
+With --resume_after SEC, each row also gives the time to resume a build killed SEC seconds in.
 """
 
 import json
@@ -26,6 +27,9 @@ flags.DEFINE_bool("benchmark", False, "Measure tokenization speed and memory ins
 flags.DEFINE_float("corpus_mb", 100, "--benchmark: MiB of generated text (0: the config's data).")
 flags.DEFINE_list("tokenizers", ["byte", "char", "sentencepiece"], "--benchmark: tokenizers.")
 flags.DEFINE_list("workers", ["1", "2"], "--benchmark: worker counts.")
+flags.DEFINE_float(
+  "resume_after", 0, "--benchmark: also kill a build this many seconds in and time its resume."
+)
 flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
@@ -42,7 +46,9 @@ def main(argv):
       print(json.dumps(data.prepare_cache(config.data), indent=1))
       return
     workers = [int(w) for w in FLAGS.workers]
-    for row in data_benchmark.run(config, FLAGS.tokenizers, workers, FLAGS.corpus_mb):
+    for row in data_benchmark.run(
+      config, FLAGS.tokenizers, workers, FLAGS.corpus_mb, FLAGS.resume_after
+    ):
       print(json.dumps(row), flush=True)
   except UserError as e:
     sys.exit(f"error: {e}")
