@@ -8,8 +8,9 @@ boundaries (packing, as in GPT-2 pretraining).
 Each split is tokenized once, by `data.workers` processes, into uint16/uint32
 shard files under `data.cache_dir` (lm_jax/token_cache.py), keyed by source,
 split and tokenizer, and memory-mapped by every later run. Local files are
-read as streams (lm_jax/text_files.py). The only module that imports
-TensorFlow (through TFDS), and only when a TFDS dataset is asked for.
+read as streams (lm_jax/text_files.py), in byte ranges; TFDS splits in parts of
+whole examples (TfdsSpan); each worker reads its own. The only module that
+imports TensorFlow (through TFDS), and only when a TFDS dataset is asked for.
 """
 
 import dataclasses
@@ -85,7 +86,7 @@ def _builder(dataset: str, data_dir: str):
     ) from e
 
 
-def _bad_split(builder, dataset: str, name: str, e: Exception) -> UserError:
+def _bad_split(builder, dataset: str, name: str) -> UserError:
   return UserError(
     f"TFDS dataset {dataset!r} has no split {name!r} "
     f"(it has {sorted(builder.info.splits)}): check data.*_split; slices like 'train[:1%]' work."
@@ -98,7 +99,7 @@ def _examples(dataset: str, data_dir: str, name: str, text_key: str, part=None) 
   try:
     ds = builder.as_dataset(split=part or name, shuffle_files=False)
   except (ValueError, KeyError) as e:
-    raise _bad_split(builder, dataset, name, e) from e
+    raise _bad_split(builder, dataset, name) from e
   for example in tfds.as_numpy(ds):
     if text_key not in example:
       raise UserError(
@@ -173,7 +174,7 @@ def _tfds_sources(c) -> dict[str, Source]:
     try:
       info = builder.info.splits[name]
     except (ValueError, KeyError) as e:
-      raise _bad_split(builder, c.dataset, name, e) from e
+      raise _bad_split(builder, c.dataset, name) from e
     num_bytes = info.num_bytes or 1000 * info.num_examples  # Some datasets record no size.
     count = max(1, min(info.num_examples, -(-num_bytes // TFDS_SPAN)))
     return [TfdsSpan(c.dataset, c.data_dir, name, c.text_key, i, count) for i in range(count)]
