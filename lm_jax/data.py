@@ -8,8 +8,8 @@ boundaries (packing, as in GPT-2 pretraining).
 Each split is tokenized once, by `data.workers` processes, into uint16/uint32
 shard files under `data.cache_dir` (lm_jax/token_cache.py), keyed by source,
 split and tokenizer, and memory-mapped by every later run. Local files are
-read as streams (lm_jax/text_files.py), in byte ranges; TFDS splits in parts of
-whole examples (TfdsSpan); each worker reads its own. The only module that
+read as streams (lm_jax/text_files.py), in byte ranges; TFDS splits by their
+shard files (TfdsSpan); each worker reads its own. The only module that
 imports TensorFlow (through TFDS), and only when a TFDS dataset is asked for.
 """
 
@@ -58,9 +58,6 @@ def _split_names(c) -> dict[str, str]:
   return {"train": c.train_split, "validation": c.eval_split, "test": c.test_split}
 
 
-TFDS_SPAN = 16 * token_cache.CHUNK_CHARS  # Text per span of examples a worker reads itself.
-
-
 def _import_tfds():
   """TFDS, with TensorFlow kept off the accelerators and quiet."""
   console.quiet_tensorflow()
@@ -93,11 +90,11 @@ def _bad_split(builder, dataset: str, name: str) -> UserError:
   )
 
 
-def _examples(dataset: str, data_dir: str, name: str, text_key: str, part=None) -> Iterator[str]:
-  """The texts of a prepared TFDS split (or of `part`, one of its tfds.even_splits), in order."""
+def _examples(dataset: str, data_dir: str, name: str, text_key: str, split=None) -> Iterator[str]:
+  """The texts of a prepared TFDS split `name` (or of `split`, part of it), in order."""
   tfds, builder = _import_tfds(), _builder(dataset, data_dir)
   try:
-    ds = builder.as_dataset(split=part or name, shuffle_files=False)
+    ds = builder.as_dataset(split=split or name, shuffle_files=False)
   except (ValueError, KeyError) as e:
     raise _bad_split(builder, dataset, name) from e
   for example in tfds.as_numpy(ds):
@@ -111,23 +108,48 @@ def _examples(dataset: str, data_dir: str, name: str, text_key: str, part=None) 
 
 @dataclasses.dataclass(frozen=True)
 class TfdsSpan:
-  """Part `index` of `count` even parts of a prepared TFDS split, read by the worker that
-  encodes it: TFDS splits are read in parallel, in examples."""
+  """Examples [start, stop) of split `part` (one of TFDS's shard files, or all of split `name`
+  when `part` is empty) of a prepared TFDS dataset, read by the worker that encodes them."""
 
   dataset: str
   data_dir: str
-  split: str
+  name: str  # The configured split, for messages.
   text_key: str
-  index: int
-  count: int
+  part: str = ""
+  start: int = 0
+  stop: int = 0
+  first: bool = True  # The first span of the split: its first example starts no document.
 
-  def pieces(self) -> list[tuple[str, bool]]:
-    part = _import_tfds().even_splits(self.split, self.count)[self.index]
-    out = []
-    for text in _examples(self.dataset, self.data_dir, self.split, self.text_key, part):
+  def pieces(self) -> Iterator[tuple[str, bool]]:
+    split = None
+    if self.part:
+      split = _import_tfds().core.ReadInstruction(self.part, self.start, self.stop, unit="abs")
+    first = self.first
+    for text in _examples(self.dataset, self.data_dir, self.name, self.text_key, split):
       for j, piece in enumerate(token_cache.cut(text)):
-        out.append((piece, j == 0 and (self.index > 0 or bool(out))))
-    return out
+        yield piece, j == 0 and not first
+        first = False
+
+
+def _tfds_spans(tfds, builder, c, name: str) -> list[TfdsSpan]:
+  """Split `name` in the examples of each of TFDS's shard files that it covers, in order."""
+  span = functools.partial(TfdsSpan, c.dataset, c.data_dir, name, c.text_key)
+  if not builder.info.splits:  # No split statistics (mock data): one span.
+    return [span()]
+  try:
+    ranges = tfds.core.ReadInstruction.from_spec(name).to_absolute(builder.info.splits)
+  except (ValueError, KeyError, AssertionError) as e:
+    raise _bad_split(builder, c.dataset, name) from e
+  spans = []
+  for r in ranges:
+    info = builder.info.splits[r.splitname]
+    start, stop = r.from_ or 0, info.num_examples if r.to is None else r.to
+    bounds = np.cumsum([0, *(info.shard_lengths or [info.num_examples])])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+      a, b = max(int(a), start), min(int(b), stop)
+      if a < b:
+        spans.append(span(r.splitname, a, b, first=not spans))
+  return spans
 
 
 def _tfds_sources(c) -> dict[str, Source]:
@@ -167,17 +189,8 @@ def _tfds_sources(c) -> dict[str, Source]:
     return ((text, True) for text in _examples(c.dataset, c.data_dir, name, c.text_key))
 
   def spans(name):
-    """Parts of about TFDS_SPAN bytes of text, whole examples each, in order."""
     prepare()
-    if not builder.info.splits:  # No split statistics (mock data): read in one piece.
-      return [TfdsSpan(c.dataset, c.data_dir, name, c.text_key, 0, 1)]
-    try:
-      info = builder.info.splits[name]
-    except (ValueError, KeyError) as e:
-      raise _bad_split(builder, c.dataset, name) from e
-    num_bytes = info.num_bytes or 1000 * info.num_examples  # Some datasets record no size.
-    count = max(1, min(info.num_examples, -(-num_bytes // TFDS_SPAN)))
-    return [TfdsSpan(c.dataset, c.data_dir, name, c.text_key, i, count) for i in range(count)]
+    return _tfds_spans(tfds, builder, c, name)
 
   base = {"tfds": c.dataset, "version": str(builder.version)}
   return {
@@ -266,7 +279,7 @@ def _key(*parts) -> str:
 
 def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.TokenStream:
   """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
-  chunking = (token_cache.CHUNK_CHARS, TFDS_SPAN, c.shard_tokens)  # Parts resume by number.
+  chunking = (token_cache.CHUNK_CHARS, c.shard_tokens)  # Parts are resumed by number.
   key = _key(_CACHE_FORMAT, source.identity, tokenizers.fingerprint(tokenizer), chunking)
   directory = os.path.join(_cache_dir(c), "tokens", f"{split}-{key}")
   num_workers = token_cache.workers(c.workers)

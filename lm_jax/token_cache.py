@@ -2,14 +2,14 @@
 
 CACHE/tokens/SPLIT-KEY/ holds `shard-00000.uint16`, ... (shard i is complete once
 `shard-00000.json` beside it says how far into the text it reaches) and `index.json`, written
-last. The reader cuts the text into numbered chunks (local files: byte ranges that a worker reads
-itself, text_files.spans; TFDS: example ranges). Chunks are encoded by a pool of worker processes
-into part files (`part-0000012.uint16` and its `.json`), each claimed by an flock on
-`part-0000012.lock` while it is encoded, and appended to the shards in order by one process, the
-assembler; so the tokens are the same for any number of workers. Processes that share the
-directory (hosts on one file system) encode the chunks the others have not claimed, then wait for
-the assembler's index. An interrupted build resumes after its last complete shard and keeps
-the parts already encoded.
+last. The reader cuts the text into numbered chunks that a worker reads itself (local files:
+byte ranges, text_files.spans; TFDS: its shard files, data.TfdsSpan). Each chunk is claimed by
+an flock on `part-0000012.lock`, encoded (by a pool of worker processes, or by this one) into
+a part file, `part-0000012.uint16` and its `.json`, and appended to the shards in order by one
+process, the assembler; so the tokens are the same for any number of workers. Processes that
+share the directory (hosts on one file system) encode the chunks nobody has claimed, then wait
+for the assembler's index. An interrupted build resumes after its last complete shard and
+keeps the parts already encoded.
 """
 
 import contextlib
@@ -87,10 +87,23 @@ def encode_chunk(tokenizer, chunk: list[tuple[str, bool]]) -> tuple[np.ndarray, 
   return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), stats
 
 
-def _load(chunk) -> list[tuple[str, bool]]:
+def _load(chunk) -> Iterable[tuple[str, bool]]:
   """A chunk's pieces: given as a list, or read now (an object with `pieces()`, such as a
   text_files.Span)."""
   return chunk.pieces() if hasattr(chunk, "pieces") else chunk
+
+
+def _groups(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+  """Pieces in lists of about CHUNK_CHARS characters (a large chunk is encoded in these)."""
+  group, size = [], 0
+  for piece in pieces:
+    group.append(piece)
+    size += len(piece[0])
+    if size >= CHUNK_CHARS:
+      yield group
+      group, size = [], 0
+  if group:
+    yield group
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -131,12 +144,18 @@ def _part_stats(directory: str, i: int) -> dict | None:
 
 
 def encode_part(tokenizer, directory: str, i: int, chunk, dtype) -> dict:
-  """Encodes chunk i into its part file, then writes the stats that mark it complete."""
-  ids, (num_bytes, docs) = encode_chunk(tokenizer, _load(chunk))
+  """Encodes chunk i into its part file, a group of pieces at a time, then writes the stats
+  that mark it complete."""
   path = _part(directory, i, np.dtype(dtype).name)
-  ids.astype(dtype).tofile(f"{path}.tmp{os.getpid()}")
-  os.replace(f"{path}.tmp{os.getpid()}", path)
-  stats = {"tokens": len(ids), "bytes": int(num_bytes), "documents": int(docs)}
+  stats = {"tokens": 0, "bytes": 0, "documents": 0}
+  with open(f"{path}.tmp{os.getpid()}", "wb") as f:
+    for group in _groups(_load(chunk)):
+      ids, (num_bytes, docs) = encode_chunk(tokenizer, group)
+      f.write(ids.astype(dtype).tobytes())
+      stats["tokens"] += len(ids)
+      stats["bytes"] += int(num_bytes)
+      stats["documents"] += int(docs)
+  os.replace(f.name, path)
   _write_json(_part(directory, i, "json"), stats)
   return stats
 
@@ -269,7 +288,7 @@ def contribute(directory: str, chunk_iter: Callable[[], Iterable], tokenizer, nu
 
 
 def _in_order(directory, todo, start, tokenizer, num_workers, dtype, used) -> Iterator:
-  """For chunk after chunk from `start`: (its ids, or the path of its part; its stats).
+  """The paths of the chunks' part files from chunk `start` on, in order, with their stats.
 
   Encodes the chunks no process has claimed, in a pool or here; waits for those another process
   encodes, and takes over any it lets go unfinished. Sets used['workers'], and counts in
@@ -285,13 +304,7 @@ def _in_order(directory, todo, start, tokenizer, num_workers, dtype, used) -> It
       enc.fill(limit=i + AHEAD)
       if enc.count is not None and i >= enc.count:
         return
-      if i in enc.claimed and not pool:  # Next in order: encoded here, straight to the shard.
-        chunk, lock = enc.claimed.pop(i)
-        ids, (num_bytes, docs) = encode_chunk(tokenizer, _load(chunk))
-        lock.close()
-        yield ids, {"tokens": len(ids), "bytes": int(num_bytes), "documents": int(docs)}
-        i += 1
-      elif i in enc.claimed:
+      if i in enc.claimed:
         enc.finish(i)
       elif (stats := _part_stats(directory, i)) is not None:
         used["reused"] += i not in enc.mine
@@ -316,7 +329,6 @@ def fingerprint(paths: list[str]) -> str:
 
 def _append(shard, path: str) -> None:
   """Copies the file at `path` to the end of the open file `shard`, in the kernel."""
-  shard.flush()
   with open(path, "rb") as f:
     left = os.fstat(f.fileno()).st_size
     try:
@@ -374,15 +386,12 @@ def build(
 
   parts = _in_order(directory, todo, totals["chunks"], tokenizer, num_workers, dtype, used)
   try:
-    for ids, stats in parts:
+    for path, stats in parts:
       if shard is None:
         # One name: the next build (under the lock) truncates what an interrupted one left.
         shard = open(f"{_shard_path(directory, len(done), dtype)}.tmp", "wb")  # noqa: SIM115
         shard_size = 0
-      if isinstance(ids, str):
-        _append(shard, ids)
-      else:
-        shard.write(ids.astype(dtype, copy=False).tobytes())
+      _append(shard, path)
       shard_size += stats["tokens"]
       for k in ("tokens", "bytes", "documents"):
         totals[k] += stats[k]

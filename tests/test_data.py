@@ -212,7 +212,7 @@ def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tfds_splits_are_read_in_parallel_parts_with_the_same_tokens(tmp_path, monkeypatch):
+def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp_path):
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
@@ -224,24 +224,33 @@ def test_tfds_splits_are_read_in_parallel_parts_with_the_same_tokens(tmp_path, m
     data_dir=str(tmp_path / "tfds"),
     split_datasets={"train": split(texts), "validation": split(texts[:10])},
     features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-  ).download_and_prepare()
-  monkeypatch.setattr(data, "TFDS_SPAN", 2000)  # About ten parts of the train split.
+  ).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=6))
   c = data_config(tmp_path, dataset="local_texts", data_dir=str(tmp_path / "tfds"))
-  c.update(tokenizer="byte", test_split="")
+  c.update(tokenizer="byte", test_split="", train_split="train[5:55]+validation[:4]")
+  source = data._tfds_sources(c)["train"]
+  spans = list(source.chunks())
+  shards = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).info.splits
+  assert shards["train"].shard_lengths == [10] * 6
+  bounds = np.cumsum([0, *shards["validation"].shard_lengths])
+  held = [(int(a), min(int(b), 4)) for a, b in zip(bounds, bounds[1:]) if a < 4]
+  assert [(s.part, s.start, s.stop) for s in spans] == [
+    ("train", 5, 10),
+    *(("train", a, a + 10) for a in range(10, 50, 10)),
+    ("train", 50, 55),
+    *(("validation", a, b) for a, b in held),
+  ]  # One span per shard file that the slices cover.
+  pieces = [p for s in spans for p in s.pieces()]
+  in_order = [t for t, _ in source.pieces()]  # What the tokenizer trains on.
+  assert [t for t, _ in pieces] == in_order and len(in_order) == 54
+  assert [new for _, new in pieces] == [False] + [True] * 53  # Documents after the first.
   summaries = {}
   for workers in (1, 2):
     c.update(workers=workers, cache_dir=str(tmp_path / f"cache{workers}"))
-    summaries[workers] = data.prepare_cache(c)
-  one, two = summaries[1]["train"], summaries[2]["train"]
-  assert (one["workers"], two["workers"]) == (1, 2)
-  assert one["fingerprint"] == two["fingerprint"]
-  c.update(cache_dir=str(tmp_path / "cache2"))
+    summaries[workers] = data.prepare_cache(c)["train"]
+  assert (summaries[1]["workers"], summaries[2]["workers"]) == (1, 2)
+  assert summaries[1]["fingerprint"] == summaries[2]["fingerprint"]
   _, tokens = data.prepare(c, str(tmp_path / "run"))
-  stored = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).as_dataset(split="train")
-  in_order = [x["text"].decode() for x in tfds.as_numpy(stored)]
-  tok = tokenizers.ByteTokenizer()
-  assert tok.decode(tokens["train"]) == tokenizers.EOD.join(in_order)
-  assert sorted(in_order) == sorted(texts)
+  assert tokenizers.ByteTokenizer().decode(tokens["train"]) == tokenizers.EOD.join(in_order)
 
 
 def test_synthetic_data_needs_no_files(tmp_path):
