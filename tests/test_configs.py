@@ -57,6 +57,8 @@ def test_config_trains_two_steps(path, corpus, tmp_path):
     }
   )
   config = config_lib.override(base, overrides)
+  for name, source in config.data.mixture.items():  # Each source reads the test corpus too.
+    config.data.mixture[name] = {"weight": source.weight, "dataset": "text", "text_files": corpus}
   workdir = str(tmp_path / "run")
   _, final = train.train_and_evaluate(config, workdir)
   assert math.isfinite(final["loss"])
