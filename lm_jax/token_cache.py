@@ -339,12 +339,10 @@ def _append(shard, path: str) -> None:
 
 
 def _remove_parts(directory: str, below: int | None = None) -> None:
-  """Deletes part files (and claims) of chunks below `below` (all, and the appended count, if
-  None): the shards hold them now."""
+  """Deletes part files (and claims) of chunks below `below` (all if None): the shards hold
+  them now. appended.json stays, so that a late helper finds nothing left to encode."""
   for name in os.listdir(directory):
-    if (name.startswith("part-") and (below is None or int(name[5:12]) < below)) or (
-      below is None and name == "appended.json"
-    ):
+    if name.startswith("part-") and (below is None or int(name[5:12]) < below):
       with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(directory, name))
 
