@@ -28,7 +28,8 @@ import tqdm
 
 from lm_jax import UserError, tokenizers
 
-CHUNK_CHARS = 1 << 20  # Text per task a worker encodes; pieces are cut near this size.
+CHUNK_CHARS = 4 << 20  # Text per chunk, the task a worker reads and encodes.
+PIECE_CHARS = 1 << 20  # Long texts are cut in pieces of about this size, encoded a group at a time.
 MIN_POOL_CHUNKS = 4  # Fewer chunks than this are encoded in the calling process.
 AHEAD = 64  # The assembler claims chunks at most this far past the next one it appends.
 _WORKER = {}  # In a worker process only: the tokenizer, rebuilt once from its dict.
@@ -40,11 +41,11 @@ def workers(n: int) -> int:
 
 
 def cut(text: str) -> Iterator[str]:
-  """A long text in pieces of about CHUNK_CHARS that end at a newline where one is."""
+  """A long text in pieces of about PIECE_CHARS that end at a newline where one is."""
   start = 0
-  while len(text) - start > CHUNK_CHARS:
-    at = text.rfind("\n", start, start + CHUNK_CHARS) + 1
-    at = at if at > start else start + CHUNK_CHARS  # A line this long is cut anywhere.
+  while len(text) - start > PIECE_CHARS:
+    at = text.rfind("\n", start, start + PIECE_CHARS) + 1
+    at = at if at > start else start + PIECE_CHARS  # A line this long is cut anywhere.
     yield text[start:at]
     start = at
   yield text[start:]
@@ -94,12 +95,12 @@ def _load(chunk) -> Iterable[tuple[str, bool]]:
 
 
 def _groups(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
-  """Pieces in lists of about CHUNK_CHARS characters (a large chunk is encoded in these)."""
+  """Pieces in lists of about PIECE_CHARS characters: what is encoded at a time."""
   group, size = [], 0
   for piece in pieces:
     group.append(piece)
     size += len(piece[0])
-    if size >= CHUNK_CHARS:
+    if size >= PIECE_CHARS:
       yield group
       group, size = [], 0
   if group:
