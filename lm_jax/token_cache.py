@@ -309,6 +309,7 @@ def _in_order(directory, todo, start, tokenizer, num_workers, dtype, used) -> It
         enc.finish(i)
       elif (stats := _part_stats(directory, i)) is not None:
         used["reused"] += i not in enc.mine
+        enc.held.pop(i, None)
         yield _part(directory, i, np.dtype(dtype).name), stats
         i += 1
       elif not enc.retake(i):  # Another process is encoding chunk i.
