@@ -191,10 +191,10 @@ class Plan:
 # (XLA's threading does not pay on small ops); large ones favour jit (no per-replica dispatch
 # and gradient all-reduce). Measured with scripts/benchmark.py on 2 shared cores (medians of
 # interleaved runs; README, Benchmark), tokens/s under jit against pmap by training GFLOP per
-# core per step: 6-layer GPTs at batch 8 x 128, 128 wide (4.3 GFLOP) 4,008 against 6,907, 160
-# wide (6.5) 3,822 against 3,755, 192 wide (9.1) 2,908 against 2,322, 384 wide (34.5) 1,363
-# against 1,211; the 4-layer GPT-cpu recipe at 256 wide (7.6) 3,757 against 2,487. The
-# crossover lies near 6.5 GFLOP; the LSTM recipe (5.2) and the GPT-cpu recipe (2.0) stay pmap.
+# core per step: GPT-cpu recipe (2.0) 11,254 against 14,499; 6-layer GPTs at batch 8 x 128,
+# 128 wide (4.3) 4,008 against 6,907; LSTM recipe (5.2) 33,392 against 35,728; 160 wide (6.5)
+# 3,822 against 3,755; GPT-cpu recipe 256 wide (7.6) 3,757 against 2,487; 192 wide (9.1) 2,908
+# against 2,322; 384 wide (34.5) 1,363 against 1,211. The crossover lies near 6.5 GFLOP.
 CPU_JIT_MIN_FLOPS_PER_DEVICE = 6e9
 
 
@@ -206,7 +206,7 @@ def resolve_mode(
   'auto' is 'jit' on one device. With several, accelerators take 'pmap'; a CPU
   takes 'jit' when the step's training FLOPs per device (`flops_per_step` over
   the device count) reach CPU_JIT_MIN_FLOPS_PER_DEVICE, else 'pmap'. Without
-  `flops_per_step` a CPU takes 'pmap'.
+  `flops_per_step`, or with several processes, a CPU takes 'pmap'.
   """
   if parallel not in MODES:
     raise UserError(f"train.parallel={parallel!r}: use one of {list(MODES)}.")
@@ -216,7 +216,7 @@ def resolve_mode(
   platform = platform or jax.devices()[0].platform
   if n == 1:
     return "jit", "one device"
-  if platform != "cpu" or not flops_per_step:
+  if platform != "cpu" or not flops_per_step or jax.process_count() > 1:
     return "pmap", f"{n} {platform} devices"
   per_device = flops_per_step / n
   limit = CPU_JIT_MIN_FLOPS_PER_DEVICE
