@@ -4,12 +4,17 @@ Standalone: needs only torch and numpy; nothing in lm_jax or its tests imports i
 
   python benchmarks/torch_reference.py speed --model gpt --batch 12 --seq_len 64
   python benchmarks/torch_reference.py speed --model lstm --batch 32 --seq_len 128
+  python benchmarks/torch_reference.py speed --model gpt --shape baby   # 6L/6H/384, 8 x 128
+  python benchmarks/torch_reference.py speed --model gpt --shape baby --bf16
   python benchmarks/torch_reference.py train --model gpt --seed 0
   python benchmarks/torch_reference.py train --model lstm --seed 0
 
 `speed` times training steps on random tokens; `train` runs the full recipe on
 tiny-shakespeare and evaluates once on the whole validation split. Each prints
-one JSON line.
+one JSON line. `--shape baby` is the baby GPT's shape (6 layers, 6 heads, 384
+wide, batch 8 x 128; explicit flags still win); `--bf16` runs the forward pass
+and loss under `torch.autocast("cpu", dtype=torch.bfloat16)` (weights and
+optimizer stay fp32).
 """
 
 import argparse
@@ -24,6 +29,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 VOCAB = 65
+# Sizes by --shape (gpt) and for the lstm recipe; explicit flags override them.
+SHAPES = {
+  "recipe": {"batch": 12, "seq_len": 64, "n_layer": 4, "n_head": 4, "n_embd": 128},
+  "baby": {"batch": 8, "seq_len": 128, "n_layer": 6, "n_head": 6, "n_embd": 384},
+  "lstm": {"batch": 32, "seq_len": 128},
+}
 
 
 # --- models -----------------------------------------------------------------
@@ -135,9 +146,10 @@ def build(args, vocab):
   return model, opt, lr
 
 
-def train_step(model, opt, x, y):
-  logits = model(x)
-  loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+def train_step(model, opt, x, y, bf16=False):
+  with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    logits = model(x)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
   opt.zero_grad(set_to_none=True)
   loss.backward()
   torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,7 +214,7 @@ def run_train(args):
     win = train[starts[:, None] + offsets]
     for g in opt.param_groups:
       g["lr"] = lr(it)
-    loss = train_step(model, opt, win[:, :-1], win[:, 1:])
+    loss = train_step(model, opt, win[:, :-1], win[:, 1:], args.bf16)
     if args.log_every and (it % args.log_every == 0 or it == args.steps - 1):
       print(f"step {it} loss {loss.item():.4f}", flush=True)
   train_seconds = time.perf_counter() - t0
@@ -227,7 +239,7 @@ def run_speed(args):
   for it in range(3 + args.steps):  # 3 warm-up steps, then timed steps
     win = torch.randint(0, VOCAB, (args.batch, args.seq_len + 1))
     t0 = time.perf_counter()
-    train_step(model, opt, win[:, :-1], win[:, 1:]).item()
+    train_step(model, opt, win[:, :-1], win[:, 1:], args.bf16).item()
     if it >= 3:
       times.append(time.perf_counter() - t0)
   med = statistics.median(times)
@@ -237,6 +249,8 @@ def run_speed(args):
         "model": args.model,
         "batch": args.batch,
         "seq_len": args.seq_len,
+        "shape": f"{args.n_layer}L/{args.n_head}H/{args.n_embd}" if args.model == "gpt" else None,
+        "bf16": args.bf16,
         "step_sec_median": round(med, 5),
         "tokens_per_sec": round(args.batch * args.seq_len / med),
         "torch_version": torch.__version__,
@@ -255,16 +269,19 @@ def main():
   p.add_argument("--batch", type=int)
   p.add_argument("--seq_len", type=int)
   p.add_argument("--steps", type=int, help="speed: timed steps (30); train: 2000")
-  p.add_argument("--n_layer", type=int, default=4)
-  p.add_argument("--n_head", type=int, default=4)
-  p.add_argument("--n_embd", type=int, default=128)
+  p.add_argument("--shape", choices=list(SHAPES), default="recipe", help="gpt: size preset")
+  p.add_argument("--n_layer", type=int, help="gpt (default: from --shape)")
+  p.add_argument("--n_head", type=int, help="gpt (default: from --shape)")
+  p.add_argument("--n_embd", type=int, help="gpt (default: from --shape)")
+  p.add_argument("--bf16", action="store_true", help="autocast the forward pass to bfloat16")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--corpus", default="input.txt", help="train: tiny-shakespeare's input.txt")
   p.add_argument("--log_every", type=int, default=0, help="train: print the loss every N steps")
   args = p.parse_args()
-  recipe = {"gpt": (12, 64), "lstm": (32, 128)}[args.model]
-  args.batch = args.batch or recipe[0]
-  args.seq_len = args.seq_len or recipe[1]
+  shape = SHAPES[args.shape] if args.model == "gpt" else SHAPES["lstm"]
+  for key, value in shape.items():
+    if getattr(args, key, None) is None:
+      setattr(args, key, value)
   args.steps = args.steps or (30 if args.mode == "speed" else 2000)
   run_speed(args) if args.mode == "speed" else run_train(args)
 

@@ -90,7 +90,9 @@ def get_config():
   t.keep_checkpoints = 2  # The newest this many are kept...
   t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).
   t.grad_accum_steps = 1  # Microbatches per step (same update as the whole batch at once).
-  t.parallel = "auto"  # jit (one device), pmap, sharded (config.mesh), auto (pmap if > 1).
+  # jit (one device), pmap, sharded (config.mesh), or auto: pmap on several devices, except on a
+  # CPU for steps of 6 GFLOP per core or more, where one jit is faster (parallel.resolve_mode).
+  t.parallel = "auto"
   t.init_from = ""  # A new run starts from this run's (or Hugging Face model dir's) parameters.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.

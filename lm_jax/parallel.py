@@ -186,12 +186,54 @@ class Plan:
     )
 
 
-def make_plan(parallel: str, mesh_config=None) -> Plan:
-  """'auto' -> 'pmap' when more than one device is present, else 'jit'."""
+# On a CPU whose cores the scripts made devices, pmap runs one replica per core, while a
+# one-device jit leaves XLA to spread each op over the cores itself. Small steps favour pmap
+# (XLA's threading does not pay on small ops); large ones favour jit (no per-replica dispatch
+# and gradient all-reduce). Measured with scripts/benchmark.py on 2 shared cores (medians of
+# interleaved runs; README, Benchmark), tokens/s under jit against pmap by training GFLOP per
+# core per step: GPT-cpu recipe (2.0) 11,254 against 14,499; 6-layer GPTs at batch 8 x 128,
+# 128 wide (4.3) 4,008 against 6,907; LSTM recipe (5.2) 33,392 against 35,728; 160 wide (6.5)
+# 3,822 against 3,755; GPT-cpu recipe 256 wide (7.6) 3,757 against 2,487; 192 wide (9.1) 2,908
+# against 2,322; 384 wide (34.5) 1,363 against 1,211. The crossover lies near 6.5 GFLOP.
+CPU_JIT_MIN_FLOPS_PER_DEVICE = 6e9
+
+
+def resolve_mode(
+  parallel: str, flops_per_step: float | None = None, platform: str | None = None, devices=None
+) -> tuple[str, str]:
+  """train.parallel -> (mode, reason); only 'auto' chooses.
+
+  'auto' is 'jit' on one device. With several, accelerators take 'pmap'; a CPU
+  takes 'jit' when the step's training FLOPs per device (`flops_per_step` over
+  the device count) reach CPU_JIT_MIN_FLOPS_PER_DEVICE, else 'pmap'. Without
+  `flops_per_step`, or with several processes, a CPU takes 'pmap'.
+  """
   if parallel not in MODES:
     raise UserError(f"train.parallel={parallel!r}: use one of {list(MODES)}.")
-  if parallel == "auto":
-    parallel = "pmap" if jax.device_count() > 1 else "jit"
+  if parallel != "auto":
+    return parallel, "set in the config"
+  n = devices if devices is not None else jax.device_count()
+  platform = platform or jax.devices()[0].platform
+  if n == 1:
+    return "jit", "one device"
+  if platform != "cpu" or not flops_per_step or jax.process_count() > 1:
+    return "pmap", f"{n} {platform} devices"
+  per_device = flops_per_step / n
+  limit = CPU_JIT_MIN_FLOPS_PER_DEVICE
+  if per_device >= limit:
+    return "jit", (
+      f"{per_device / 1e9:.1f} GFLOP per core per step >= {limit / 1e9:g}: XLA's own "
+      "threads over one CPU device beat a replica per core"
+    )
+  return (
+    "pmap",
+    f"{per_device / 1e9:.1f} GFLOP per core per step < {limit / 1e9:g}: a replica per core",
+  )
+
+
+def make_plan(parallel: str, mesh_config=None, flops_per_step: float | None = None) -> Plan:
+  """A plan for a train.parallel mode; 'auto' as resolve_mode decides."""
+  parallel, _ = resolve_mode(parallel, flops_per_step)
   if parallel == "jit" and jax.process_count() > 1:
     raise UserError(
       "train.parallel='jit' runs on one device, but this run has "

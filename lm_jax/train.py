@@ -140,7 +140,12 @@ def _setup(config, workdir: str) -> _Run:
       "raise model.max_len or lower data.seq_len."
     )
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
-  plan = parallel.make_plan(c.parallel, config.mesh)
+  create, rng = runs.state_factory(config, model, tx)
+  abstract = jax.eval_shape(create)
+  flops_per_token = models.flops_per_token(model, abstract.params, seq_len)
+  mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
+  resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
+  plan = parallel.make_plan(mode, config.mesh)
   plan.check_batch(c.batch_size)
   plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas
@@ -149,8 +154,6 @@ def _setup(config, workdir: str) -> _Run:
       f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
       f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
     )
-  create, rng = runs.state_factory(config, model, tx)
-  abstract = jax.eval_shape(create)
   step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps)
   return _Run(
     config=config,
@@ -160,7 +163,7 @@ def _setup(config, workdir: str) -> _Run:
     create=create,
     rng=rng,
     lr_schedule=lr_schedule,
-    flops_per_token=models.flops_per_token(model, abstract.params, seq_len),
+    flops_per_token=flops_per_token,
     train_step=plan.compile_step(step, state=abstract),
     eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
     resolved=resolved,

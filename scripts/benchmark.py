@@ -92,8 +92,9 @@ def benchmark():
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
   create, rng = runs.state_factory(config, model, tx)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
-  plan = parallel.make_plan(c.parallel, config.mesh)
-  mode = plan.mode
+  mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
+  resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
+  plan = parallel.make_plan(mode, config.mesh)
   plan.check_batch(c.batch_size)
   tokens = data.synthetic_tokens("random", V, 1_000_000, seed=0)
   rows = plan.rows(c.batch_size)

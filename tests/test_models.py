@@ -288,7 +288,12 @@ def test_attention_choices_and_refusals():
   assert layers.resolve_attention("auto", bf16, 0.0, 64, h100)[0] == "cudnn"
   assert layers.resolve_attention("auto", fp32, 0.0, 64, h100)[0] == "xla"  # cuDNN: 16 bits only.
   assert layers.resolve_attention("auto", bf16, 0.0, 64, tpu)[0] == "xla"
-  assert layers.resolve_attention("auto", fp32, 0.0, 64, cpu)[0] == "reference"
+  # CPU: by head width, the GPT-cpu recipe's 32 on one side, the baby GPT's 64 on the other.
+  choice, reason = layers.resolve_attention("auto", fp32, 0.0, 32, cpu)
+  assert choice == "reference" and "32 < 64" in reason
+  choice, reason = layers.resolve_attention("auto", fp32, 0.0, 64, cpu)
+  assert choice == "xla" and "64 >= 64" in reason
+  assert layers.resolve_attention("auto", fp32, 0.1, 64, cpu)[0] == "reference"  # Dropout.
   choice, reason = layers.resolve_attention("auto", bf16, 0.1, 64, h100)
   assert choice == "reference" and "dropout" in reason
   assert layers.resolve_attention("xla", fp32, 0.0, 64, cpu)[0] == "xla"

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 from lm_jax import UserError, models, optim, parallel, records, runs, train
+from lm_jax import config as config_lib
 
 
 def assert_trees_close(a, b, atol=1e-5):
@@ -66,6 +67,46 @@ def test_fsdp_spec_picks_the_largest_divisible_dim():
   assert parallel.fsdp_spec((12, 8), 4) == jax.sharding.PartitionSpec("fsdp", None)
   assert parallel.fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
   assert parallel.fsdp_spec((12, 8), 1) == jax.sharding.PartitionSpec()
+
+
+def step_flops(config_path: str, batch_size=None, seq_len=None, **model) -> float:
+  """A config's training FLOPs per step, from abstract parameters (nothing is run)."""
+  config = config_lib.load(config_path)
+  config.model.update(model)
+  m = models.build_model(config.model, 65)
+  init = lambda: m.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+  params = jax.eval_shape(init)["params"]
+  seq_len = seq_len or config.data.seq_len
+  tokens = (batch_size or config.train.batch_size) * seq_len
+  return models.flops_per_token(m, params, seq_len) * tokens
+
+
+def test_auto_layout_follows_the_model_size_on_cpu_only():
+  baby = dict(num_layers=6, num_heads=6, d_model=384, max_len=128)
+  gpt_cpu = step_flops("configs/shakespeare_char_gpt_cpu.py")
+  lstm = step_flops("configs/shakespeare_char_lstm.py")
+  wide = step_flops("configs/shakespeare_char_gpt_cpu.py", 8, 128, **baby)
+  # The measured sides of the crossover (README, Benchmark): pmap for the recipes, jit wider.
+  assert parallel.resolve_mode("auto", gpt_cpu, "cpu", 2)[0] == "pmap"
+  assert parallel.resolve_mode("auto", lstm, "cpu", 2)[0] == "pmap"
+  mode, reason = parallel.resolve_mode("auto", wide, "cpu", 2)
+  assert mode == "jit" and "GFLOP per core" in reason
+  assert parallel.resolve_mode("auto", wide, "gpu", 2)[0] == "pmap"  # Accelerators: pmap.
+  assert parallel.resolve_mode("auto", wide, "cpu", 1)[0] == "jit"
+  assert parallel.resolve_mode("auto", None, "cpu", 2)[0] == "pmap"  # FLOPs unknown.
+  assert parallel.resolve_mode("pmap", wide, "cpu", 2) == ("pmap", "set in the config")
+  with pytest.raises(UserError, match="use one of"):
+    parallel.resolve_mode("spmd", wide, "cpu", 2)
+
+
+def test_auto_may_take_jit_on_cores_made_devices(config, tmp_path, monkeypatch):
+  monkeypatch.setattr(parallel, "CPU_JIT_MIN_FLOPS_PER_DEVICE", 1.0)  # Any model is "wide".
+  config.train.update(parallel="auto", num_steps=2, eval_every=2, log_every=1)
+  assert jax.device_count() == 8
+  train.train_and_evaluate(config, str(tmp_path))
+  info = json.loads((tmp_path / "run.json").read_text())
+  assert info["parallel"] == "jit" and "GFLOP per core" in info["parallel_reason"]
+  assert info["device_count"] == 8
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,9 @@ def test_script_makes_each_cpu_core_a_device(config, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   cores = len(os.sched_getaffinity(0))
   expected = max(d for d in range(1, cores + 1) if 8 % d == 0)  # Batch 8 splits evenly.
-  assert json.loads((tmp_path / "run" / "run.json").read_text())["device_count"] == expected
+  info = json.loads((tmp_path / "run" / "run.json").read_text())
+  assert info["device_count"] == expected
+  if expected > 1:  # A tiny model: auto keeps a replica per core (parallel.resolve_mode).
+    assert info["parallel"] == "pmap" and "GFLOP per core" in info["parallel_reason"]
   # The script turned on JAX's compilation cache beside the token cache.
   assert os.listdir(os.path.join(os.environ["XDG_CACHE_HOME"], "lm_jax", "jax_cache"))

@@ -81,6 +81,16 @@ def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
   return out_BxGxRxLxK.reshape(B, H, L, K)
 
 
+# On CPU, XLA's dot_product_attention lowers to the same einsums and softmax as the reference;
+# what differs is how XLA fuses them with the layout changes around them. Whole training steps
+# (scripts/benchmark.py, README, Benchmark) ran faster with the reference at 32-wide heads
+# (GPT-cpu recipe 17,523 against 14,681 tokens/s, quiet machine; 128 long 8,394 against 6,704,
+# busy) and with XLA's at 64-wide heads (6 layers, 384 wide: 1,231 against 961, quiet; 4
+# layers, 256 wide: 4,004 against 3,333, busy). Attention alone, forward and backward, is
+# within 3% either way at these shapes (benchmarks/attention_speed.py).
+CPU_XLA_MIN_HEAD_DIM = 64
+
+
 def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
   """Why cuDNN's fused attention cannot run here, or None when it can."""
   if device.platform != "gpu" or "nvidia" not in device.device_kind.lower():
@@ -101,9 +111,10 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
 
   An explicit choice runs as asked or is refused (UserError) with the reason;
   only 'auto' chooses: cuDNN on NVIDIA GPUs where dtype and head width allow,
-  else XLA's fused attention on accelerators, and the einsum reference on CPU
-  (measured no slower there; README, Benchmark). Fused kernels do not drop
-  attention probabilities, so with dropout 'auto' takes the reference.
+  else XLA's fused attention on accelerators; on CPU, XLA's for heads at least
+  CPU_XLA_MIN_HEAD_DIM wide and the einsum reference for narrower ones (see
+  that constant). Fused kernels do not drop attention probabilities, so with
+  dropout 'auto' takes the reference.
   """
   if requested not in ATTENTION:
     raise UserError(f"unknown model.attention {requested!r}: use one of {list(ATTENTION)}.")
@@ -126,7 +137,12 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
     return "cudnn", f"{device.device_kind} supports cuDNN attention at this dtype and head width"
   if device.platform != "cpu":
     return "xla", f"cuDNN does not apply ({problem})"
-  return "reference", "on CPU the einsum reference is at least as fast as XLA's fused attention"
+  if head_dim >= CPU_XLA_MIN_HEAD_DIM:
+    return "xla", f"on CPU with heads {head_dim} >= {CPU_XLA_MIN_HEAD_DIM} wide XLA's is faster"
+  return (
+    "reference",
+    f"on CPU with heads {head_dim} < {CPU_XLA_MIN_HEAD_DIM} wide the einsum is faster",
+  )
 
 
 def attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, implementation: str):
