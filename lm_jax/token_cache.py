@@ -19,7 +19,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -139,6 +138,11 @@ def _appended_path(directory: str) -> str:
   return os.path.join(directory, "appended.json")
 
 
+def _appended(directory: str) -> int:
+  """How many chunks the assembler has appended to the shards."""
+  return (_read_json(_appended_path(directory)) or {"chunks": 0})["chunks"]
+
+
 def _part_stats(directory: str, i: int) -> dict | None:
   """A complete part's {tokens, bytes, documents}; None while it is missing or being written."""
   return _read_json(_part(directory, i, "json"))
@@ -178,7 +182,9 @@ def _claim(directory: str, i: int):
   except BlockingIOError:
     lock.close()
     return None
-  if _part_stats(directory, i) is not None:  # Finished while this process looked.
+  # Finished while this process looked: its part is complete, or appended and deleted
+  # (appended.json is updated before a part is deleted).
+  if _part_stats(directory, i) is not None or i < _appended(directory):
     lock.close()
     return None
   return lock
@@ -276,12 +282,12 @@ def contribute(directory: str, chunk_iter: Callable[[], Iterable], tokenizer, nu
   What a process sharing the directory with the assembler does; returns how many it encoded.
   """
   dtype = _dtype(tokenizer)
-  start = _start(directory, dtype)
+  start = max(_start(directory, dtype), _appended(directory))
   todo = itertools.islice(enumerate(chunk_iter()), start, None)
   with _pool(tokenizer, num_workers) as pool:
     enc = _Encoder(directory, todo, start, tokenizer, dtype, pool, max(2 * num_workers, 1))
     while not os.path.exists(os.path.join(directory, "index.json")):
-      enc.fill(floor=(_read_json(_appended_path(directory)) or {"chunks": 0})["chunks"])
+      enc.fill(floor=_appended(directory))
       if not enc.claimed:
         break
       enc.finish(min(enc.claimed))
@@ -319,34 +325,53 @@ def _in_order(directory, todo, start, tokenizer, num_workers, dtype, used) -> It
           time.sleep(0.02)
 
 
-def fingerprint(paths: list[str]) -> str:
-  """sha256 of the token ids as written: the shard files' bytes, in order."""
-  h = hashlib.sha256()
-  for path in paths:
-    with open(path, "rb") as f:
-      while block := f.read(1 << 20):
-        h.update(block)
-  return h.hexdigest()
-
-
-def _append(shard, path: str) -> None:
-  """Copies the file at `path` to the end of the open file `shard`, in the kernel."""
+def _hash_file(h, path: str, size: int | None = None) -> None:
+  """Feeds the first `size` bytes (all if None) of the file at `path` to hash `h`."""
   with open(path, "rb") as f:
-    left = os.fstat(f.fileno()).st_size
-    try:
-      while left:
-        left -= os.copy_file_range(f.fileno(), shard.fileno(), left)
-    except OSError:  # A file system without it: copy through this process.
-      shutil.copyfileobj(f, shard)
+    while block := f.read(1 << 20 if size is None else min(1 << 20, size - f.tell())):
+      h.update(block)
 
 
-def _remove_parts(directory: str, below: int | None = None) -> None:
-  """Deletes part files (and claims) of chunks below `below` (all if None): the shards hold
-  them now. appended.json stays, so that a late helper finds nothing left to encode."""
+def _append(shard, path: str, h) -> None:
+  """Appends the file at `path` to the open file `shard`, feeding its bytes to hash `h`."""
+  with open(path, "rb") as f:
+    while block := f.read(1 << 20):
+      h.update(block)
+      shard.write(block)
+
+
+def _remove_part(directory: str, i: int) -> None:
+  for suffix in ("json", "lock", *(np.dtype(d).name for d in (np.uint16, np.uint32))):
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(_part(directory, i, suffix))
+
+
+def _remove_parts(directory: str) -> None:
+  """Deletes every part file and claim left (the shards hold the chunks now)."""
   for name in os.listdir(directory):
-    if name.startswith("part-") and (below is None or int(name[5:12]) < below):
+    if name.startswith("part-"):
       with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(directory, name))
+
+
+def _reopen(directory: str, done: list[dict], dtype, h):
+  """The open shard an interrupted build left, cut back to the chunks `appended.json` records,
+  and that record; (None, None) to start the next shard afresh. Feeds `h` the complete shards
+  and the part of the open one kept."""
+  for i in range(len(done)):
+    _hash_file(h, _shard_path(directory, i, dtype))
+  mark = _read_json(_appended_path(directory))
+  path = f"{_shard_path(directory, len(done), dtype)}.tmp"
+  if not mark or mark.get("shard") != len(done) or not os.path.exists(path):
+    return None, None
+  size = mark["shard_tokens"] * np.dtype(dtype).itemsize
+  if os.path.getsize(path) < size:
+    return None, None
+  _hash_file(h, path, size)
+  shard = open(path, "r+b")  # noqa: SIM115 - closed by build.
+  shard.truncate(size)
+  shard.seek(size)
+  return shard, mark
 
 
 def build(
@@ -357,24 +382,28 @@ def build(
   shard_tokens: int,
   desc: str,
 ) -> dict:
-  """Tokenizes the chunks into shards in `directory`, resuming after complete ones; the index.
+  """Tokenizes the chunks into shards in `directory`, resuming where a build stopped; the index.
 
   `chunk_iter()` gives the chunks: lists of pieces (see `chunks`), or objects that read their
   own pieces (text_files.Span); the same chunks for every call. The caller holds the
-  directory's lock (`cached`): this process is the assembler.
+  directory's lock (`cached`): this process is the assembler. After each chunk it appends,
+  `appended.json` records how far the open shard reaches, so an interrupted build resumes at
+  the next chunk; a chunk's part file is deleted once appended.
   """
   t = time.perf_counter()
   os.makedirs(directory, exist_ok=True)
   dtype = _dtype(tokenizer)
   done = _completed(directory, dtype)
-  resumed = len(done)
-  totals = {"tokens": 0, "bytes": 0, "documents": 0, "chunks": 0}
-  if done:
-    totals = {k: done[-1][k] for k in totals}
+  h = hashlib.sha256()  # The fingerprint: sha256 of the token ids as written.
+  keys = ("tokens", "bytes", "documents", "chunks")
+  shard, mark = _reopen(directory, done, dtype, h)
+  totals = {k: (mark or (done[-1] if done else {}) or {}).get(k, 0) for k in keys}
+  shard_size = mark["shard_tokens"] if mark else 0
+  resumed = {"resumed_shards": len(done), "resumed_chunks": totals["chunks"]}
   bar = tqdm.tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0)
   bar.update(totals["bytes"])
   todo = itertools.islice(enumerate(chunk_iter()), totals["chunks"], None)
-  shard, shard_size, used = None, 0, {"workers": 1, "reused": 0}
+  used = {"workers": 1, "reused": 0}
 
   def close(f, size):
     f.close()
@@ -382,7 +411,6 @@ def build(
     os.replace(f.name, _shard_path(directory, i, dtype))
     done.append({**totals, "shard_tokens": size})
     _write_json(_meta_path(directory, i), done[-1])  # Last: the shard is complete.
-    _remove_parts(directory, below=totals["chunks"])
 
   parts = _in_order(directory, todo, totals["chunks"], tokenizer, num_workers, dtype, used)
   try:
@@ -391,12 +419,15 @@ def build(
         # One name: the next build (under the lock) truncates what an interrupted one left.
         shard = open(f"{_shard_path(directory, len(done), dtype)}.tmp", "wb")  # noqa: SIM115
         shard_size = 0
-      _append(shard, path)
+      _append(shard, path, h)
+      shard.flush()
       shard_size += stats["tokens"]
       for k in ("tokens", "bytes", "documents"):
         totals[k] += stats[k]
       totals["chunks"] += 1
-      _write_json(_appended_path(directory), {"chunks": totals["chunks"]})
+      mark = {**totals, "shard": len(done), "shard_tokens": shard_size}
+      _write_json(_appended_path(directory), mark)  # Before the part goes: see _claim.
+      _remove_part(directory, totals["chunks"] - 1)
       bar.update(stats["bytes"])
       if shard_size >= shard_tokens:
         close(shard, shard_size)
@@ -407,7 +438,7 @@ def build(
     parts.close()
     bar.close()
     if shard is not None and not shard.closed:
-      shard.close()  # Left as a .tmp file; the next build starts that shard again.
+      shard.close()  # Kept, with appended.json: the next build resumes it.
   _remove_parts(directory)
   paths = [_shard_path(directory, i, dtype) for i in range(len(done))]
   return {
@@ -417,10 +448,10 @@ def build(
     "dtype": np.dtype(dtype).name,
     "shards": [os.path.basename(p) for p in paths],
     "shard_sizes": [d["shard_tokens"] for d in done],
-    "fingerprint": fingerprint(paths),
+    "fingerprint": h.hexdigest(),
     "seconds": time.perf_counter() - t,
     "workers": used["workers"],
-    "resumed_shards": resumed,
+    **resumed,
     "chunks": totals["chunks"],
     "parts_reused": used["reused"],
   }
