@@ -270,7 +270,11 @@ def initialize_distributed(
 # in float32 on a Sapphire Rapids core pair. With jaxlib 0.10.2, though, compiling a GPT
 # forward pass under them aborts the process in oneDNN ("partition compile failed"; without
 # the fusion flag XLA's own dot emitter refuses bfloat16), so they stay off until a jaxlib
-# compiles the models with them (tests/test_profiling.py checks which is the case).
+# compiles the models with them (tests/test_profiling.py checks which is the case). What
+# aborts is oneDNN's fusion of a dot with its neighbours: two bf16 dots in a row,
+# `(x @ w1) @ w2`, or a scaled operand, `(q * c) @ k`, abort, while a lone dot, a dot with an
+# f32 result, or dots with a ReLU or exact GELU between them compile; no model-side rewrite
+# avoids every such pattern.
 CPU_BF16_FLAGS_COMPILE_MODELS = False
 CPU_BF16_FLAGS = (
   "--xla_disable_hlo_passes=float-normalization-bf16",
