@@ -3,6 +3,7 @@ process tree (this process, its pool workers and their server), on a generated c
 
 import multiprocessing
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -106,6 +107,8 @@ def _interrupted(c, tokenizer, source, after: float) -> dict:
   return {
     "resume_seconds": time.perf_counter() - t,
     "resumed_shards": index["resumed_shards"],
+    "resumed_chunks": index["resumed_chunks"],
+    "chunks": index["chunks"],
     "parts_reused": index["parts_reused"],
     "resume_fingerprint": index["fingerprint"],
   }
@@ -131,6 +134,7 @@ def run(
       tokenizer = data._tokenizer(c, "", sources["train"])  # pylint: disable=protected-access
       for workers in worker_counts:
         c.update(workers=workers, cache_dir=os.path.join(tmp, kind, str(workers)))
+        os.sync()  # Each row starts with nothing left to write back from the ones before.
         before = tree_rss(os.getpid())
         memory, t = PeakMemory(), time.perf_counter()
         index = data.cached_tokens(c, tokenizer, "train", sources["train"]).index
@@ -138,6 +142,8 @@ def run(
         resumed = {}
         if resume_after:
           resumed = _interrupted(c, tokenizer, sources["train"], resume_after)
+        for cache in (c.cache_dir, c.cache_dir + "-resumed"):
+          shutil.rmtree(cache, ignore_errors=True)  # Gigabytes a row needs no more.
         yield (
           {
             "tokenizer": kind,
