@@ -1,6 +1,6 @@
 """Attention alone, forward and backward: model.attention 'reference' against 'xla' on this device.
 
-  PYTHONPATH=. python benchmarks/attention_speed.py
+  python benchmarks/attention_speed.py
 
 For each shape (batch, heads, length, head width), jits the gradient of the
 summed causal attention for both implementations, runs them alternately and
