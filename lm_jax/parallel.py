@@ -272,9 +272,9 @@ def initialize_distributed(
 # the fusion flag XLA's own dot emitter refuses bfloat16), so they stay off until a jaxlib
 # compiles the models with them (tests/test_profiling.py checks which is the case). What
 # aborts is oneDNN's fusion of a dot with its neighbours: two bf16 dots in a row,
-# `(x @ w1) @ w2`, or a scaled operand, `(q * c) @ k`, abort, while a lone dot, a dot with an
-# f32 result, or dots with a ReLU or exact GELU between them compile; no model-side rewrite
-# avoids every such pattern.
+# `(x @ w1) @ w2`, with nothing, a scale or a GELU between them, or a scaled operand,
+# `(q * c) @ k`, abort, while a lone dot, a dot with an f32 result, or dots with a ReLU between
+# them compile; no model-side rewrite avoids every such pattern.
 CPU_BF16_FLAGS_COMPILE_MODELS = False
 CPU_BF16_FLAGS = (
   "--xla_disable_hlo_passes=float-normalization-bf16",
