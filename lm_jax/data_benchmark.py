@@ -85,7 +85,7 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
 def _tokenize(data_dict: dict, tokenizer_dict: dict) -> None:
   """Tokenizes the train split (in a process that the benchmark kills part way)."""
   c = ml_collections.ConfigDict(data_dict)
-  sources = data._file_sources(c) if c.dataset == "text" else data._tfds_sources(c)  # pylint: disable=protected-access
+  sources = data._sources(c)  # pylint: disable=protected-access
   data.cached_tokens(c, tokenizers.from_dict(tokenizer_dict), "train", sources["train"])
 
 
@@ -130,7 +130,7 @@ def run(
       c.text_files.update(train=corpus, validation=corpus, test="")
     for kind in kinds:
       c.update(tokenizer=kind, cache_dir=os.path.join(tmp, kind))
-      sources = data._file_sources(c) if c.dataset == "text" else data._tfds_sources(c)  # pylint: disable=protected-access
+      sources = data._sources(c)  # pylint: disable=protected-access
       tokenizer = data._tokenizer(c, "", sources["train"])  # pylint: disable=protected-access
       for workers in worker_counts:
         c.update(workers=workers, cache_dir=os.path.join(tmp, kind, str(workers)))
