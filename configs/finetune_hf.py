@@ -17,15 +17,16 @@ import os
 import ml_collections
 
 from configs import shakespeare_char_gpt_cpu
-from lm_jax import UserError, hf
+from lm_jax import UserError
 from lm_jax import config as config_lib
+from lm_jax.hf import architectures
 
 
 def model_of(source: str) -> ml_collections.ConfigDict:
   """The config.model of a run, or of a Hugging Face model directory."""
   if os.path.isdir(os.path.join(source, "checkpoints")):
     return config_lib.load(os.path.join(source, "config.json")).model
-  return ml_collections.ConfigDict(hf.model_config(source))
+  return ml_collections.ConfigDict(architectures.model_config(source))
 
 
 def get_config(source=None):

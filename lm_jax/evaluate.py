@@ -7,7 +7,8 @@ import os
 import jax
 import numpy as np
 
-from lm_jax import UserError, batches, data, losses, mixtures, parallel, runs, tokenizers
+from lm_jax import UserError, data, losses, parallel, runs
+from lm_jax.data import batches, mixtures, tokenizers
 
 
 def eval_step(state, batch, axis_name=None):

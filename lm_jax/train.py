@@ -19,7 +19,6 @@ import tqdm
 
 from lm_jax import (
   UserError,
-  batches,
   checkpoint,
   data,
   evaluate,
@@ -31,9 +30,11 @@ from lm_jax import (
   records,
   runs,
 )
+from lm_jax import state as state_lib
+from lm_jax.data import batches
 
 
-def train_step(state: runs.TrainState, batch, rng, axis_name=None, grad_accum_steps: int = 1):
+def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_accum_steps: int = 1):
   """One optimizer step on `batch`; returns (new state, scalar metrics).
 
   The loss is the mean over every target token of the global batch: token-loss
@@ -115,7 +116,7 @@ class _Run:
   workdir: str
   tokens: dict
   plan: parallel.Plan
-  create: Callable[[], runs.TrainState]
+  create: Callable[[], state_lib.TrainState]
   rng: jax.Array
   lr_schedule: Callable
   flops_per_token: float
@@ -140,7 +141,7 @@ def _setup(config, workdir: str) -> _Run:
       "raise model.max_len or lower data.seq_len."
     )
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = runs.state_factory(config, model, tx)
+  create, rng = state_lib.state_factory(config, model, tx)
   abstract = jax.eval_shape(create)
   flops_per_token = models.flops_per_token(model, abstract.params, seq_len)
   mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
@@ -174,11 +175,11 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   """The state and dropout key to start from: the newest checkpoint, or fresh ones."""
   config, plan = run.config, run.plan
   state, rng = plan.init(run.create), run.rng
-  restored = ckpt.restore(runs.restore_targets(plan, run.create, rng))
+  restored = ckpt.restore(state_lib.restore_targets(plan, run.create, rng))
   if restored is not None:
     step, tree, _ = restored
     state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
-    rng = runs.rng_from_tree(tree)
+    rng = state_lib.rng_from_tree(tree)
     print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
   else:
     if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
@@ -239,7 +240,7 @@ def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_
   c = run.config
   ckpt.save(
     step,
-    run.plan.place(runs.checkpoint_tree(run.plan.get(state), rng)),
+    run.plan.place(state_lib.checkpoint_tree(run.plan.get(state), rng)),
     meta={"step": step, "seed": c.seed, "order": c.data.order},
     metrics={"val_loss": eval_metrics["loss"]} if eval_metrics else None,
   )

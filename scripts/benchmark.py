@@ -21,8 +21,10 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError, batches, console
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
+from lm_jax import state as state_lib
+from lm_jax.data import batches
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).")
@@ -86,11 +88,11 @@ def benchmark():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import data, models, optim, runs, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, models, optim, sample, train  # pylint: disable=g-import-not-at-top
 
   model, resolved = models.resolve_auto(models.build_model(config.model, V))
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = runs.state_factory(config, model, tx)
+  create, rng = state_lib.state_factory(config, model, tx)
   flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
   mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}

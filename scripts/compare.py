@@ -12,7 +12,8 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError, compare, console
+from lm_jax import UserError, console
+from lm_jax.experiments import compare
 
 flags.DEFINE_list("group_by", [], "Config keys that define a group, e.g. model.name.")
 flags.DEFINE_string("metric", "val_loss", "A metrics.jsonl key, taken at each run's final step.")

@@ -19,7 +19,9 @@ import time
 
 from absl import app, flags
 
-from lm_jax import UserError, batches, console
+from lm_jax import UserError, console
+from lm_jax import state as state_lib
+from lm_jax.data import batches
 
 flags.DEFINE_enum("size", "auto", ["auto", "tiny", "gpt2_small"], "auto: tiny on a CPU.")
 flags.DEFINE_integer("steps", 0, "Timed training steps (0: 10 on accelerators, 3 on CPU).")
@@ -88,12 +90,12 @@ def check() -> dict:
 def _steps(config, mode: str, num_steps: int):
   """(losses, seconds per step after the first two, model, state) of `mode` on synthetic tokens."""
 
-  from lm_jax import data, models, optim, parallel, runs, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
 
   c = config.train
   model, _ = models.resolve_auto(models.build_model(config.model, config.data.vocab_size))
   tx, _ = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = runs.state_factory(config, model, tx)
+  create, rng = state_lib.state_factory(config, model, tx)
   plan = parallel.make_plan(mode, {"data": -1, "fsdp": 1})
   state = plan.init(create)
   step_fn = plan.compile_step(functools.partial(train.train_step), state=state)

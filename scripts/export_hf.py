@@ -23,10 +23,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   console.setup(FLAGS.verbose)
-  from lm_jax import runs  # Imported late so --help stays fast.
+  from lm_jax.hf import runs as hf_runs  # Imported late so --help stays fast.
 
   try:
-    notes = runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step)
+    notes = hf_runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step)
   except UserError as e:
     sys.exit(f"error: {e}")
   for note in notes:

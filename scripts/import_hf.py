@@ -30,12 +30,12 @@ def main(argv):
   del argv
   console.setup(FLAGS.verbose)
   from configs import shakespeare_char_gpt_cpu  # Imported late so --help stays fast.
-  from lm_jax import runs
+  from lm_jax.hf import runs as hf_runs
 
   try:
     base = config_lib.load(FLAGS.config) if FLAGS.config else shakespeare_char_gpt_cpu.get_config()
     start = time.perf_counter()
-    runs.import_hf(FLAGS.hf_dir, FLAGS.workdir, config_lib.override(base, OVERRIDES))
+    hf_runs.import_hf(FLAGS.hf_dir, FLAGS.workdir, config_lib.override(base, OVERRIDES))
   except UserError as e:
     sys.exit(f"error: {e}")
   print(

@@ -14,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lm_jax import UserError, compare, console, sweep  # noqa: E402
+from lm_jax import UserError, console  # noqa: E402
+from lm_jax.experiments import compare, sweep
 
 CURVES = (("train_loss", "-", "train"), ("val_loss", "o--", "val"))
 

@@ -38,7 +38,8 @@ OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 def main(argv):
   del argv
   console.setup(FLAGS.verbose)
-  from lm_jax import data, data_benchmark  # Imported late so --help stays fast.
+  from lm_jax import data  # Imported late so --help stays fast.
+  from lm_jax.data import benchmark as data_benchmark
 
   try:
     config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)

@@ -14,8 +14,9 @@ import sys
 
 from absl import app, flags
 
-from lm_jax import UserError, console, sweep
+from lm_jax import UserError, console
 from lm_jax import config as config_lib
+from lm_jax.experiments import sweep
 
 flags.DEFINE_list("config", None, "Config files (path.py[:arg] or .json), comma-separated.")
 flags.DEFINE_string("root", None, "Directory that holds the runs and sweep.json.")

@@ -8,8 +8,10 @@ import sys
 import pytest
 from conftest import ROOT
 
-from lm_jax import UserError, compare, stats, tokenizers
+from lm_jax import UserError
 from lm_jax import config as config_lib
+from lm_jax.data import tokenizers
+from lm_jax.experiments import compare, stats
 
 GPT = [1.90, 1.88, 1.89]
 LLAMA = [1.63, 1.65, 1.62]

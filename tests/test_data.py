@@ -13,7 +13,8 @@ import pytest
 from conftest import make_text
 
 from configs import tiny
-from lm_jax import UserError, batches, data, tokenizers, train
+from lm_jax import UserError, data, train
+from lm_jax.data import batches, tokenizers
 
 SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 
@@ -193,7 +194,8 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
 def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 
-  monkeypatch.setattr(data, "_unreachable_host", lambda urls: None)  # mock_data needs no network.
+  # mock_data needs no network.
+  monkeypatch.setattr(data.tfds, "_unreachable_host", lambda urls: None)
 
   c = data_config(
     tmp_path,
@@ -227,7 +229,7 @@ def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp
   ).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=6))
   c = data_config(tmp_path, dataset="local_texts", data_dir=str(tmp_path / "tfds"))
   c.update(tokenizer="byte", test_split="", train_split="train[5:55]+validation[:4]")
-  source = data._tfds_sources(c)["train"]
+  source = data.tfds.sources(c)["train"]
   spans = list(source.chunks())
   shards = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).info.splits
   assert shards["train"].shard_lengths == [10] * 6
@@ -379,7 +381,8 @@ def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path):
 
 
 def test_tokenization_benchmark_rows_agree_across_worker_counts(monkeypatch):
-  from lm_jax import data_benchmark, token_cache
+  from lm_jax.data import benchmark as data_benchmark
+  from lm_jax.data import token_cache
 
   monkeypatch.setattr(token_cache, "CHUNK_CHARS", 50_000)  # Enough chunks for a pool.
   config = tiny.get_config()

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_text
 
-from lm_jax import UserError, hf, models, runs, sample, tokenizers, train
+from lm_jax import UserError, models, runs, sample, train
 from lm_jax import config as config_lib
+from lm_jax.data import hf_tokenizer, tokenizers
+from lm_jax.hf import architectures, weights
+from lm_jax.hf import runs as hf_runs
 from lm_jax.models import layers
 
 INSTALL = (
@@ -102,11 +105,11 @@ def reference(hf_dir):
 
 def imported(hf_dir, **model_overrides):
   """(model, params, tokenizer) as lm_jax imports them."""
-  config = ml_collections.ConfigDict({**hf.model_config(hf_dir), **model_overrides})
-  tokenizer = hf.load_tokenizer(hf_dir)
+  config = ml_collections.ConfigDict({**architectures.model_config(hf_dir), **model_overrides})
+  tokenizer = hf_tokenizer.load_tokenizer(hf_dir)
   return (
     models.build_model(config, tokenizer.vocab_size),
-    hf.load_params(hf_dir, config),
+    weights.load_params(hf_dir, config),
     tokenizer,
   )
 
@@ -186,14 +189,14 @@ def test_cached_decoding_equals_full_forward(ours, arch):
 def test_export_loads_in_transformers_and_imports_back_exactly(ours, arch, tmp_path):
   model, params, tokenizer, forward = ours[arch]
   out = str(tmp_path / "export")
-  assert hf.save_model(out, model, params, tokenizer) == []
+  assert weights.save_model(out, model, params, tokenizer) == []
   ids = tokens(tokenizer)
   np.testing.assert_allclose(
     hf_logits(reference(out), ids), forward(params, ids), atol=1e-4, rtol=0
   )
   auto = transformers.AutoTokenizer.from_pretrained(out)
   assert auto(TEXT, add_special_tokens=False)["input_ids"] == tokenizer.encode(TEXT).tolist()
-  again = hf.load_params(out, hf.model_config(out))
+  again = weights.load_params(out, architectures.model_config(out))
   jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
 
 
@@ -203,16 +206,16 @@ def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
   sharded = str(tmp_path / "sharded")
   reference(hf_dirs["llama_gqa"]).save_pretrained(sharded, max_shard_size="40KB")
   assert os.path.exists(os.path.join(sharded, "model.safetensors.index.json"))
-  params = hf.load_params(sharded, hf.model_config(sharded))
+  params = weights.load_params(sharded, architectures.model_config(sharded))
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["llama_gqa"][1])
   # GPT-2 as first published: no 'transformer.' prefix, attention masks stored as tensors.
   old = str(tmp_path / "old")
-  weights = load_file(os.path.join(hf_dirs["gpt2"], "model.safetensors"))
-  weights = {k.removeprefix("transformer."): v for k, v in weights.items()}
-  weights["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
+  tensors = load_file(os.path.join(hf_dirs["gpt2"], "model.safetensors"))
+  tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+  tensors["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
   write(old, "config.json", open(os.path.join(hf_dirs["gpt2"], "config.json")).read())
-  save_file(weights, os.path.join(old, "model.safetensors"), metadata={"format": "pt"})
-  params = hf.load_params(old, hf.model_config(old))
+  save_file(tensors, os.path.join(old, "model.safetensors"), metadata={"format": "pt"})
+  params = weights.load_params(old, architectures.model_config(old))
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["gpt2"][1])
 
 
@@ -238,7 +241,7 @@ def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
   init = jax.jit(model.init)(jax.random.key(0), ids)["params"]
   params = jax.tree_util.tree_map(lambda x: np.asarray(x) + 0.1, init)  # No zeros left.
   out = str(tmp_path / "export")
-  [note] = hf.save_model(out, model, params, tokenizers.ByteTokenizer())
+  [note] = weights.save_model(out, model, params, tokenizers.ByteTokenizer())
   assert "byte tokenizer has no Hugging Face form" in note
   np.testing.assert_allclose(
     hf_logits(reference(out), ids), jax.jit(model.apply)({"params": params}, ids), atol=1e-4, rtol=0
@@ -246,7 +249,7 @@ def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
 
 
 def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
-  tokenizer = hf.load_tokenizer(hf_dirs["gpt2"])
+  tokenizer = hf_tokenizer.load_tokenizer(hf_dirs["gpt2"])
   auto = transformers.AutoTokenizer.from_pretrained(hf_dirs["gpt2"])
   assert tokenizer.vocab_size == len(auto) + 4  # The model's, padded.
   assert tokenizer.eos_id == auto.eos_token_id == 0
@@ -271,7 +274,7 @@ def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_pat
   from lm_jax import evaluate
 
   workdir = str(tmp_path / "run")
-  runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
+  hf_runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
   _, model, tokenizer, state, step = runs.load_run(workdir)
   params = ours["gpt2"][1]
   assert step == 0 and tokenizer.kind == "hf" and tokenizer.eos_id == 0
@@ -288,7 +291,7 @@ def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_pat
   result = evaluate.evaluate_run(workdir)
   assert result["step"] == 0 and 0 < result["bits_per_byte"] < 20
   with pytest.raises(UserError, match="already holds a run"):
-    runs.import_hf(hf_dirs["gpt2"], workdir, config)
+    hf_runs.import_hf(hf_dirs["gpt2"], workdir, config)
   scanned = jax.eval_shape(lambda: layers.stack_blocks(params))  # Runs start from runs too.
   again = runs.initial_params(workdir, model_config=None, abstract_params=scanned)
   jax.tree_util.tree_map(np.testing.assert_array_equal, again, layers.stack_blocks(params))
@@ -313,7 +316,7 @@ def test_init_from_starts_from_those_parameters(hf_dirs, ours, config, tmp_path)
 
 def test_init_from_refuses_a_different_model(hf_dirs, config, tmp_path):
   config = small_config(config)
-  config.model = ml_collections.ConfigDict(hf.model_config(hf_dirs["llama_tied"]))
+  config.model = ml_collections.ConfigDict(architectures.model_config(hf_dirs["llama_tied"]))
   config.model.rope_base = 500.0
   config.data.hf_tokenizer = config.train.init_from = hf_dirs["llama_tied"]
   with pytest.raises(UserError, match=r"differs from the model in .*rope_base=10000.0"):
@@ -328,24 +331,24 @@ def write(path, name, content):
 
 def test_bad_directories_are_refused(hf_dirs, tmp_path):
   with pytest.raises(UserError, match="no directory at"):
-    hf.model_config(str(tmp_path / "nowhere"))
+    architectures.model_config(str(tmp_path / "nowhere"))
   gpt2_config = json.load(open(os.path.join(hf_dirs["gpt2"], "config.json")))
   bare = str(tmp_path / "bare")
   write(bare, "config.json", gpt2_config)
-  model_config = hf.model_config(bare)
+  model_config = architectures.model_config(bare)
   with pytest.raises(UserError, match="holds no weights"):
-    hf.load_params(bare, model_config)
+    weights.load_params(bare, model_config)
   write(bare, "pytorch_model.bin", "")
   with pytest.raises(UserError, match="convert it once with transformers"):
-    hf.load_params(bare, model_config)
+    weights.load_params(bare, model_config)
   write(str(tmp_path / "bert"), "config.json", {"architectures": ["BertForMaskedLM"]})
   with pytest.raises(UserError, match="BertForMaskedLM .* supports GPT2LMHeadModel"):
-    hf.model_config(str(tmp_path / "bert"))
+    architectures.model_config(str(tmp_path / "bert"))
   llama = json.load(open(os.path.join(hf_dirs["llama_gqa"], "config.json")))
   llama["rope_parameters"] = {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}
   write(str(tmp_path / "llama31"), "config.json", llama)
   with pytest.raises(UserError, match="RoPE type 'llama3'.* it imports llama with silu"):
-    hf.model_config(str(tmp_path / "llama31"))
+    architectures.model_config(str(tmp_path / "llama31"))
 
 
 def test_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs, tmp_path):
@@ -356,7 +359,7 @@ def test_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs, tmp_path
   with pytest.raises(
     UserError, match="the tokenizer has 300 ids but the model's vocabulary holds 100"
   ):
-    hf.load_tokenizer(small)
+    hf_tokenizer.load_tokenizer(small)
 
 
 def test_scanned_layout_round_trips():

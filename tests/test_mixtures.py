@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from conftest import make_text
 
-from lm_jax import UserError, batches, data, evaluate, mixtures, records, runs, train
+from lm_jax import UserError, data, evaluate, records, runs, train
 from lm_jax import config as config_lib
+from lm_jax.data import batches, mixtures
 
 F = fractions.Fraction
 

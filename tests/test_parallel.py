@@ -18,6 +18,7 @@ from conftest import ROOT
 
 from lm_jax import UserError, models, optim, parallel, records, runs, train
 from lm_jax import config as config_lib
+from lm_jax import state as state_lib
 
 
 def assert_trees_close(a, b, atol=1e-5):
@@ -51,7 +52,7 @@ def test_sharded_state_is_split_over_fsdp(sharded):
   model = models.build_model(sharded.model, 40)
   tx, _ = optim.make_optimizer(sharded.optim, 10)
   plan = parallel.make_plan("sharded", sharded.mesh)
-  state = plan.init(lambda: runs.create_train_state(model, tx, jax.random.key(0), 16))
+  state = plan.init(lambda: state_lib.create_train_state(model, tx, jax.random.key(0), 16))
   spec = lambda x: tuple(x.sharding.spec)
   assert spec(state.params["wte"]["embedding"]) == ("fsdp", None)  # 40 x 16: 40 splits.
   assert spec(state.params["block_0"]["mlp"]["fc"]["kernel"]) == (None, "fsdp")  # 16 x 64.
@@ -125,7 +126,7 @@ def test_grad_accumulation_equals_one_big_batch(config):
   config.model.dropout = 0.0
   model = models.build_model(config.model, 30)
   tx, _ = optim.make_optimizer(config.optim, 10)
-  state = runs.create_train_state(model, tx, jax.random.key(0), 16)
+  state = state_lib.create_train_state(model, tx, jax.random.key(0), 16)
   tokens = jax.random.randint(jax.random.key(1), (8, 17), 0, 30)
   weights = jnp.ones((8, 16)).at[5:, 9:].set(0.0)  # Unequal token counts per microbatch.
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": weights}

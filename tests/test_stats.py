@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lm_jax import stats
+from lm_jax.experiments import stats
 
 
 @pytest.mark.parametrize("t", [-30.0, -2.5, -0.3, 0.0, 0.7, 1.0, 4.0, 100.0])

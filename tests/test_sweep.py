@@ -11,8 +11,9 @@ import time
 import pytest
 from conftest import ROOT
 
-from lm_jax import UserError, sweep
+from lm_jax import UserError
 from lm_jax import config as config_lib
+from lm_jax.experiments import sweep
 
 # Stands in for train.py where only the sweep's handling of its runs is under test: seed 1
 # fails, seed 7 waits for SIGTERM, any other seed writes what a finished run leaves behind.

@@ -4,7 +4,8 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from lm_jax import UserError, text_files
+from lm_jax import UserError
+from lm_jax.data import text_files
 
 SETTINGS = hypothesis.settings(max_examples=150, deadline=None)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_text
 
 from configs import tiny
-from lm_jax import batches, text_files, token_cache, tokenizers
+from lm_jax.data import batches, text_files, token_cache, tokenizers
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,8 @@ def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, smal
 SHARE = """
 import json, sys, time
 from configs import tiny
-from lm_jax import data, token_cache
+from lm_jax import data
+from lm_jax.data import token_cache
 real, calls = token_cache.encode_chunk, []
 def slow(*args):
   calls.append(1)
@@ -199,7 +200,7 @@ def test_build_waits_for_a_chunk_another_process_holds(tmp_path, text_path, smal
 
 MEMORY = """
 import resource, sys
-from lm_jax import text_files, token_cache, tokenizers
+from lm_jax.data import text_files, token_cache, tokenizers
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 chunks = lambda: text_files.spans(text_files.whole([sys.argv[1]]), sys.argv[3], 2**20)
 index = token_cache.build(sys.argv[2], chunks, tokenizers.ByteTokenizer(), 1, 10**9, "t")

@@ -1,13 +1,7 @@
-"""Hugging Face model directories <-> lm_jax model configs, parameters and tokenizers.
+"""Hugging Face weights (safetensors) <-> lm_jax parameters, tensor by tensor.
 
-The only module that knows Hugging Face's names: `config.json` keys, tensor
-names in safetensors files, tokenizer files. Weights are read and written with
-the `safetensors` package through NumPy (no torch). Two architectures map
-exactly onto lm_jax models; anything else is refused, never converted
-approximately:
-
-  GPT2LMHeadModel   -> gpt    (Conv1D weights, biases, learned positions, tied head)
-  LlamaForCausalLM  -> llama  (RMSNorm, RoPE, grouped-query attention, tied or not)
+Tensor names in safetensors files are known here alone; weights are read and written with the
+`safetensors` package through NumPy (no torch); lm_jax/hf/architectures.py maps the configs.
 
 Imported parameters are float32, as lm_jax models keep them (bfloat16 and
 float16 weights convert exactly); `model.dtype` sets the compute dtype.
@@ -25,138 +19,17 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from lm_jax import UserError, tokenizers
+from lm_jax import UserError
+from lm_jax.data import hf_tokenizer
+from lm_jax.hf import architectures
 from lm_jax.models import layers
 
-SUPPORTED = {
-  "GPT2LMHeadModel": "gpt2 with activation gelu_new or gelu, a 4 x n_embd MLP and a tied head",
-  "LlamaForCausalLM": "llama with silu, head_dim = hidden_size / num_attention_heads and "
-  "default RoPE (no rope_scaling)",
-}
-_MODEL_TYPES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 _WEIGHTS, _INDEX = "model.safetensors", "model.safetensors.index.json"
 # Tensors a checkpoint may hold that carry no parameters: masks, RoPE tables, a tied head.
 _IGNORED = {
   "GPT2LMHeadModel": r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias|lm_head\.weight",
   "LlamaForCausalLM": r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq|lm_head\.weight",
 }
-
-
-def _read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_config(hf_dir: str) -> dict:
-  """The `config.json` of a local Hugging Face model directory."""
-  if not os.path.isdir(hf_dir):
-    raise UserError(
-      f"no directory at {hf_dir}: pass a local Hugging Face model directory "
-      "(config.json and model.safetensors, as save_pretrained writes them)."
-    )
-  path = os.path.join(hf_dir, "config.json")
-  if not os.path.exists(path):
-    raise UserError(
-      f"{hf_dir} holds no config.json: pass a Hugging Face model directory, "
-      "as save_pretrained writes it."
-    )
-  return _read_json(path)
-
-
-def _architecture(h: dict, where: str) -> str:
-  arch = (h.get("architectures") or [_MODEL_TYPES.get(h.get("model_type"), h.get("model_type"))])[0]
-  if arch not in SUPPORTED:
-    raise UserError(
-      f"{where} holds a {arch} model, which lm_jax does not import: it supports "
-      f"{', '.join(SUPPORTED)}."
-    )
-  return arch
-
-
-def _refuse(where: str, arch: str, option: str):
-  raise UserError(
-    f"{where} sets {option}, which lm_jax does not implement: it imports {SUPPORTED[arch]}."
-  )
-
-
-def _gpt2_model(h: dict, where: str) -> dict:
-  refuse = lambda option: _refuse(where, "GPT2LMHeadModel", option)
-  act = h.get("activation_function", "gelu_new")
-  gelu = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}.get(act)
-  if gelu is None:
-    refuse(f"activation_function={act!r}")
-  if h.get("n_inner") not in (None, 4 * h["n_embd"]):
-    refuse(f"n_inner={h['n_inner']}")
-  for key, ok in (
-    ("scale_attn_weights", True),
-    ("scale_attn_by_inverse_layer_idx", False),
-    ("add_cross_attention", False),
-    ("tie_word_embeddings", True),
-  ):
-    if h.get(key, ok) != ok:
-      refuse(f"{key}={h[key]}")
-  return {
-    "name": "gpt",
-    "num_layers": h["n_layer"],
-    "num_heads": h["n_head"],
-    "d_model": h["n_embd"],
-    "max_len": h["n_positions"],
-    "dropout": 0.0,
-    "use_bias": True,
-    "gelu": gelu,
-    "norm_eps": h.get("layer_norm_epsilon", 1e-5),
-  }
-
-
-def _rope_base(h: dict, refuse) -> float:
-  """rope_theta, from transformers 5's rope_parameters or earlier versions' keys."""
-  ropes = [r for r in (h.get("rope_parameters"), h.get("rope_scaling")) if r]
-  for rope in ropes:
-    kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind != "default":
-      refuse(f"RoPE type {kind!r}")
-  thetas = [r["rope_theta"] for r in ropes if "rope_theta" in r]
-  return float(thetas[0] if thetas else h.get("rope_theta", 10000.0))
-
-
-def _llama_model(h: dict, where: str) -> dict:
-  refuse = lambda option: _refuse(where, "LlamaForCausalLM", option)
-  D, H = h["hidden_size"], h["num_attention_heads"]
-  if h.get("hidden_act", "silu") != "silu":
-    refuse(f"hidden_act={h['hidden_act']!r}")
-  if D % H or h.get("head_dim") not in (None, D // H):
-    refuse(f"head_dim={h.get('head_dim')} with hidden_size={D} and {H} heads")
-  return {
-    "name": "llama",
-    "num_layers": h["num_hidden_layers"],
-    "num_heads": H,
-    "num_kv_heads": h.get("num_key_value_heads") or H,
-    "d_model": D,
-    "max_len": h.get("max_position_embeddings", 2048),
-    "mlp_dim": h["intermediate_size"],
-    "dropout": 0.0,
-    "tie_embeddings": bool(h.get("tie_word_embeddings", False)),
-    "rope_base": _rope_base(h, refuse),
-    "norm_eps": h.get("rms_norm_eps", 1e-6),
-    "attention_bias": bool(h.get("attention_bias", False)),
-    "mlp_bias": bool(h.get("mlp_bias", False)),
-  }
-
-
-def _describe(hf_dir: str) -> tuple[dict, str, dict]:
-  """(config.json, architecture, the lm_jax model keys that define the function)."""
-  h = read_config(hf_dir)
-  arch = _architecture(h, hf_dir)
-  model = {"GPT2LMHeadModel": _gpt2_model, "LlamaForCausalLM": _llama_model}[arch](h, hf_dir)
-  return h, arch, model
-
-
-def model_config(hf_dir: str) -> dict:
-  """The lm_jax `config.model` section (every key) of the model in `hf_dir`."""
-  return {**_describe(hf_dir)[2], "dtype": "float32", "remat": "none", "scan_layers": False}
-
-
-# Parameters: one entry per lm_jax parameter, naming the Hugging Face tensors it comes from.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +145,9 @@ def _weight_files(hf_dir: str) -> dict[str, str]:
   """{tensor name: safetensors file} from model.safetensors or a sharded index."""
   index = os.path.join(hf_dir, _INDEX)
   if os.path.exists(index):
-    return {k: os.path.join(hf_dir, v) for k, v in _read_json(index)["weight_map"].items()}
+    return {
+      k: os.path.join(hf_dir, v) for k, v in architectures.read_json(index)["weight_map"].items()
+    }
   path = os.path.join(hf_dir, _WEIGHTS)
   if os.path.exists(path):
     with safetensors.safe_open(path, framework="numpy") as f:
@@ -324,7 +199,7 @@ def load_params(hf_dir: str, model_cfg) -> dict:
   `model_config` does); its scan_layers decides the layout. Tensors are read
   one at a time, so memory peaks near the model's float32 size.
   """
-  h, arch, model = _describe(hf_dir)
+  h, arch, model = architectures.describe(hf_dir)
   want = dict(model_cfg)
   _check_same_model(hf_dir, model, want)
   files = _weight_files(hf_dir)
@@ -339,7 +214,9 @@ def load_params(hf_dir: str, model_cfg) -> dict:
     )
   unknown = sorted(n for n in files.keys() - needed if not re.fullmatch(_IGNORED[arch], n))
   if unknown:
-    _refuse(hf_dir, arch, f"tensors lm_jax has no place for ({', '.join(unknown[:5])})")
+    architectures.refuse_option(
+      hf_dir, arch, f"tensors lm_jax has no place for ({', '.join(unknown[:5])})"
+    )
   params = {}
   with contextlib.ExitStack() as stack:
     opened = {}
@@ -361,73 +238,6 @@ def _open(stack, opened: dict, path: str):
   return opened[path]
 
 
-# Tokenizers.
-
-
-def _token_id(tokenizer_json: dict, token) -> int | None:
-  """The id of a token given as text (or {'content': text}) in a tokenizer.json."""
-  token = token.get("content") if isinstance(token, dict) else token
-  for added in tokenizer_json.get("added_tokens", []):
-    if added["content"] == token:
-      return added["id"]
-  vocab = tokenizer_json.get("model", {}).get("vocab")
-  return vocab.get(token) if isinstance(vocab, dict) else None
-
-
-def _eos_id(tokenizer_json: dict, tokenizer_config: dict, h: dict) -> int | None:
-  """End of text: tokenizer_config.json's eos_token, else config.json's eos_token_id."""
-  if tokenizer_config.get("eos_token") is not None:
-    eos = _token_id(tokenizer_json, tokenizer_config["eos_token"])
-    if eos is not None:
-      return eos
-  eos = h.get("eos_token_id")
-  return eos[0] if isinstance(eos, list) else eos
-
-
-def load_tokenizer(path: str) -> tokenizers.HFTokenizer:
-  """The tokenizer of a Hugging Face directory, sized to its model's vocabulary.
-
-  `path` holds tokenizer.json (and config.json, tokenizer_config.json), or is
-  a run that was saved with such a tokenizer.
-  """
-  tok_path = os.path.join(path, "tokenizer.json")
-  if not os.path.exists(tok_path):
-    raise UserError(
-      f"no tokenizer.json in {path!r}: set data.hf_tokenizer to a Hugging Face model "
-      "directory that holds one (save_pretrained of a fast tokenizer writes it)."
-    )
-  tokenizer_json = _read_json(tok_path)
-  if tokenizer_json.get("kind") == "hf":  # A run's copy.
-    return tokenizers.load(tok_path)
-  if "kind" in tokenizer_json:
-    raise UserError(
-      f"{tok_path} is a run's {tokenizer_json['kind']} tokenizer, not a Hugging Face one: "
-      "set data.hf_tokenizer to a Hugging Face model directory."
-    )
-  read = lambda name: (
-    _read_json(os.path.join(path, name)) if os.path.exists(os.path.join(path, name)) else {}
-  )
-  h = read("config.json")
-  eos = _eos_id(tokenizer_json, read("tokenizer_config.json"), h)
-  return tokenizers.HFTokenizer(tokenizer_json, eos, h.get("vocab_size"))
-
-
-def _save_tokenizer(tokenizer, out_dir: str, max_len: int) -> str | None:
-  """Writes tokenizer.json and tokenizer_config.json; returns a note when it cannot."""
-  if tokenizer.kind != "hf":
-    return (
-      f"the run's {tokenizer.kind} tokenizer has no Hugging Face form, so {out_dir} holds "
-      "no tokenizer files: encode text as the run's WORKDIR/tokenizer.json does."
-    )
-  with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
-    json.dump(tokenizer.tokenizer, f, ensure_ascii=False)
-  tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len}
-  if tokenizer.eos_id is not None:
-    tokenizer_config["eos_token"] = tokenizer.token(tokenizer.eos_id)
-  _write_json(os.path.join(out_dir, "tokenizer_config.json"), tokenizer_config)
-  return None
-
-
 # Export.
 
 
@@ -435,50 +245,6 @@ def _write_json(path: str, d: dict) -> None:
   with open(path, "w") as f:
     json.dump(d, f, indent=2)
     f.write("\n")
-
-
-def _hf_config(m: dict, eos_id: int | None) -> dict:
-  ids = {"bos_token_id": eos_id, "eos_token_id": eos_id, "dtype": "float32"}
-  if m["name"] == "gpt":
-    return {
-      "architectures": ["GPT2LMHeadModel"],
-      "model_type": "gpt2",
-      "vocab_size": m["vocab_size"],
-      "n_positions": m["max_len"],
-      "n_embd": m["d_model"],
-      "n_layer": m["num_layers"],
-      "n_head": m["num_heads"],
-      "n_inner": None,
-      "activation_function": {"tanh": "gelu_new", "exact": "gelu"}[m["gelu"]],
-      "layer_norm_epsilon": m["norm_eps"],
-      "resid_pdrop": m["dropout"],
-      "embd_pdrop": m["dropout"],
-      "attn_pdrop": m["dropout"],
-      "tie_word_embeddings": True,
-      **ids,
-    }
-  rope = {"rope_type": "default", "rope_theta": m["rope_base"]}
-  return {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "vocab_size": m["vocab_size"],
-    "hidden_size": m["d_model"],
-    "intermediate_size": m["mlp_dim"],
-    "num_hidden_layers": m["num_layers"],
-    "num_attention_heads": m["num_heads"],
-    "num_key_value_heads": m["num_kv_heads"],
-    "head_dim": m["d_model"] // m["num_heads"],
-    "max_position_embeddings": m["max_len"],
-    "rms_norm_eps": m["norm_eps"],
-    "rope_parameters": rope,
-    "rope_theta": m["rope_base"],  # transformers before 5 reads it here.
-    "hidden_act": "silu",
-    "tie_word_embeddings": m["tie_embeddings"],
-    "attention_bias": m["attention_bias"],
-    "mlp_bias": m["mlp_bias"],
-    "attention_dropout": m["dropout"],
-    **ids,
-  }
 
 
 def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
@@ -513,6 +279,6 @@ def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
       x = np.zeros(e.shape, np.float32)
     tensors.update({n: np.ascontiguousarray(a) for n, a in zip(e.theirs, e.save(x))})
   safetensors.numpy.save_file(tensors, os.path.join(out_dir, _WEIGHTS), metadata={"format": "pt"})
-  note = _save_tokenizer(tokenizer, out_dir, m["max_len"])
-  _write_json(os.path.join(out_dir, "config.json"), _hf_config(m, tokenizer.eos_id))
+  note = hf_tokenizer.save_tokenizer(tokenizer, out_dir, m["max_len"])
+  _write_json(os.path.join(out_dir, "config.json"), architectures.hf_config(m, tokenizer.eos_id))
   return [note] if note else []

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from lm_jax import data, tokenizers
+from lm_jax import data
+from lm_jax.data import tokenizers
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -11,8 +11,9 @@ import json
 import os
 import statistics
 
-from lm_jax import UserError, stats, sweep
+from lm_jax import UserError
 from lm_jax import config as config_lib
+from lm_jax.experiments import stats, sweep
 
 _MISSING = "-"  # How a key a run's config lacks (a GPT key in a Llama run) is shown.
 
@@ -58,7 +59,8 @@ def num_params(workdir: str, model_config) -> int | None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import models, tokenizers  # pylint: disable=g-import-not-at-top
+  from lm_jax import models  # pylint: disable=g-import-not-at-top
+  from lm_jax.data import tokenizers
 
   try:
     tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))

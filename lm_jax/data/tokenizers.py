@@ -11,7 +11,8 @@
                  train split, plus <unk> for the rest and an end-of-document id (PyTorch's
                  word_language_model); decode joins words by single spaces.
   hf             a Hugging Face tokenizer.json (data.hf_tokenizer names its
-                 directory), with the model's end-of-text id as end of document.
+                 directory), with the model's end-of-text id as end of document
+                 (lm_jax/data/hf_tokenizer.py).
   ids            synthetic data: token ids written as space-separated integers.
 
 Every tokenizer but word returns the original text from decode(encode(text)) (hf:
@@ -30,9 +31,20 @@ import numpy as np
 from lm_jax import UserError
 
 EOD = "<|endoftext|>"  # How decode renders the end-of-document id.
+KINDS = {}  # kind -> class: each Tokenizer subclass by its `kind` (hf: data/hf_tokenizer.py).
 
 
-class CharTokenizer:
+class Tokenizer:
+  """What every tokenizer kind is; a subclass is registered in KINDS by its `kind`."""
+
+  kind = ""
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    KINDS[cls.kind] = cls
+
+
+class CharTokenizer(Tokenizer):
   """One id per character seen in the training text, in code-point order."""
 
   kind = "char"
@@ -86,7 +98,7 @@ class CharTokenizer:
     return {"kind": self.kind, "chars": self.chars}
 
 
-class ByteTokenizer:
+class ByteTokenizer(Tokenizer):
   """UTF-8 bytes (ids 0-255) and an end-of-document id (256)."""
 
   kind = "byte"
@@ -123,7 +135,7 @@ class ByteTokenizer:
     return {"kind": self.kind}
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(Tokenizer):
   """A SentencePiece model kept in the JSON file as base64 bytes."""
 
   kind = "sentencepiece"
@@ -212,7 +224,7 @@ class SentencePieceTokenizer:
     return {"kind": self.kind, "model": self.model}
 
 
-class WordTokenizer:
+class WordTokenizer(Tokenizer):
   """Whitespace-separated words; ids 0 and 1 are <unk> and the end of document."""
 
   kind = "word"
@@ -253,69 +265,7 @@ class WordTokenizer:
     return {"kind": self.kind, "words": self.words}
 
 
-class HFTokenizer:
-  """A Hugging Face tokenizer (the `tokenizers` package) and the model vocabulary it feeds.
-
-  `vocab_size` is the model's: Hugging Face models often pad their embedding
-  past the tokenizer's ids, never below. Text is encoded without special
-  tokens; documents are joined by `eos_id`, which also ends generation.
-  """
-
-  kind = "hf"
-
-  def __init__(self, tokenizer: dict, eos_id: int | None, vocab_size: int | None = None):
-    """`tokenizer`: a parsed tokenizer.json; `vocab_size`: the model's (default: the ids')."""
-    import tokenizers as hf_tokenizers  # pylint: disable=g-import-not-at-top
-
-    self.tokenizer, self.eos_id = tokenizer, eos_id
-    self._tok = hf_tokenizers.Tokenizer.from_str(json.dumps(tokenizer))
-    self.eod_ids = np.array([] if eos_id is None else [eos_id], np.int32)
-    ids = max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
-    self.vocab_size = vocab_size or ids
-    if ids > self.vocab_size:
-      raise UserError(
-        f"the tokenizer has {ids} ids but the model's vocabulary holds {vocab_size}: "
-        "use the tokenizer that came with the model."
-      )
-
-  @classmethod
-  def train(cls, texts, data_config) -> "HFTokenizer":
-    """Nothing to train: reads the tokenizer in data.hf_tokenizer."""
-    del texts
-    from lm_jax import hf  # pylint: disable=g-import-not-at-top  (hf imports this module)
-
-    return hf.load_tokenizer(data_config.hf_tokenizer)
-
-  def encode(self, text: str) -> np.ndarray:
-    return np.array(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
-
-  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    encodings = self._tok.encode_batch(texts, add_special_tokens=False)
-    return [np.array(e.ids, np.int32) for e in encodings]
-
-  def decode(self, ids) -> str:
-    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-    parts, start = [], 0
-    for j, i in enumerate(ids + [self.eos_id]):
-      if i == self.eos_id:
-        parts.append(self._tok.decode(ids[start:j], skip_special_tokens=False))
-        start = j + 1
-    return EOD.join(parts)
-
-  def token(self, i: int) -> str | None:
-    """The text of token `i` in the vocabulary (e.g. '<|endoftext|>')."""
-    return self._tok.id_to_token(i)
-
-  def to_dict(self) -> dict:
-    return {
-      "kind": self.kind,
-      "tokenizer": self.tokenizer,
-      "eos_id": self.eos_id,
-      "vocab_size": self.vocab_size,
-    }
-
-
-class IdsTokenizer:
+class IdsTokenizer(Tokenizer):
   """For synthetic data: ids are written as space-separated integers."""
 
   kind = "ids"
@@ -350,19 +300,6 @@ class IdsTokenizer:
 
   def to_dict(self) -> dict:
     return {"kind": self.kind, "vocab_size": self.vocab_size}
-
-
-KINDS = {
-  t.kind: t
-  for t in (
-    CharTokenizer,
-    ByteTokenizer,
-    SentencePieceTokenizer,
-    WordTokenizer,
-    HFTokenizer,
-    IdsTokenizer,
-  )
-}
 
 
 def train(kind: str, texts, data_config):

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import tqdm
 
-from lm_jax import UserError, tokenizers
+from lm_jax import UserError
+from lm_jax.data import tokenizers
 
 CHUNK_CHARS = 4 << 20  # Text per chunk, the task a worker reads and encodes.
 PIECE_CHARS = 1 << 20  # Long texts are cut in pieces of about this size, encoded a group at a time.

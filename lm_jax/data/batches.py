@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from lm_jax import UserError, mixtures
+from lm_jax import UserError
+from lm_jax.data import mixtures
 
 ORDERS = ("random_windows", "epochs")
 

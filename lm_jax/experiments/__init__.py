@@ -1,0 +1,1 @@
+"""Experiments over many runs: seeded sweeps, comparisons of groups, their statistics."""

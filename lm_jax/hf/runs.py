@@ -1,0 +1,53 @@
+"""A Hugging Face model directory as a run at step 0, and a run exported as one."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from lm_jax import UserError, checkpoint, models, optim, parallel, records, runs
+from lm_jax import state as state_lib
+from lm_jax.data import hf_tokenizer, tokenizers
+from lm_jax.hf import architectures, weights
+
+
+def import_hf(hf_dir: str, workdir: str, base_config) -> None:
+  """Writes the Hugging Face model in `hf_dir` as a run: config.json, tokenizer.json, step 0.
+
+  The config is `base_config` with the model's config.model (keeping the
+  base's dtype, remat and scan_layers) and its tokenizer (data.tokenizer='hf').
+  """
+  if os.path.exists(os.path.join(workdir, "config.json")):
+    raise UserError(f"{workdir} already holds a run: pass a new --workdir.")
+  config = ml_collections.ConfigDict(base_config.to_dict())
+  model_config = architectures.model_config(hf_dir)
+  for key in ("dtype", "remat", "scan_layers"):
+    model_config[key] = config.model.get(key, model_config[key])
+  config.model = ml_collections.ConfigDict(model_config)
+  config.data.tokenizer, config.data.hf_tokenizer = "hf", os.path.abspath(hf_dir)
+  tokenizer = hf_tokenizer.load_tokenizer(hf_dir)
+  model = models.build_model(config.model, tokenizer.vocab_size)
+  tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
+  create, rng = state_lib.state_factory(config, model, tx)
+  params = jax.tree_util.tree_map(jnp.asarray, weights.load_params(hf_dir, config.model))
+  runs.check_params_fit(params, jax.eval_shape(create).params, hf_dir)
+  state = state_lib.TrainState(
+    jnp.array(0, jnp.int32), params, jax.jit(tx.init)(params), model.apply, tx
+  )
+  os.makedirs(workdir, exist_ok=True)
+  tokenizers.save(tokenizer, os.path.join(workdir, "tokenizer.json"))
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    tree = parallel.Plan("jit").place(state_lib.checkpoint_tree(state, rng))
+    ckpt.save(0, tree, meta={"step": 0, "seed": config.seed, "order": config.data.order})
+  finally:
+    ckpt.close()  # Waits for the save.
+  records.write_config(config, workdir)  # Last: a run directory is complete once it has one.
+  records.write_run_info(config, workdir)
+
+
+def export_hf(workdir: str, out_dir: str, step: int | None = None) -> list[str]:
+  """Writes a run's newest (or given) checkpoint as a Hugging Face directory; returns notes."""
+  _, model, tokenizer, state, _ = runs.load_run(workdir, step)
+  return weights.save_model(out_dir, model, state.params, tokenizer)
