@@ -109,12 +109,15 @@ def _catch_signals(received: list):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Run:
-  """What setup builds from the config: everything the loop reads but never changes."""
+class Setup:
+  """What a config and a vocabulary make: the model, its optimizer, layout and compiled steps.
+
+  Training, the benchmark and the device check all build through `setup`, so they measure
+  the step that trains.
+  """
 
   config: Any
-  workdir: str
-  tokens: dict
+  model: Any
   plan: parallel.Plan
   create: Callable[[], state_lib.TrainState]
   rng: jax.Array
@@ -125,11 +128,18 @@ class _Run:
   resolved: dict  # What 'auto' settings became on this device (run.json).
 
 
-def _setup(config, workdir: str) -> _Run:
-  """Data, model, optimizer, their layout on the devices and the compiled steps."""
+@dataclasses.dataclass(frozen=True)
+class _Run(Setup):
+  """A setup with its data and directory: everything the loop reads but never changes."""
+
+  workdir: str = ""
+  tokens: dict = dataclasses.field(default_factory=dict)
+
+
+def setup(config, vocab_size: int) -> Setup:
+  """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
   c, seq_len = config.train, config.data.seq_len
-  tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-  model = models.build_model(config.model, tokenizer.vocab_size)
+  model = models.build_model(config.model, vocab_size)
   requested_attention = config.model.get("attention")
   model, resolved = models.resolve_auto(model)
   if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
@@ -156,10 +166,9 @@ def _setup(config, workdir: str) -> _Run:
       f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
     )
   step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps)
-  return _Run(
+  return Setup(
     config=config,
-    workdir=workdir,
-    tokens=tokens,
+    model=model,
     plan=plan,
     create=create,
     rng=rng,
@@ -169,6 +178,14 @@ def _setup(config, workdir: str) -> _Run:
     eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
     resolved=resolved,
   )
+
+
+def _setup(config, workdir: str) -> _Run:
+  """Data first (it gives the vocabulary), then `setup`."""
+  tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
+  s = setup(config, tokenizer.vocab_size)
+  fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
+  return _Run(**fields, workdir=workdir, tokens=tokens)
 
 
 def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWriter):

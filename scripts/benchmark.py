@@ -13,7 +13,6 @@ process), and generation tokens/s with and without the decode cache at batch
 --process_id as for scripts/train.py; each prints its own object.
 """
 
-import functools
 import json
 import statistics
 import sys
@@ -23,7 +22,6 @@ from absl import app, flags
 
 from lm_jax import UserError, console
 from lm_jax import config as config_lib
-from lm_jax import state as state_lib
 from lm_jax.data import batches
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
@@ -88,26 +86,19 @@ def benchmark():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import data, models, optim, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, sample, train  # pylint: disable=g-import-not-at-top
 
-  model, resolved = models.resolve_auto(models.build_model(config.model, V))
-  tx, _ = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = state_lib.state_factory(config, model, tx)
-  flops_per_token = models.flops_per_token(model, jax.eval_shape(create).params, seq_len)
-  mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
-  resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
-  plan = parallel.make_plan(mode, config.mesh)
-  plan.check_batch(c.batch_size)
+  built = train.setup(config, V)  # The model, optimizer, layout and step that training builds.
+  model, plan, rng, flops_per_token = built.model, built.plan, built.rng, built.flops_per_token
+  mode = built.resolved["parallel"]
   tokens = data.synthetic_tokens("random", V, 1_000_000, seed=0)
   rows = plan.rows(c.batch_size)
-  batch = lambda s: plan.shard(
-    batches.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, config.data.order)
+  batch = lambda step: plan.shard(
+    batches.train_batch(tokens, 0, step, c.batch_size, seq_len, rows, config.data.order)
   )
 
-  state = plan.init(create)
-  step_fn = plan.compile_step(
-    functools.partial(train.train_step, grad_accum_steps=c.grad_accum_steps), state=state
-  )
+  state = plan.init(built.create)
+  step_fn = built.train_step
   t = time.perf_counter()
   compiled = step_fn.lower(state, batch(0), rng).compile() if mode != "pmap" else None
   if compiled is None:  # pmap: compile by running once.
@@ -143,7 +134,7 @@ def benchmark():
     "mode": mode,
     "devices": jax.local_device_count(),
     "device_kind": jax.devices()[0].device_kind,
-    **resolved,
+    **built.resolved,
     "compilation_cache": bool(profiling.compilation_cache_options(config)),
     "compile_sec": compile_sec,
     "step_sec": step_sec,

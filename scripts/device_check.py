@@ -12,7 +12,6 @@ datasheet peak of a known accelerator, peak device memory where reported);
 `generate` (cached sampling tokens/s); `ok` (every equality within tolerance).
 """
 
-import functools
 import json
 import sys
 import time
@@ -20,7 +19,6 @@ import time
 from absl import app, flags
 
 from lm_jax import UserError, console
-from lm_jax import state as state_lib
 from lm_jax.data import batches
 
 flags.DEFINE_enum("size", "auto", ["auto", "tiny", "gpt2_small"], "auto: tiny on a CPU.")
@@ -90,15 +88,14 @@ def check() -> dict:
 def _steps(config, mode: str, num_steps: int):
   """(losses, seconds per step after the first two, model, state) of `mode` on synthetic tokens."""
 
-  from lm_jax import data, models, optim, parallel, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import data, train  # pylint: disable=g-import-not-at-top
 
   c = config.train
-  model, _ = models.resolve_auto(models.build_model(config.model, config.data.vocab_size))
-  tx, _ = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = state_lib.state_factory(config, model, tx)
-  plan = parallel.make_plan(mode, {"data": -1, "fsdp": 1})
-  state = plan.init(create)
-  step_fn = plan.compile_step(functools.partial(train.train_step), state=state)
+  config.train.parallel = mode
+  built = train.setup(config, config.data.vocab_size)  # The step training builds.
+  plan, rng, model = built.plan, built.rng, built.model
+  state = plan.init(built.create)
+  step_fn = built.train_step
   tokens = data.synthetic_tokens("random", config.data.vocab_size, 200_000, seed=0)
   rows, seq_len = plan.rows(c.batch_size), config.data.seq_len
   batch = lambda s: plan.shard(
