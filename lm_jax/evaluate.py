@@ -5,10 +5,9 @@ import math
 import os
 
 import jax
-import numpy as np
 
 from lm_jax import UserError, data, losses, parallel, runs
-from lm_jax.data import batches, mixtures, tokenizers
+from lm_jax.data import batches, streams
 
 
 def eval_step(state, batch, axis_name=None):
@@ -19,27 +18,29 @@ def eval_step(state, batch, axis_name=None):
 
 
 def evaluate(
-  p_eval_step, state, tokens: np.ndarray, seq_len: int, batch_size: int, plan: parallel.Plan
+  p_eval_step, state, split: streams.Mixture, seq_len: int, batch_size: int, plan: parallel.Plan
 ) -> dict:
-  """Loss and perplexity over every next-token prediction in `tokens`.
+  """Loss and perplexity over every next-token prediction of each of the split's streams.
 
-  Token-loss sums and counts are added up in float64 on the host, so the
-  result does not depend on the batch size or the device count. A
-  `mixtures.Mixture` is evaluated source by source ('sources': {name: metrics});
-  its 'loss' is the mean of theirs weighted as configured.
+  Token-loss sums and counts are added up in float64 on the host, so the result does not
+  depend on the batch size or the device count. The 'loss' is the mean of the sources' losses
+  weighted as configured (a plain config's one source: its own); named sources (a mixture)
+  are reported one by one in 'sources' ({name: metrics}).
   """
-  if isinstance(tokens, mixtures.Mixture):
-    per = {
-      n: evaluate(p_eval_step, state, s, seq_len, batch_size, plan)
-      for n, s in tokens.streams.items()
-    }
-    loss = tokens.weighted({n: m["loss"] for n, m in per.items()})
-    return {
-      **_metrics(sum(m["loss_sum"] for m in per.values()), sum(m["tokens"] for m in per.values())),
-      "loss": loss,
-      "perplexity": math.exp(min(loss, 700.0)),
-      "sources": per,
-    }
+  per = {
+    n: _evaluate_stream(p_eval_step, state, s, seq_len, batch_size, plan)
+    for n, s in split.streams.items()
+  }
+  loss = split.weighted({n: m["loss"] for n, m in per.items()})
+  result = {
+    **_metrics(sum(m["loss_sum"] for m in per.values()), sum(m["tokens"] for m in per.values())),
+    "loss": loss,
+    "perplexity": math.exp(min(loss, 700.0)),
+  }
+  return {**result, "sources": per} if split.named else result
+
+
+def _evaluate_stream(p_eval_step, state, tokens, seq_len: int, batch_size: int, plan) -> dict:
   loss_sum, weight_sum = 0.0, 0.0
   rows = plan.rows(batch_size)
   for batch in batches.eval_batches(tokens, seq_len, batch_size):
@@ -97,13 +98,10 @@ def evaluate_run(
   p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
   m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
   result = {"split": split, "step": step, **_report(m, tokenizer, tokens[split])}
-  if tokenizer.kind == "word":
-    result["word_perplexity"] = m["perplexity"]
-    result["note"] = (
-      "word tokenizer: every token is a word or an end of document; bits_per_byte is not "
-      "comparable with other tokenizers (one <unk> id stands for every rare word), so it is "
-      "not reported"
-    )
+  if tokenizer.unit != "token":  # Each id is a word: the perplexity per word.
+    result[f"{tokenizer.unit}_perplexity"] = m["perplexity"]
+  if tokenizer.note:
+    result["note"] = tokenizer.note
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_{split}_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)
@@ -111,22 +109,31 @@ def evaluate_run(
   return result
 
 
-def _report(m: dict, tokenizer, tokens) -> dict:
-  """Loss, perplexity, bits per byte, tokens and bytes of one evaluated split (or mixture)."""
-  if isinstance(tokens, mixtures.Mixture):
-    per = {n: _report(m["sources"][n], tokenizer, s) for n, s in tokens.streams.items()}
-    known = lambda key: all(r[key] is not None for r in per.values())
-    return {
-      "loss": m["loss"],
-      "perplexity": m["perplexity"],
-      "bits_per_byte": tokens.weighted({n: r["bits_per_byte"] for n, r in per.items()})
-      if known("bits_per_byte")
-      else None,
-      "tokens": m["tokens"],
-      "bytes": sum(r["bytes"] for r in per.values()) if known("bytes") else None,
-      "sources": per,
-    }
-  num_bytes = tokenizers.num_bytes(tokenizer, tokens, start=1)
+def _report(m: dict, tokenizer, split: streams.Mixture) -> dict:
+  """Loss, perplexity, bits per byte, tokens and bytes of one evaluated split.
+
+  Named sources each get the same keys in 'sources'; the split's bits_per_byte is theirs
+  weighted as configured, its bytes their sum.
+  """
+  per = {
+    n: _stream_report(m["sources"][n] if split.named else m, tokenizer, s)
+    for n, s in split.streams.items()
+  }
+  known = lambda key: all(r[key] is not None for r in per.values())
+  result = {
+    "loss": m["loss"],
+    "perplexity": m["perplexity"],
+    "bits_per_byte": split.weighted({n: r["bits_per_byte"] for n, r in per.items()})
+    if known("bits_per_byte")
+    else None,
+    "tokens": m["tokens"],
+    "bytes": sum(r["bytes"] for r in per.values()) if known("bytes") else None,
+  }
+  return {**result, "sources": per} if split.named else result
+
+
+def _stream_report(m: dict, tokenizer, tokens) -> dict:
+  num_bytes = tokenizer.num_bytes(tokens, start=1)
   return {
     "loss": m["loss"],
     "perplexity": m["perplexity"],

@@ -22,7 +22,7 @@ from absl import app, flags
 
 from lm_jax import UserError, console
 from lm_jax import config as config_lib
-from lm_jax.data import batches
+from lm_jax.data import batches, streams
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).")
@@ -91,7 +91,7 @@ def benchmark():
   built = train.setup(config, V)  # The model, optimizer, layout and step that training builds.
   model, plan, rng, flops_per_token = built.model, built.plan, built.rng, built.flops_per_token
   mode = built.resolved["parallel"]
-  tokens = data.synthetic_tokens("random", V, 1_000_000, seed=0)
+  tokens = streams.Mixture.single(data.synthetic_tokens("random", V, 1_000_000, seed=0))
   rows = plan.rows(c.batch_size)
   batch = lambda step: plan.shard(
     batches.train_batch(tokens, 0, step, c.batch_size, seq_len, rows, config.data.order)

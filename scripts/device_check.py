@@ -19,7 +19,7 @@ import time
 from absl import app, flags
 
 from lm_jax import UserError, console
-from lm_jax.data import batches
+from lm_jax.data import batches, streams
 
 flags.DEFINE_enum("size", "auto", ["auto", "tiny", "gpt2_small"], "auto: tiny on a CPU.")
 flags.DEFINE_integer("steps", 0, "Timed training steps (0: 10 on accelerators, 3 on CPU).")
@@ -96,7 +96,9 @@ def _steps(config, mode: str, num_steps: int):
   plan, rng, model = built.plan, built.rng, built.model
   state = plan.init(built.create)
   step_fn = built.train_step
-  tokens = data.synthetic_tokens("random", config.data.vocab_size, 200_000, seed=0)
+  tokens = streams.Mixture.single(
+    data.synthetic_tokens("random", config.data.vocab_size, 200_000, seed=0)
+  )
   rows, seq_len = plan.rows(c.batch_size), config.data.seq_len
   batch = lambda s: plan.shard(
     batches.train_batch(tokens, 0, s, c.batch_size, seq_len, rows, "random_windows")

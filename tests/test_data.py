@@ -14,7 +14,8 @@ from conftest import make_text
 
 from configs import tiny
 from lm_jax import UserError, data, train
-from lm_jax.data import batches, tokenizers
+from lm_jax.data import batches, streams, tokenizers
+from lm_jax.data.token_cache import TokenStream
 
 SETTINGS = hypothesis.settings(max_examples=60, deadline=None)
 
@@ -93,8 +94,10 @@ def test_documents_are_joined_by_end_of_document(tmp_path):
   c = data_config(tmp_path, tokenizer="byte", documents="blank_line", seq_len=2)
   c.text_files.update(train=train_path, validation=train_path)
   tok, tokens = data.prepare(c, str(tmp_path))
-  assert tok.decode(tokens["train"]) == "one doc<|endoftext|>second doc<|endoftext|>third"
-  assert tokenizers.num_bytes(tok, tokens["train"]) == len("one doc\nsecond doc\nthird")
+  assert (
+    tok.decode(tokens["train"].streams[""]) == "one doc<|endoftext|>second doc<|endoftext|>third"
+  )
+  assert tok.num_bytes(tokens["train"].streams[""]) == len("one doc\nsecond doc\nthird")
 
 
 def test_holdout_takes_the_end_of_the_train_text(tmp_path):
@@ -102,7 +105,10 @@ def test_holdout_takes_the_end_of_the_train_text(tmp_path):
   c = data_config(tmp_path, holdout_fraction=0.1)
   c.text_files.train = write(tmp_path / "train.txt", text)
   tok, tokens = data.prepare(c, str(tmp_path))
-  train_text, val_text = tok.decode(tokens["train"]), tok.decode(tokens["validation"])
+  train_text, val_text = (
+    tok.decode(tokens["train"].streams[""]),
+    tok.decode(tokens["validation"].streams[""]),
+  )
   assert train_text + val_text == text
   assert abs(len(val_text) - 0.1 * len(text)) < 100
   assert train_text.endswith("\n")  # Cut at a line end.
@@ -112,7 +118,8 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_ca
   c = data_config(tmp_path)
   c.text_files.update(corpus)
   _, first = data.prepare(c, str(tmp_path / "run1"))
-  assert first["train"].dtype == np.uint16 and isinstance(first["train"], data.TokenStream)
+  stream = first["train"].streams[""]
+  assert stream.dtype == np.uint16 and isinstance(stream, TokenStream)
   files = sorted(os.listdir(token_cache / "tokens"))
   calls = []
   real = data.token_cache.build
@@ -120,11 +127,11 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_ca
   _, second = data.prepare(c, str(tmp_path / "run2"))
   assert not calls and sorted(os.listdir(token_cache / "tokens")) == files
   for split in first:
-    np.testing.assert_array_equal(first[split], second[split])
+    np.testing.assert_array_equal(first[split].streams[""], second[split].streams[""])
   c.tokenizer = "byte"
   _, third = data.prepare(c, str(tmp_path / "run3"))
   assert len(calls) == 3 and len(os.listdir(token_cache / "tokens")) == 2 * len(files)
-  assert len(third["train"]) == len(open(corpus["train"], "rb").read())
+  assert len(third["train"].streams[""]) == len(open(corpus["train"], "rb").read())
 
 
 def test_source_change_invalidates_the_cache(tmp_path, corpus):
@@ -134,7 +141,8 @@ def test_source_change_invalidates_the_cache(tmp_path, corpus):
   with open(corpus["validation"], "a") as f:
     f.write("The end.\n")
   _, after = data.prepare(c, str(tmp_path / "run2"))
-  assert len(after["validation"]) == len(before["validation"]) + len("The end.\n")
+  grown = len(before["validation"].streams[""]) + len("The end.\n")
+  assert len(after["validation"].streams[""]) == grown
 
 
 def test_workdir_tokenizer_must_match_the_config(tmp_path, corpus):
@@ -208,7 +216,7 @@ def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   )
   with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
     tok, tokens = data.prepare(c, str(tmp_path))
-  texts = tok.decode(tokens["train"]).split(tokenizers.EOD)
+  texts = tok.decode(tokens["train"].streams[""]).split(tokenizers.EOD)
   assert len(texts) == 6 and all(texts)  # Six sentences, joined into one stream.
   assert set(tokens) == {"train", "validation", "test"}
 
@@ -229,7 +237,8 @@ def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp
   ).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=6))
   c = data_config(tmp_path, dataset="local_texts", data_dir=str(tmp_path / "tfds"))
   c.update(tokenizer="byte", test_split="", train_split="train[5:55]+validation[:4]")
-  source = data.tfds.sources(c)["train"]
+  _, [named] = data.sources.resolve(c)
+  source = named.splits["train"]
   spans = list(source.chunks())
   shards = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).info.splits
   assert shards["train"].shard_lengths == [10] * 6
@@ -252,7 +261,9 @@ def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp
   assert (summaries[1]["workers"], summaries[2]["workers"]) == (1, 2)
   assert summaries[1]["fingerprint"] == summaries[2]["fingerprint"]
   _, tokens = data.prepare(c, str(tmp_path / "run"))
-  assert tokenizers.ByteTokenizer().decode(tokens["train"]) == tokenizers.EOD.join(in_order)
+  assert tokenizers.ByteTokenizer().decode(tokens["train"].streams[""]) == tokenizers.EOD.join(
+    in_order
+  )
 
 
 def test_synthetic_data_needs_no_files(tmp_path):
@@ -260,14 +271,16 @@ def test_synthetic_data_needs_no_files(tmp_path):
     tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50, synthetic_tokens=5000
   )
   tok, tokens = data.prepare(c, str(tmp_path))
-  assert tok.vocab_size == 50 and len(tokens["train"]) == 5000
-  assert np.mean(np.diff(tokens["train"]) % 50 == 1) > 0.9
-  assert tok.decode(tokens["train"][:3]) == " ".join(map(str, tokens["train"][:3]))
+  assert tok.vocab_size == 50 and len(tokens["train"].streams[""]) == 5000
+  assert np.mean(np.diff(tokens["train"].streams[""]) % 50 == 1) > 0.9
+  assert tok.decode(tokens["train"].streams[""][:3]) == " ".join(
+    map(str, tokens["train"].streams[""][:3])
+  )
 
 
 @pytest.mark.parametrize("order", batches.ORDERS)
 def test_train_batch_is_a_pure_function_of_seed_and_step(order):
-  tokens = np.arange(1000, dtype=np.int32)
+  tokens = streams.Mixture.single(np.arange(1000, dtype=np.int32))
   a = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
   b = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
   c = batches.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10, order=order)
@@ -283,7 +296,7 @@ def test_train_batch_is_a_pure_function_of_seed_and_step(order):
 
 
 def test_epochs_visit_every_window_once():
-  tokens = np.arange(101, dtype=np.int32)  # 10 windows of 10 targets.
+  tokens = streams.Mixture.single(np.arange(101, dtype=np.int32))  # 10 windows of 10 targets.
   seen = [batches.train_batch(tokens, 0, s, 5, 10, order="epochs")["targets"] for s in range(4)]
   first, second = np.concatenate(seen[:2]), np.concatenate(seen[2:])
   np.testing.assert_array_equal(np.sort(first.reshape(-1)), np.arange(1, 101))
@@ -368,7 +381,7 @@ def test_training_reads_the_configured_tokenizer(config, tmp_path):
 @hypothesis.given(st.text())
 def test_sentencepiece_bytes_counted_without_decoding(sentencepiece, text):
   ids = np.concatenate([sentencepiece.encode(text), sentencepiece.eod_ids])
-  assert tokenizers.num_bytes(sentencepiece, ids) == len(text.encode("utf-8")) + 1
+  assert sentencepiece.num_bytes(ids) == len(text.encode("utf-8")) + 1
 
 
 def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path):
@@ -377,7 +390,7 @@ def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path):
   assert tok.words == ["a", "b", "c"] and tok.vocab_size == 5  # Ties in code-point order.
   assert tok.encode(" a\tzz b\n<unk> c ").tolist() == [2, 0, 3, 0, 4]
   assert tok.decode([2, 0, 1, 3]) == "a <unk> <|endoftext|> b"
-  assert tokenizers.num_bytes(tok, [2, 3]) is None  # Not comparable: reported as such.
+  assert tok.num_bytes([2, 3]) is None  # Not comparable: reported as such.
 
 
 def test_tokenization_benchmark_rows_agree_across_worker_counts(monkeypatch):

@@ -258,7 +258,7 @@ def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
   assert tokenizer.decode(ids) == TEXT
   two = np.concatenate([ids, tokenizer.eod_ids, ids])
   assert tokenizer.decode(two) == TEXT + EOT + TEXT
-  assert tokenizers.num_bytes(tokenizer, two) == 2 * len(TEXT.encode()) + 1
+  assert tokenizer.num_bytes(two) == 2 * len(TEXT.encode()) + 1
   [a, b] = tokenizer.encode_batch([TEXT, "x"])
   assert a.tolist() == ids.tolist() and b.tolist() == tokenizer.encode("x").tolist()
 

@@ -13,7 +13,7 @@ from conftest import make_text
 
 from lm_jax import UserError, data, evaluate, records, runs, train
 from lm_jax import config as config_lib
-from lm_jax.data import batches, mixtures
+from lm_jax.data import batches, sources, streams
 
 F = fractions.Fraction
 
@@ -27,7 +27,7 @@ def test_rows_follow_the_weights_exactly_over_steps(weights, batch_size):
   w = {n: F(x) / total for n, x in weights.items()}
   seen = dict.fromkeys(w, 0)
   for step in range(500):
-    counts = mixtures.row_counts(w, step, batch_size)
+    counts = batches.row_counts(w, step, batch_size)
     assert sum(counts.values()) == batch_size and min(counts.values()) >= 0
     for n in w:
       seen[n] += counts[n]
@@ -38,7 +38,7 @@ def test_rows_follow_the_weights_exactly_over_steps(weights, batch_size):
 
 def test_a_source_needs_a_row_per_batch():
   with pytest.raises(UserError, match=r"mixture.b.weight .* raise its weight or train.batch"):
-    mixtures.row_counts({"a": F(15, 16), "b": F(1, 16)}, 0, 8)
+    batches.row_counts({"a": F(15, 16), "b": F(1, 16)}, 0, 8)
 
 
 def two_streams():
@@ -47,7 +47,7 @@ def two_streams():
 
 @pytest.mark.parametrize("order", batches.ORDERS)
 def test_each_source_gives_its_rows_from_its_own_stream(order):
-  mix = mixtures.Mixture(two_streams(), {"a": F(3, 4), "b": F(1, 4)})
+  mix = streams.Mixture(two_streams(), {"a": F(3, 4), "b": F(1, 4)})
   for step in range(6):
     full = batches.train_batch(mix, 7, step, 8, 16, order=order)
     assert (full["inputs"][:6] < 10_000).all() and (full["inputs"][6:] >= 10_000).all()
@@ -55,13 +55,15 @@ def test_each_source_gives_its_rows_from_its_own_stream(order):
     for rows in (slice(0, 4), slice(4, 8), slice(6, 8)):  # A process builds only its rows.
       part = batches.train_batch(mix, 7, step, 8, 16, rows, order)
       np.testing.assert_array_equal(part["inputs"], full["inputs"][rows])
-    alone = batches.train_batch(mix.streams["b"], mixtures.source_seed(7, "b"), step, 2, 16)
+    alone = batches.train_batch(
+      streams.Mixture.single(mix.streams["b"]), batches.source_seed(7, "b"), step, 2, 16
+    )
     if order == "random_windows":  # The source's own scheme, with its own seed.
       np.testing.assert_array_equal(full["inputs"][6:], alone["inputs"])
 
 
 def test_epochs_visit_each_sources_windows_once():
-  mix = mixtures.Mixture(two_streams(), {"a": F(1, 2), "b": F(1, 2)})
+  mix = streams.Mixture(two_streams(), {"a": F(1, 2), "b": F(1, 2)})
   starts = {"a": [], "b": []}
   for step in range(20):  # 80 windows of each, fewer than an epoch (187 of b): no repeats.
     batch = batches.train_batch(mix, 3, step, 8, 16, order="epochs")
@@ -96,9 +98,10 @@ def mixed(config, tmp_path):
 
 def test_mixture_keys_are_overridable_and_checked(mixed):
   c = config_lib.override(mixed, {"data.mixture.b.weight": "0.5"})
-  assert mixtures.weights(c.data) == {"a": F(7, 12), "b": F(5, 12)}
-  assert mixtures.source_configs(c.data)["b"].text_files.test == ""
-  assert mixtures.source_configs(c.data)["a"].text_files.train == mixed.data.text_files.train
+  _, named = sources.resolve(c.data)
+  assert {n.name: n.weight for n in named} == {"a": F(7, 12), "b": F(5, 12)}
+  assert named[1].config.text_files.test == ""
+  assert named[0].config.text_files.train == mixed.data.text_files.train
   c.data.mixture.b.seq_len = 8
   with pytest.raises(UserError, match=r"mixture.b sets \['seq_len'\].*shared by every source"):
     data.prepare(c.data, "")

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_text
 
 from configs import tiny
-from lm_jax.data import batches, text_files, token_cache, tokenizers
+from lm_jax.data import batches, streams, text_files, token_cache, tokenizers
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, smal
     np.testing.assert_array_equal(stream[a:b], flat[a:b])
   assert stream[-1] == flat[-1] and stream[2000] == flat[2000]
   for step in range(5):
-    got = batches.train_batch(stream, 1, step, 16, 300, order="epochs")
-    want = batches.train_batch(flat, 1, step, 16, 300, order="epochs")
+    got = batches.train_batch(streams.Mixture.single(stream), 1, step, 16, 300, order="epochs")
+    want = batches.train_batch(streams.Mixture.single(flat), 1, step, 16, 300, order="epochs")
     np.testing.assert_array_equal(got["inputs"], want["inputs"])
   for got, want in zip(batches.eval_batches(stream, 300, 8), batches.eval_batches(flat, 300, 8)):
     for k in got:

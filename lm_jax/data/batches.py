@@ -1,8 +1,17 @@
 """Token streams -> batches: training windows as a pure function of (seed, step), whole-split
 evaluation batches, and a background thread that prepares them ahead of the step.
+
+The rows of the global batch at step s go to a split's sources in blocks, name order: source i
+gets A_i(s + 1) - A_i(s) rows, where A_i(s) is the largest-remainder apportionment of the
+s * batch_size rows before step s by the exact (rational) weights. Over any number of steps
+each source's row count is within one row of its share, and each step's counts are a pure
+function of s. A plain config's one source gets every row, with the run's own seed.
 """
 
+import fractions
 import functools
+import hashlib
+import math
 import queue
 import threading
 import time
@@ -11,9 +20,39 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import mixtures
+from lm_jax.data import streams
 
 ORDERS = ("random_windows", "epochs")
+
+
+def rows_before(w: dict[str, fractions.Fraction], total: int) -> dict[str, int]:
+  """Largest-remainder apportionment of `total` rows by weights `w` (ties: name order)."""
+  quotas = {n: total * x for n, x in w.items()}
+  counts = {n: math.floor(q) for n, q in quotas.items()}
+  left = total - sum(counts.values())
+  for n in sorted(w, key=lambda n: counts[n] - quotas[n])[:left]:  # sorted() is stable.
+    counts[n] += 1
+  return counts
+
+
+def row_counts(w: dict[str, fractions.Fraction], step: int, batch_size: int) -> dict[str, int]:
+  """Rows of each source in the global batch at `step`: they add up to batch_size."""
+  small = [n for n, x in w.items() if batch_size * x < 1]
+  if small:
+    raise UserError(
+      f"data.mixture.{small[0]}.weight gives it less than one of the {batch_size} rows per "
+      "batch: raise its weight or train.batch_size."
+    )
+  before, after = rows_before(w, step * batch_size), rows_before(w, (step + 1) * batch_size)
+  return {n: after[n] - before[n] for n in w}
+
+
+def source_seed(seed: int, name: str) -> int:
+  """The batch seed of one source: its own windows, whatever the other sources are; a plain
+  config's unnamed source draws with the run's seed."""
+  if not name:
+    return seed
+  return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "big") >> 1
 
 
 @functools.lru_cache(maxsize=2)
@@ -49,7 +88,7 @@ def _windows(tokens, starts, seq_len: int) -> dict:
 
 
 def train_batch(
-  tokens,
+  split: streams.Mixture,
   seed: int,
   step: int,
   batch_size: int,
@@ -63,24 +102,15 @@ def train_batch(
   never changes which windows a step sees, and a process reads only its rows.
   order='random_windows' starts each window anywhere (nanoGPT); 'epochs' cuts
   the stream into consecutive windows and visits them in a seeded permutation
-  per epoch, so every token is a target once per epoch. A `mixtures.Mixture`
-  gives each source its block of rows (mixtures.row_counts), drawn from its own
-  stream by the same scheme with its own seed.
+  per epoch, so every token is a target once per epoch. Each source of the split
+  gives its block of rows (row_counts), drawn from its own stream by that scheme
+  with its own seed (source_seed).
 
   Returns:
     {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}.
   """
-  if isinstance(tokens, mixtures.Mixture):
-    return _mixture_batch(tokens, seed, step, batch_size, seq_len, rows, order)
-  starts = _window_starts(
-    len(tokens), seed, step, step * batch_size, batch_size, rows, seq_len, order
-  )
-  return _windows(tokens, starts, seq_len)
-
-
-def _mixture_batch(mix, seed, step, batch_size, seq_len, rows, order) -> dict:
-  counts = mixtures.row_counts(mix.weights, step, batch_size)
-  before = mixtures.rows_before(mix.weights, step * batch_size)
+  counts = row_counts(split.weights, step, batch_size)
+  before = rows_before(split.weights, step * batch_size)
   lo, hi, _ = rows.indices(batch_size)
   parts, offset = [], 0
   for name, n in counts.items():
@@ -88,10 +118,9 @@ def _mixture_batch(mix, seed, step, batch_size, seq_len, rows, order) -> dict:
     offset += n
     if a >= b:
       continue
-    tokens = mix.streams[name]
-    source_seed = mixtures.source_seed(seed, name)
+    tokens = split.streams[name]
     starts = _window_starts(
-      len(tokens), source_seed, step, before[name], n, slice(a, b), seq_len, order
+      len(tokens), source_seed(seed, name), step, before[name], n, slice(a, b), seq_len, order
     )
     parts.append(_windows(tokens, starts, seq_len))
   return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets")}

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from lm_jax import data
-from lm_jax.data import tokenizers
+from lm_jax.data import sources, streams, tokenizers
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -85,9 +84,8 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
 
 def _tokenize(data_dict: dict, tokenizer_dict: dict) -> None:
   """Tokenizes the train split (in a process that the benchmark kills part way)."""
-  c = ml_collections.ConfigDict(data_dict)
-  sources = data._sources(c)  # pylint: disable=protected-access
-  data.cached_tokens(c, tokenizers.from_dict(tokenizer_dict), "train", sources["train"])
+  c, [source] = sources.resolve(ml_collections.ConfigDict(data_dict))
+  streams.cached_tokens(c, tokenizers.from_dict(tokenizer_dict), "train", source.splits["train"])
 
 
 def _interrupted(c, tokenizer, source, after: float) -> dict:
@@ -95,7 +93,7 @@ def _interrupted(c, tokenizer, source, after: float) -> dict:
   c = ml_collections.ConfigDict(c.to_dict())
   c.cache_dir += "-resumed"
   proc = multiprocessing.get_context("spawn").Process(
-    target=_tokenize, args=(c.to_dict(), tokenizer.to_dict())
+    target=_tokenize, args=(c.to_dict(), {**tokenizer.to_dict(), "settings": tokenizer.recorded})
   )
   proc.start()
   proc.join(after)
@@ -104,7 +102,7 @@ def _interrupted(c, tokenizer, source, after: float) -> dict:
   proc.kill()
   proc.join()
   t = time.perf_counter()
-  index = data.cached_tokens(c, tokenizer, "train", source).index
+  index = streams.cached_tokens(c, tokenizer, "train", source).index
   return {
     "resume_seconds": time.perf_counter() - t,
     "resumed_shards": index["resumed_shards"],
@@ -128,21 +126,23 @@ def run(
       corpus = os.path.join(tmp, "corpus.txt")
       generate_corpus(corpus, int(corpus_mb * 2**20))
       c.update(dataset="text", documents="blank_line", holdout_fraction=0.0)
+      c.mixture = ml_collections.ConfigDict()  # One source: the generated corpus.
       c.text_files.update(train=corpus, validation=corpus, test="")
     for kind in kinds:
       c.update(tokenizer=kind, cache_dir=os.path.join(tmp, kind))
-      sources = data._sources(c)  # pylint: disable=protected-access
-      tokenizer = data._tokenizer(c, "", sources["train"])  # pylint: disable=protected-access
+      c, named = sources.resolve(c)
+      train = named[0].splits["train"]
+      tokenizer = tokenizers.obtain(c, "", named)
       for workers in worker_counts:
         c.update(workers=workers, cache_dir=os.path.join(tmp, kind, str(workers)))
         os.sync()  # Each row starts with nothing left to write back from the ones before.
         before = tree_rss(os.getpid())
         memory, t = PeakMemory(), time.perf_counter()
-        index = data.cached_tokens(c, tokenizer, "train", sources["train"]).index
+        index = streams.cached_tokens(c, tokenizer, "train", train).index
         seconds, peak = time.perf_counter() - t, memory.stop()
         resumed = {}
         if resume_after:
-          resumed = _interrupted(c, tokenizer, sources["train"], resume_after)
+          resumed = _interrupted(c, tokenizer, train, resume_after)
         for cache in (c.cache_dir, c.cache_dir + "-resumed"):
           shutil.rmtree(cache, ignore_errors=True)  # Gigabytes a row needs no more.
         yield (

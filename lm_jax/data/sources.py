@@ -1,33 +1,54 @@
-"""Where a split's text comes from: a `Source` names it (for the cache key) and reads it.
+"""The sources a data config names, and where each split of each comes from.
 
-Local UTF-8 files (lm_jax/data/text_files.py) and synthetic tokens here; TFDS datasets in
-lm_jax/data/tfds.py.
+A config names one source (data.dataset and the keys that say where its text is) or several
+(data.mixture.NAME, each with a weight). `resolve` makes the two the same thing, a list of
+named, weighted sources, so that every later stage has one path: a plain config is one
+source, named '' and weighted 1. A source's kind is its dataset: a TFDS name
+(lm_jax/data/tfds.py), 'text' for local files (lm_jax/data/text_files.py), or 'synthetic',
+whose token ids are generated rather than read.
 """
 
+import copy
 import dataclasses
+import fractions
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 
+import ml_collections
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import text_files, token_cache
+from lm_jax.data import text_files, tfds, token_cache
 
 SPLITS = ("train", "validation", "test")
+# The data keys that say where a source's text is; a mixture source may set these.
+SOURCE_KEYS = (
+  "dataset",
+  "data_dir",
+  "manual_dir",
+  "text_key",
+  "train_split",
+  "eval_split",
+  "test_split",
+  "text_files",
+  "documents",
+  "holdout_fraction",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """One split of a dataset: what identifies it, and how to read it.
+  """One split of a source: what identifies it, and how to read it.
 
   `pieces()` yields `(text, starts_document)`: whole documents, or long ones in pieces that
-  end at a newline.
+  end at a newline. A generated split (synthetic) has no text: `generate()` gives its ids.
   """
 
   identity: dict
-  pieces: Callable[[], Iterable[tuple[str, bool]]]
+  pieces: Callable[[], Iterable[tuple[str, bool]]] = tuple
   spans: Callable[[], Iterable] | None = None  # Chunks that workers read (text_files.Span...).
+  generate: Callable[[], np.ndarray] | None = None
 
   def texts(self) -> Iterator[str]:
     return (text for text, _ in self.pieces())
@@ -35,6 +56,109 @@ class Source:
   def chunks(self) -> Iterable:
     """What token_cache.build encodes: spans each worker reads, or chunks of the pieces."""
     return self.spans() if self.spans else token_cache.chunks(self.pieces())
+
+
+@dataclasses.dataclass(frozen=True)
+class Named:
+  """A source of the corpus: its name ('' for a plain config's), weight, data config, splits."""
+
+  name: str
+  weight: fractions.Fraction  # The weights of a corpus's sources sum to 1.
+  config: ml_collections.ConfigDict  # `data` with the keys this source sets.
+  splits: dict[str, Source]
+
+
+def resolve(data_config) -> tuple[ml_collections.ConfigDict, list[Named]]:
+  """The data config as the stages read it, and its sources in name order.
+
+  A synthetic source's ids are the tokenizer's too: its config reads data.tokenizer='ids'.
+  """
+  c = ml_collections.ConfigDict(copy.deepcopy(data_config.to_dict()))
+  if c.dataset == "synthetic":
+    if _names(c):
+      raise UserError(
+        "data.dataset='synthetic' cannot be mixed with text: set data.dataset to a text source "
+        "(the sources' default) or empty data.mixture."
+      )
+    c.tokenizer = "ids"
+  configs = _source_configs(c)
+  weights = _weights(c)
+  named = []
+  for name, sc in configs.items():
+    try:
+      splits = _splits(sc)
+    except UserError as e:
+      raise UserError(f"data.mixture.{name}: {e}") if name else e from e
+    named.append(Named(name, weights[name], sc, splits))
+  return c, named
+
+
+def _names(c) -> list[str]:
+  return sorted((c.get("mixture") or {}).keys())
+
+
+def _source_configs(c) -> dict[str, ml_collections.ConfigDict]:
+  """Each source's full data config: `data` with the keys the source sets replaced.
+
+  A source's `text_files` replaces the whole of `data.text_files` (splits it leaves out
+  are empty). Sources are taken in name order, so a config's order (or a JSON round trip)
+  never changes the batches.
+  """
+  if not _names(c):
+    return {"": c}
+  configs = {}
+  for name in _names(c):
+    if not name.replace("_", "").replace("-", "").isalnum():
+      raise UserError(f"data.mixture.{name}: name sources with letters, digits, '_' or '-'.")
+    source = c.mixture[name]
+    if not isinstance(source, ml_collections.ConfigDict) or "weight" not in source:
+      raise UserError(f"data.mixture.{name} has no weight: give it data.mixture.{name}.weight.")
+    extra = sorted(set(source.keys()) - {"weight", *SOURCE_KEYS})
+    if extra:
+      raise UserError(
+        f"data.mixture.{name} sets {extra}, which a source cannot set: set them in data "
+        f"(shared by every source), or keep to {['weight', *SOURCE_KEYS]}."
+      )
+    if not source.weight > 0:
+      raise UserError(f"data.mixture.{name}.weight={source.weight}: give it a weight above 0.")
+    sc = ml_collections.ConfigDict(copy.deepcopy(c.to_dict()))
+    del sc["mixture"]
+    for key in set(source.keys()) - {"weight"}:
+      if key == "text_files":
+        files = {"train": "", "validation": "", "test": "", **source.text_files.to_dict()}
+        sc.text_files = ml_collections.ConfigDict(files)
+      else:
+        sc[key] = source[key]
+    if sc.dataset == "synthetic":
+      raise UserError(
+        f"data.mixture.{name}.dataset='synthetic' has no text to share a tokenizer with: "
+        "mix TFDS datasets or local text files."
+      )
+    configs[name] = sc
+  return configs
+
+
+def _weights(c) -> dict[str, fractions.Fraction]:
+  """The configured weights as exact fractions that sum to 1, by source name (0.7 is 7/10)."""
+  if not _names(c):
+    return {"": fractions.Fraction(1)}
+  raw = {n: fractions.Fraction(str(c.mixture[n].weight)) for n in _names(c)}
+  total = sum(raw.values())
+  return {n: w / total for n, w in raw.items()}
+
+
+def _splits(c) -> dict[str, Source]:
+  """The configured splits of one source, by kind."""
+  if c.dataset == "synthetic":
+    splits = synthetic_sources(c)
+  elif c.dataset == "text":
+    splits = file_sources(c)
+  else:
+    splits = {s: Source(*parts) for s, parts in tfds.splits(c, split_names(c)).items()}
+  for split, key in (("train", "train_split"), ("validation", "eval_split")):
+    if split not in splits:
+      raise UserError(f"no {split} split is configured: set data.{key}.")
+  return splits
 
 
 def split_names(c) -> dict[str, str]:
@@ -78,6 +202,19 @@ def file_sources(c) -> dict[str, Source]:
     return Source(identity(split), functools.partial(text_files.pieces, r, c.documents), spans)
 
   return {s: source(s, r) for s, r in ranges.items()}
+
+
+def synthetic_sources(c) -> dict[str, Source]:
+  """Generated ids: data.synthetic_tokens for train, a tenth (at least two windows) held out."""
+  held_out = max(c.synthetic_tokens // 10, 2 * c.seq_len)
+  sizes = {"train": c.synthetic_tokens, "validation": held_out, "test": held_out}
+  return {
+    split: Source(
+      {"synthetic": c.synthetic, "vocab_size": c.vocab_size, "tokens": n, "split": split},
+      generate=functools.partial(synthetic_tokens, c.synthetic, c.vocab_size, n, i),
+    )
+    for i, (split, n) in enumerate(sizes.items())
+  }
 
 
 def synthetic_tokens(kind: str, vocab_size: int, num_tokens: int, seed: int) -> np.ndarray:

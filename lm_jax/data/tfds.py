@@ -17,7 +17,6 @@ import numpy as np
 
 from lm_jax import UserError, console
 from lm_jax.data import token_cache
-from lm_jax.data.sources import Source, split_names
 
 
 def _import_tfds():
@@ -114,8 +113,9 @@ def _tfds_spans(tfds, builder, c, name: str) -> list[TfdsSpan]:
   return spans
 
 
-def sources(c) -> dict[str, Source]:
-  """Each configured split of a TFDS dataset; prepared on first read."""
+def splits(c, names: dict[str, str]) -> dict[str, tuple]:
+  """(identity, pieces, spans) of each split `names` maps to a TFDS split name (prepared on
+  first read)."""
   if c.manual_dir and not (os.path.isdir(c.manual_dir) and os.listdir(c.manual_dir)):
     raise UserError(
       f"data.manual_dir {c.manual_dir!r} holds no files: put the dataset's "
@@ -156,12 +156,12 @@ def sources(c) -> dict[str, Source]:
 
   base = {"tfds": c.dataset, "version": str(builder.version)}
   return {
-    split: Source(
+    split: (
       {**base, "split": name},
       functools.partial(pieces, name),
       functools.partial(spans, name),
     )
-    for split, name in split_names(c).items()
+    for split, name in names.items()
     if name
   }
 

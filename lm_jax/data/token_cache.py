@@ -26,13 +26,24 @@ import numpy as np
 import tqdm
 
 from lm_jax import UserError
-from lm_jax.data import tokenizers
 
+FORMAT = 4  # Bump when the cached token layout changes: it is part of every cache key.
 CHUNK_CHARS = 4 << 20  # Text per chunk, the task a worker reads and encodes.
 PIECE_CHARS = 1 << 20  # Long texts are cut in pieces of about this size, encoded a group at a time.
 MIN_POOL_CHUNKS = 4  # Fewer chunks than this are encoded in the calling process.
 AHEAD = 64  # The assembler claims chunks at most this far past the next one it appends.
 _WORKER = {}  # In a worker process only: the tokenizer, rebuilt once from its dict.
+
+
+def root(data_config) -> str:
+  """Where caches live: data.cache_dir, else $XDG_CACHE_HOME/lm_jax or ~/.cache/lm_jax."""
+  default = os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "lm_jax")
+  return os.path.expanduser(data_config.cache_dir or default)
+
+
+def key(*parts) -> str:
+  """A short hash of JSON-able parts: a cache entry's name."""
+  return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def workers(n: int) -> int:
@@ -166,8 +177,8 @@ def encode_part(tokenizer, directory: str, i: int, chunk, dtype) -> dict:
   return stats
 
 
-def _init_worker(tokenizer_dict: dict) -> None:
-  _WORKER["tokenizer"] = tokenizers.from_dict(tokenizer_dict)
+def _init_worker(tokenizer_class, tokenizer_dict: dict) -> None:
+  _WORKER["tokenizer"] = tokenizer_class.from_dict(tokenizer_dict)
 
 
 def _encode_part_in_worker(directory, i, chunk, dtype):
@@ -253,7 +264,8 @@ def _pool(tokenizer, num_workers: int):
     return
   # forkserver: JAX and TensorFlow threads in this process make fork unsafe.
   context = multiprocessing.get_context("forkserver")
-  with context.Pool(num_workers, _init_worker, (tokenizer.to_dict(),)) as pool:
+  args = (type(tokenizer), tokenizer.to_dict())  # The class pickles by name.
+  with context.Pool(num_workers, _init_worker, args) as pool:
     yield pool
 
 

@@ -11,37 +11,110 @@
                  train split, plus <unk> for the rest and an end-of-document id (PyTorch's
                  word_language_model); decode joins words by single spaces.
   hf             a Hugging Face tokenizer.json (data.hf_tokenizer names its
-                 directory), with the model's end-of-text id as end of document
-                 (lm_jax/data/hf_tokenizer.py).
+                 directory), with the model's end-of-text id as end of document.
   ids            synthetic data: token ids written as space-separated integers.
 
 Every tokenizer but word returns the original text from decode(encode(text)) (hf:
-where the Hugging Face tokenizer is lossless, as byte-level BPE is).
+where the Hugging Face tokenizer is lossless, as byte-level BPE is). SentencePiece lives in
+lm_jax/data/sp_tokenizer.py, the Hugging Face tokenizer in lm_jax/data/hf_tokenizer.py; `obtain`
+is the pipeline's tokenizer stage.
 """
 
-import base64
 import collections
+import fractions
 import hashlib
-import io
 import json
 import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from lm_jax import UserError
+from lm_jax.data import token_cache
 
 EOD = "<|endoftext|>"  # How decode renders the end-of-document id.
-KINDS = {}  # kind -> class: each Tokenizer subclass by its `kind` (hf: data/hf_tokenizer.py).
+KINDS = {}  # kind -> class, filled as each Tokenizer subclass is defined.
 
 
 class Tokenizer:
-  """What every tokenizer kind is; a subclass is registered in KINDS by its `kind`."""
+  """What every tokenizer kind is and answers for itself; subclasses register by `kind`.
+
+  A kind says which data keys it is trained from (`settings`: the tokenizer cache's key and
+  what a saved tokenizer must match), whether it needs the train text (`reads_text`), whether
+  decode gives the text back (`lossless`), and how many bytes of text its ids stand for.
+  """
 
   kind = ""
+  reads_text = True  # Trained on the train split's text (False: built from the config alone).
+  lossless = True  # decode(encode(text)) == text.
+  unit = "token"  # What one id stands for, as evaluation reports it ('word': word perplexity).
+  note = None  # What evaluation adds to its report, if anything.
+  recorded = None  # The settings it was trained with, as `train` or the saved file gives them.
+  eos_id = None
+  eod_ids = np.zeros(0, np.int32)  # Ids written between documents.
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
     KINDS[cls.kind] = cls
+
+  @classmethod
+  def settings(cls, data_config) -> dict:
+    """The data keys this kind is trained from, with their values in `data_config`."""
+    del data_config
+    return {}
+
+  def implied_settings(self) -> dict:
+    """What a tokenizer saved without its settings shows of them."""
+    return {}
+
+  @classmethod
+  def train(cls, texts, data_config) -> "Tokenizer":
+    raise NotImplementedError
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Tokenizer":
+    """The tokenizer `to_dict` described."""
+    return cls(**{k: v for k, v in d.items() if k != "kind"})
+
+  def to_dict(self) -> dict:
+    return {"kind": self.kind}
+
+  def encode(self, text: str) -> np.ndarray:
+    raise NotImplementedError
+
+  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids) -> str:
+    raise NotImplementedError
+
+  def fingerprint(self) -> str:
+    """A short hash naming the tokenizer's exact vocabulary."""
+    blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+  def byte_lengths(self) -> np.ndarray | None:
+    """UTF-8 bytes each id decodes to (an end of document: one); None: count by decoding."""
+    return None
+
+  def num_bytes(self, ids, start: int = 0) -> int | None:
+    """UTF-8 bytes of the text `ids[start:]` stands for; an end of document counts as one.
+
+    Reads `ids` (an array or a token cache's stream) in slices; None where the ids do not
+    keep the text (not `lossless`).
+    """
+    if not self.lossless:
+      return None
+    table = self.byte_lengths()
+    total = 0
+    for at in range(start, len(ids), 1 << 22):
+      part = np.asarray(ids[at : at + (1 << 22)]).reshape(-1)
+      if table is None:  # Decode: ends of document come back as EOD, one byte each.
+        eods = 0 if self.eos_id is None else int((part == self.eos_id).sum())
+        total += len(self.decode(part).encode("utf-8")) - eods * (len(EOD) - 1)
+      else:
+        total += int(table[part].sum())
+    return total
 
 
 class CharTokenizer(Tokenizer):
@@ -97,11 +170,15 @@ class CharTokenizer(Tokenizer):
   def to_dict(self) -> dict:
     return {"kind": self.kind, "chars": self.chars}
 
+  def byte_lengths(self) -> np.ndarray:
+    return np.array([len(c.encode("utf-8")) for c in self.chars], np.int64)
+
 
 class ByteTokenizer(Tokenizer):
   """UTF-8 bytes (ids 0-255) and an end-of-document id (256)."""
 
   kind = "byte"
+  reads_text = False
   vocab_size = 257
   eos_id = 256
   eod_ids = np.array([eos_id], np.int32)
@@ -131,103 +208,21 @@ class ByteTokenizer(Tokenizer):
     texts = [bytes(p[p < 256].astype(np.uint8)).decode("utf-8", errors="replace") for p in parts]
     return EOD.join(texts)
 
-  def to_dict(self) -> dict:
-    return {"kind": self.kind}
-
-
-class SentencePieceTokenizer(Tokenizer):
-  """A SentencePiece model kept in the JSON file as base64 bytes."""
-
-  kind = "sentencepiece"
-
-  def __init__(self, model: str):
-    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-
-    self.model = model
-    self._sp = spm.SentencePieceProcessor(model_proto=base64.b64decode(model))
-    self.eos_id = self._sp.eos_id()
-    self.eod_ids = np.array([self.eos_id], np.int32)
-
-  @classmethod
-  def train(cls, texts, data_config) -> "SentencePieceTokenizer":
-    """Trains on the lines of `texts`, up to data.tokenizer_train_bytes of them."""
-    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-
-    c = data_config
-    if c.sentencepiece_type not in ("bpe", "unigram"):
-      raise UserError(f"data.sentencepiece_type={c.sentencepiece_type!r}: use 'bpe' or 'unigram'.")
-
-    def lines():
-      budget = c.tokenizer_train_bytes
-      for text in texts:
-        for line in text.splitlines():
-          if line:
-            yield line
-            budget -= len(line)
-          if budget <= 0:
-            return
-
-    proto = io.BytesIO()
-    try:
-      spm.SentencePieceTrainer.train(
-        sentence_iterator=lines(),
-        model_writer=proto,
-        vocab_size=c.vocab_size,
-        model_type=c.sentencepiece_type,
-        character_coverage=1.0,
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        max_sentence_length=1 << 16,
-        unk_id=0,
-        eos_id=1,
-        bos_id=-1,
-        pad_id=-1,
-        hard_vocab_limit=True,
-        minloglevel=2,
-        num_threads=1,
-      )  # One thread: every process of a multi-host run trains the same.
-    except RuntimeError as e:
-      # Too small: fewer ids than the 256 byte pieces plus the text's characters.
-      fix = "raise" if "smaller than required" in str(e) else "lower"
-      raise UserError(
-        f"SentencePiece cannot train data.vocab_size={c.vocab_size} on this text "
-        f"({str(e).strip().splitlines()[-1][:160]}): {fix} data.vocab_size."
-      ) from e
-    return cls(base64.b64encode(proto.getvalue()).decode("ascii"))
-
-  @property
-  def vocab_size(self) -> int:
-    return self._sp.get_piece_size()
-
-  def encode(self, text: str) -> np.ndarray:
-    return np.array(self._sp.encode(text), np.int32)
-
-  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    # One thread: the token cache runs one tokenizer per worker process (data.workers).
-    return [np.array(ids, np.int32) for ids in self._sp.encode(texts, num_threads=1)]
-
-  def decode(self, ids) -> str:
-    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-    eod = self.eos_id
-    parts, start = [], 0
-    for j, i in enumerate(ids + [eod]):
-      if i == eod:
-        parts.append(self._sp.decode(ids[start:j]))
-        start = j + 1
-    return EOD.join(parts)
-
-  def to_dict(self) -> dict:
-    return {"kind": self.kind, "model": self.model}
+  def byte_lengths(self) -> np.ndarray:
+    return np.ones(self.vocab_size, np.int64)
 
 
 class WordTokenizer(Tokenizer):
   """Whitespace-separated words; ids 0 and 1 are <unk> and the end of document."""
 
   kind = "word"
+  lossless = False  # Whitespace becomes single spaces; rare words become <unk>.
+  unit = "word"
+  note = (
+    "word tokenizer: every token is a word or an end of document; bits_per_byte is not "
+    "comparable with other tokenizers (one <unk> id stands for every rare word), so it is "
+    "not reported"
+  )
   eos_id = 1
   eod_ids = np.array([eos_id], np.int32)
   UNK = "<unk>"
@@ -247,6 +242,10 @@ class WordTokenizer(Tokenizer):
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return cls([w for w, _ in ranked[: data_config.vocab_size]])
 
+  @classmethod
+  def settings(cls, data_config) -> dict:
+    return {"vocab_size": data_config.vocab_size}  # The words kept.
+
   @property
   def vocab_size(self) -> int:
     return len(self.words) + 2
@@ -254,9 +253,6 @@ class WordTokenizer(Tokenizer):
   def encode(self, text: str) -> np.ndarray:
     get = self._ids.get
     return np.array([get(w, -2) + 2 for w in text.split()], np.int32)
-
-  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return [self.encode(t) for t in texts]
 
   def decode(self, ids) -> str:
     return " ".join(self._vocab[i] for i in np.asarray(ids).reshape(-1))
@@ -269,8 +265,7 @@ class IdsTokenizer(Tokenizer):
   """For synthetic data: ids are written as space-separated integers."""
 
   kind = "ids"
-  eos_id = None
-  eod_ids = np.zeros(0, np.int32)
+  reads_text = False
 
   def __init__(self, vocab_size: int):
     self.vocab_size = vocab_size
@@ -279,6 +274,13 @@ class IdsTokenizer(Tokenizer):
   def train(cls, texts, data_config) -> "IdsTokenizer":
     del texts
     return cls(data_config.vocab_size)
+
+  @classmethod
+  def settings(cls, data_config) -> dict:
+    return {"vocab_size": data_config.vocab_size}
+
+  def implied_settings(self) -> dict:
+    return {"vocab_size": self.vocab_size}
 
   def encode(self, text: str) -> np.ndarray:
     try:
@@ -292,104 +294,119 @@ class IdsTokenizer(Tokenizer):
       raise UserError(f"token ids must lie in [0, {self.vocab_size}): check the prompt.")
     return ids
 
-  def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-    return [self.encode(t) for t in texts]
-
   def decode(self, ids) -> str:
     return " ".join(str(int(i)) for i in np.asarray(ids).reshape(-1))
 
   def to_dict(self) -> dict:
     return {"kind": self.kind, "vocab_size": self.vocab_size}
 
+  def byte_lengths(self) -> np.ndarray:
+    return np.array([len(str(i)) + 1 for i in range(self.vocab_size)], np.int64)  # And a space.
 
-def train(kind: str, texts, data_config):
-  """Trains a tokenizer of `kind` on an iterable of training texts."""
-  if kind not in KINDS:
-    raise UserError(f"unknown tokenizer {kind!r}: set data.tokenizer to one of {sorted(KINDS)}.")
-  return KINDS[kind].train(texts, data_config)
-
-
-def fingerprint(tokenizer) -> str:
-  """A short hash naming the tokenizer's exact vocabulary."""
-  blob = json.dumps(tokenizer.to_dict(), sort_keys=True).encode()
-  return hashlib.sha256(blob).hexdigest()[:16]
+  def num_bytes(self, ids, start: int = 0) -> int:
+    """The decoded text's bytes: each id's digits, and a space between two ids."""
+    return max(super().num_bytes(ids, start) - 1, 0)
 
 
-def check_matches(tokenizer, data_config, path: str) -> None:
-  """Refuses a saved tokenizer that the config would not have trained."""
-  want = "ids" if data_config.dataset == "synthetic" else data_config.tokenizer
-  have = tokenizer.kind
-  if have == want and (
-    want not in ("sentencepiece", "ids") or tokenizer.vocab_size == data_config.vocab_size
-  ):
-    return
-  have_desc = f"{have} (vocab {tokenizer.vocab_size})"
-  raise UserError(
-    f"the tokenizer saved at {path} is {have_desc} but the config asks for {want}"
-    f"{f' (vocab {data_config.vocab_size})' if want in ('sentencepiece', 'ids') else ''}: "
-    "use a new --workdir for a different tokenizer, or set data.tokenizer back."
-  )
+def kind(name: str) -> type[Tokenizer]:
+  if name not in KINDS:
+    raise UserError(f"unknown tokenizer {name!r}: set data.tokenizer to one of {sorted(KINDS)}.")
+  return KINDS[name]
 
 
-def _byte_lengths(tokenizer) -> np.ndarray | None:
-  """UTF-8 bytes each id decodes to (an end of document: one); None where text is not kept."""
-  if tokenizer.kind == "char":
-    return np.array([len(c.encode("utf-8")) for c in tokenizer.chars], np.int64)
-  if tokenizer.kind == "byte":
-    return np.ones(tokenizer.vocab_size, np.int64)
-  if tokenizer.kind == "sentencepiece":
-    sp = tokenizer._sp  # pylint: disable=protected-access
-    return np.array(
-      [
-        1
-        if sp.is_byte(i) or i == tokenizer.eos_id
-        else 0
-        if sp.is_unknown(i) or sp.is_control(i)
-        else len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
-        for i in range(sp.get_piece_size())
-      ],
-      np.int64,
-    )
-  return None
+def train(name: str, texts, data_config) -> Tokenizer:
+  """Trains a tokenizer of kind `name` on an iterable of training texts."""
+  cls = kind(name)
+  tokenizer = cls.train(texts, data_config)
+  tokenizer.recorded = cls.settings(data_config)
+  return tokenizer
 
 
-def num_bytes(tokenizer, ids, start: int = 0) -> int | None:
-  """UTF-8 bytes of the text `ids[start:]` stands for; an end of document counts as one byte.
-
-  Reads `ids` (an array or a token cache's stream) in slices. None for the word tokenizer,
-  whose ids do not keep the text (whitespace, <unk>).
-  """
-  if tokenizer.kind == "word":
-    return None
-  table = _byte_lengths(tokenizer)
-  total = 0
-  for at in range(start, len(ids), 1 << 22):
-    part = np.asarray(ids[at : at + (1 << 22)]).reshape(-1)
-    if table is None:  # Decode: ends of document come back as EOD, one byte each.
-      eods = 0 if tokenizer.eos_id is None else int((part == tokenizer.eos_id).sum())
-      total += len(tokenizer.decode(part).encode("utf-8")) - eods * (len(EOD) - 1)
-      total += tokenizer.kind == "ids" and at > start  # Ids are joined by spaces.
-    else:
-      total += int(table[part].sum())
-  return total
+def from_dict(d: dict) -> Tokenizer:
+  """The tokenizer `save` wrote (its settings, where the file records them)."""
+  d = dict(d)
+  recorded = d.pop("settings", None)
+  tokenizer = kind(d["kind"]).from_dict(d)
+  tokenizer.recorded = tokenizer.implied_settings() if recorded is None else recorded
+  return tokenizer
 
 
-def save(tokenizer, path: str) -> None:
+def save(tokenizer: Tokenizer, path: str) -> None:
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(tokenizer.to_dict(), f, ensure_ascii=False)
+    json.dump({**tokenizer.to_dict(), "settings": tokenizer.recorded}, f, ensure_ascii=False)
   os.replace(tmp, path)
 
 
-def from_dict(d: dict):
-  """The tokenizer `to_dict` described."""
-  d = dict(d)
-  return KINDS[d.pop("kind")](**d)
-
-
-def load(path: str):
+def load(path: str) -> Tokenizer:
   """Loads a tokenizer saved by `save`."""
   if not os.path.exists(path):
     raise UserError(f"no tokenizer at {path}: is this a training run's workdir?")
   with open(path) as f:
     return from_dict(json.load(f))
+
+
+def check_matches(tokenizer: Tokenizer, data_config, path: str) -> None:
+  """Refuses a saved tokenizer that the config would not have trained.
+
+  Compares the settings the saved file records (or shows) with the config's.
+  """
+  want = data_config.tokenizer
+  wanted = kind(want).settings(data_config)
+  have = tokenizer.recorded or tokenizer.implied_settings()
+  if tokenizer.kind == want and all(wanted.get(k, v) == v for k, v in have.items()):
+    return
+  describe = lambda name, s: name + "".join(f", {k} {v}" for k, v in sorted(s.items()))
+  raise UserError(
+    f"the tokenizer saved at {path} is {describe(tokenizer.kind, have)} but the config asks "
+    f"for {describe(want, wanted)}: use a new --workdir for a different tokenizer, or set "
+    "data.tokenizer (and its keys) back."
+  )
+
+
+def interleaved(texts: dict[str, Iterable[str]], w: dict[str, fractions.Fraction]) -> Iterator[str]:
+  """The sources' texts interleaved so that each source's characters so far follow its weight.
+
+  A tokenizer that trains on a prefix (SentencePiece's data.tokenizer_train_bytes) thus sees
+  every source in proportion; one that reads everything sees all of it.
+  """
+  iters = {n: iter(t) for n, t in texts.items()}
+  seen = dict.fromkeys(iters, 0)
+  while iters:
+    n = min(iters, key=lambda n: (seen[n] / w[n], n))
+    text = next(iters[n], None)
+    if text is None:
+      del iters[n]
+      continue
+    seen[n] += len(text)
+    yield text
+
+
+def obtain(data_config, workdir: str, sources) -> Tokenizer:
+  """The workdir's tokenizer, else one cached for the same text and settings, else a new one.
+
+  `sources`: the corpus's sources (sources.Named); a tokenizer that reads text trains on
+  their train splits interleaved by weight.
+  """
+  c = data_config
+  path = os.path.join(workdir, "tokenizer.json") if workdir else ""
+  if path and os.path.exists(path):
+    tokenizer = load(path)
+    check_matches(tokenizer, c, path)
+    return tokenizer
+  cls = kind(c.tokenizer)
+  if not cls.reads_text:  # Built from the config alone: nothing to train, nothing to cache.
+    return train(c.tokenizer, (), c)
+  text = {n.name: [str(n.weight), n.splits["train"].identity] for n in sources}
+  settings = {"kind": c.tokenizer, **cls.settings(c)}
+  name = f"{c.tokenizer}-{token_cache.key(token_cache.FORMAT, text, settings)}.json"
+  cache = os.path.join(token_cache.root(c), "tokenizers", name)
+  if os.path.exists(cache):
+    return load(cache)
+  texts = interleaved(
+    {n.name: n.splits["train"].texts() for n in sources}, {n.name: n.weight for n in sources}
+  )
+  tokenizer = train(c.tokenizer, texts, c)
+  os.makedirs(os.path.dirname(cache), exist_ok=True)
+  save(tokenizer, cache)
+  return tokenizer

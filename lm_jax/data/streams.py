@@ -1,0 +1,113 @@
+"""Token streams: each split of each source tokenized once into the cache, then memory-mapped.
+
+A split of the corpus is a `Mixture` of its sources' streams and weights; a plain config's
+split is a mixture of one unnamed stream with weight 1, so batches, evaluation and
+fingerprints have one path. Generated sources (synthetic) give their ids directly.
+"""
+
+import dataclasses
+import fractions
+import os
+
+from lm_jax import UserError
+from lm_jax.data import token_cache
+from lm_jax.data.sources import SPLITS, Named, Source
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+  """One split of every source: token streams and weights (summing to 1), by source name.
+
+  The name '' is a plain config's one source; named sources report their own metrics.
+  """
+
+  streams: dict
+  weights: dict[str, fractions.Fraction]
+
+  @classmethod
+  def single(cls, tokens) -> "Mixture":
+    """One stream (an array of ids or a TokenStream) as a split of its own."""
+    return cls({"": tokens}, {"": fractions.Fraction(1)})
+
+  @property
+  def named(self) -> bool:
+    """Whether the sources have names (a mixture), so each reports its own metrics."""
+    return any(self.streams)
+
+  def weighted(self, values: dict[str, float]) -> float:
+    """The mean of per-source `values` weighted as configured."""
+    return float(sum(float(self.weights[n]) * values[n] for n in self.streams))
+
+  def labels(self, split: str) -> dict[str, str]:
+    """'SPLIT/SOURCE' for each source ('SPLIT' for an unnamed one), by source name."""
+    return {n: f"{split}/{n}" if n else split for n in self.streams}
+
+
+def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.TokenStream:
+  """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
+  chunking = (token_cache.CHUNK_CHARS, c.shard_tokens)  # Parts are resumed by number.
+  key = token_cache.key(token_cache.FORMAT, source.identity, tokenizer.fingerprint(), chunking)
+  directory = os.path.join(token_cache.root(c), "tokens", f"{split}-{key}")
+  num_workers = token_cache.workers(c.workers)
+  build = lambda: {
+    "identity": source.identity,
+    "tokenizer": tokenizer.kind,
+    **token_cache.build(
+      directory,
+      source.chunks,
+      tokenizer,
+      num_workers,
+      c.shard_tokens,
+      f"tokenizing {split}",
+    ),
+  }
+  # Processes that find another building this directory encode the chunks it has not claimed.
+  contribute = lambda: token_cache.contribute(directory, source.chunks, tokenizer, num_workers)
+  index = token_cache.cached(directory, build, c.cache_wait_sec, contribute)
+  if index["tokens"] == 0:
+    raise UserError(
+      f"the {split} split of {c.dataset!r} is empty: check data.*_split and data.text_files."
+    )
+  return token_cache.TokenStream(directory, index)
+
+
+def _stream(c, tokenizer, split: str, source: Source):
+  return source.generate() if source.generate else cached_tokens(c, tokenizer, split, source)
+
+
+def corpus(sources: list[Named], tokenizer) -> dict[str, Mixture]:
+  """{split: Mixture} for each split that every source has."""
+  splits = [s for s in SPLITS if all(s in n.splits for n in sources)]
+  return {
+    split: Mixture(
+      {n.name: _stream(n.config, tokenizer, split, n.splits[split]) for n in sources},
+      {n.name: n.weight for n in sources},
+    )
+    for split in splits
+  }
+
+
+def check_length(corpus_: dict[str, Mixture], seq_len: int) -> None:
+  """Refuses a stream too short for one training window."""
+  for split, mix in corpus_.items():
+    for name, tokens in mix.streams.items():
+      if len(tokens) < seq_len + 1:
+        raise UserError(
+          f"the {f'{name} {split}' if name else split} split has {len(tokens)} tokens, fewer "
+          f"than data.seq_len + 1 = {seq_len + 1}: lower data.seq_len or add text."
+        )
+
+
+def cached(corpus_: dict[str, Mixture]) -> dict[str, token_cache.TokenStream]:
+  """The cached streams of a corpus by 'SPLIT' or 'SPLIT/SOURCE' (generated ones have none)."""
+  return {
+    label: mix.streams[name]
+    for split, mix in corpus_.items()
+    for name, label in mix.labels(split).items()
+    if isinstance(mix.streams[name], token_cache.TokenStream)
+  }
+
+
+def fingerprints(corpus_: dict[str, Mixture]) -> dict[str, str]:
+  """sha256 of each cached stream's token ids, as written (what run.json records)."""
+  return {label: s.index["fingerprint"] for label, s in cached(corpus_).items()}
