@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+import tqdm
+
 VERBOSE_ENV = "LM_JAX_VERBOSE"
 
 
@@ -24,6 +26,48 @@ def setup(verbose_flag: bool = False) -> None:
   if verbose_flag:
     os.environ[VERBOSE_ENV] = "1"
   absl_logging.set_verbosity(absl_logging.INFO if verbose() else absl_logging.WARNING)
+
+
+def is_terminal(stream=None) -> bool:
+  """Whether `stream` (stderr) is a terminal, where a progress bar may redraw itself."""
+  stream = stream or sys.stderr
+  return hasattr(stream, "isatty") and stream.isatty()
+
+
+class Progress:
+  """A loop's progress on stderr: a bar on a terminal; elsewhere (a cluster job's log file)
+  one plain line per logged step, so that the log holds whole lines only."""
+
+  def __init__(self, start: int, total: int, enabled: bool = True, stream=None):
+    self.total, self.enabled = total, enabled
+    self.stream = stream or sys.stderr
+    self._bar = None
+    if enabled and is_terminal(self.stream):
+      self._bar = tqdm.tqdm(initial=start, total=total, dynamic_ncols=True, file=self.stream)
+
+  def advance(self) -> None:
+    """One more step done."""
+    if self._bar is not None:
+      self._bar.update(1)
+
+  def log(self, step: int, **fields: str) -> None:
+    """The figures of a logged step: beside the bar, or as a line of their own."""
+    if self._bar is not None:
+      self._bar.set_postfix(**fields)
+    elif self.enabled:
+      text = ", ".join(f"{k} {v}" for k, v in fields.items())
+      print(f"step {step}/{self.total}: {text}", file=self.stream, flush=True)
+
+  def write(self, text: str) -> None:
+    """A line of its own (an evaluation), above the bar on a terminal."""
+    if self._bar is not None:
+      self._bar.write(text, file=self.stream)
+    elif self.enabled:
+      print(text, file=self.stream, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
 
 
 def quiet_tensorflow() -> None:

@@ -109,20 +109,31 @@ def _plain(v):
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """Reads metrics.jsonl back as a list of dicts."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """metrics.jsonl as dicts; [] when there is none. A line cut short by a kill is skipped."""
+  rows = []
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except ValueError:
+          continue
+  except OSError:
+    return []
+  return rows
 
 
 def truncate_metrics(workdir: str, step: int) -> None:
-  """Drops lines past `step`, written after the checkpoint a run resumes from."""
+  """Drops lines past `step`, written after the checkpoint a run resumes from (and any line a
+  kill cut short)."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not _is_writer() or not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(path, "w") as f:
-    f.writelines(lines)
+  rows = [r for r in read_metrics(workdir) if r["step"] <= step]
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  os.replace(tmp, path)  # Whole or not at all: a kill here loses no line.
 
 
 def write_config(config, workdir: str) -> None:

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from lm_jax import (
   UserError,
   checkpoint,
+  console,
   data,
   evaluate,
   losses,
@@ -194,10 +194,16 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   state, rng = plan.init(run.create), run.rng
   restored = ckpt.restore(state_lib.restore_targets(plan, run.create, rng))
   if restored is not None:
-    step, tree, _ = restored
+    step, tree, meta = restored
     state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
     rng = state_lib.rng_from_tree(tree)
     print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
+    for change in _batch_changes(meta, _meta(run)):
+      print(
+        f"warning: {change} since checkpoint {step}: the batches from here on differ "
+        "from those the run would have seen unbroken.",
+        file=sys.stderr,
+      )
   else:
     if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
       abstract = jax.eval_shape(run.create).params
@@ -253,12 +259,33 @@ def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict
   return m
 
 
-def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_metrics) -> None:
+def _meta(run: _Run) -> dict:
+  """What the batch after a checkpoint depends on, besides its step: saved beside the state."""
   c = run.config
+  return {"seed": c.seed, "order": c.data.order, "data_fingerprints": data.fingerprints(run.tokens)}
+
+
+def _batch_changes(saved: dict, now: dict) -> list[str]:
+  """What differs between a checkpoint's meta and this run's (a key the checkpoint lacks is
+  not compared: older checkpoints hold fewer)."""
+  changes = [
+    f"{k} changed from {saved[k]!r} to {now[k]!r}"
+    for k in ("seed", "order")
+    if k in saved and saved[k] != now[k]
+  ]
+  before, after = saved.get("data_fingerprints"), now["data_fingerprints"]
+  if before is not None:
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+      changes.append(f"the tokens of {', '.join(changed)} changed (data fingerprints)")
+  return changes
+
+
+def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_metrics) -> None:
   ckpt.save(
     step,
     run.plan.place(state_lib.checkpoint_tree(run.plan.get(state), rng)),
-    meta={"step": step, "seed": c.seed, "order": c.data.order},
+    meta={"step": step, **_meta(run)},
     metrics={"val_loss": eval_metrics["loss"]} if eval_metrics else None,
   )
 
@@ -273,13 +300,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
     batches.train_batch(train_tokens, seed, step, c.batch_size, d.seq_len, rows, d.order)
   )
   prefetcher = batches.Prefetcher(make_batch, range(start_step, c.num_steps), d.prefetch)
-  bar = tqdm.tqdm(
-    range(start_step, c.num_steps),
-    initial=start_step,
-    total=c.num_steps,
-    disable=jax.process_index() != 0,
-    dynamic_ncols=True,
-  )
+  progress = console.Progress(start_step, c.num_steps, enabled=jax.process_index() == 0)
   meter, received = _Meter(run, start_step), []
   tracer = profiling.StepTracer(
     os.path.join(run.workdir, "profile"), profiling.check_profile_steps(c.get("profile_steps"))
@@ -287,7 +308,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
   eval_metrics = in_flight = None
   try:
     with _catch_signals(received):
-      for step, batch in zip(bar, prefetcher):
+      for step, batch in zip(range(start_step, c.num_steps), prefetcher):
         tracer.before(step)
         state, metrics = run.train_step(state, batch, rng)
         tracer.after(step, metrics)
@@ -296,6 +317,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         jax.block_until_ready(in_flight)
         in_flight = metrics
         done = step + 1
+        progress.advance()
         last = done == c.num_steps
         # Every process stops at the same step, whichever of them got the signal.
         stop = parallel.any_process(bool(received))
@@ -308,20 +330,21 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})
           writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
-          bar.set_postfix(
+          progress.log(
+            done,
             loss=f"{metrics['train_loss']:.4f}",
             tok_s=f"{rates['tokens_per_sec']:,.0f}",
             flop_s=f"{rates['flops_per_sec']:.3g}",
           )
         eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
         if eval_metrics:
-          bar.write(
+          progress.write(
             f"step {done}: val_loss {eval_metrics['loss']:.4f} "
-            f"val_ppl {eval_metrics['perplexity']:.2f}",
-            file=sys.stderr,
+            f"val_ppl {eval_metrics['perplexity']:.2f}"
           )
         if do_save:
           _save(run, ckpt, state, rng, done, eval_metrics)
+          writer.flush()  # TensorBoard holds every line up to the checkpoint.
         if stop:
           raise Preempted(received[0] if received else None, done)
     if c.num_steps <= start_step:
@@ -329,7 +352,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
   finally:
     tracer.close()
     prefetcher.close()
-    bar.close()
+    progress.close()
   return state, eval_metrics
 
 

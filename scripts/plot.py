@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lm_jax import UserError, console  # noqa: E402
-from lm_jax.experiments import compare, sweep
+from lm_jax import UserError, console, records  # noqa: E402
+from lm_jax.experiments import compare
 
 CURVES = (("train_loss", "-", "train"), ("val_loss", "o--", "val"))
 
@@ -28,7 +28,7 @@ def tokens_per_step(workdir):
 
 def draw(axes, label, color, workdirs, band):
   """One run's curves, or a group's mean curves with a band when it has several runs."""
-  rows = [sweep.read_metrics(w) for w in workdirs]
+  rows = [records.read_metrics(w) for w in workdirs]
   scale = tokens_per_step(workdirs[0])
   for key, style, kind in CURVES:
     steps, mean, low, high = compare.mean_curve(rows, key, band)

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import ROOT
 
-from lm_jax import UserError
+from lm_jax import UserError, records
 from lm_jax import config as config_lib
 from lm_jax.experiments import sweep
 
@@ -192,7 +192,7 @@ def test_sweep_killed_midway_restarts_without_redoing_finished_runs(config, tmp_
   assert "skip gpt-seed=0: finished" in r.stdout and "resume llama-seed=0" in r.stdout
   assert (root / "gpt-seed=0" / "metrics.jsonl").read_text() == gpt_metrics
   assert "resumed" in (root / "llama-seed=0" / "train.log").read_text()
-  rows = sweep.read_metrics(str(root / "llama-seed=0"))
+  rows = records.read_metrics(str(root / "llama-seed=0"))
   assert [r["step"] for r in rows if "train_loss" in r] == list(range(20, 301, 20))
 
   # The two runs differ in their model keys; compare.py names them.

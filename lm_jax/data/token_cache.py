@@ -19,13 +19,14 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tqdm
 
-from lm_jax import UserError
+from lm_jax import UserError, console
 
 FORMAT = 4  # Bump when the cached token layout changes: it is part of every cache key.
 CHUNK_CHARS = 4 << 20  # Text per chunk, the task a worker reads and encodes.
@@ -413,7 +414,10 @@ def build(
   totals = {k: (mark or (done[-1] if done else {}) or {}).get(k, 0) for k in keys}
   shard_size = mark["shard_tokens"] if mark else 0
   resumed = {"resumed_shards": len(done), "resumed_chunks": totals["chunks"]}
-  bar = tqdm.tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0)
+  terminal = console.is_terminal()  # Elsewhere (a job's log), one line when done.
+  bar = tqdm.tqdm(
+    desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0, disable=not terminal
+  )
   bar.update(totals["bytes"])
   todo = itertools.islice(enumerate(chunk_iter()), totals["chunks"], None)
   used = {"workers": 1, "reused": 0}
@@ -453,6 +457,9 @@ def build(
     if shard is not None and not shard.closed:
       shard.close()  # Kept, with appended.json: the next build resumes it.
   _remove_parts(directory)
+  seconds = time.perf_counter() - t
+  if not terminal:
+    print(f"{desc}: {totals['bytes'] / 1e6:,.1f} MB in {seconds:.1f} s", file=sys.stderr)
   paths = [_shard_path(directory, i, dtype) for i in range(len(done))]
   return {
     "tokens": totals["tokens"],
@@ -462,7 +469,7 @@ def build(
     "shards": [os.path.basename(p) for p in paths],
     "shard_sizes": [d["shard_tokens"] for d in done],
     "fingerprint": h.hexdigest(),
-    "seconds": time.perf_counter() - t,
+    "seconds": seconds,
     "workers": used["workers"],
     **resumed,
     "chunks": totals["chunks"],

@@ -11,7 +11,7 @@ import json
 import os
 import statistics
 
-from lm_jax import UserError
+from lm_jax import UserError, records
 from lm_jax import config as config_lib
 from lm_jax.experiments import stats, sweep
 
@@ -75,7 +75,7 @@ def num_params(workdir: str, model_config) -> int | None:
 def load_run(workdir: str, metric: str) -> dict:
   """One run's record: its config, the metric at its final step (None if not there yet), speed."""
   config = config_lib.load(os.path.join(workdir, "config.json"))
-  rows = sweep.read_metrics(workdir)
+  rows = records.read_metrics(workdir)
   last = config.train.num_steps
   final = [r[metric] for r in rows if r.get("step") == last and metric in r]
   speeds = [r["tokens_per_sec"] for r in rows if "tokens_per_sec" in r]

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from lm_jax import UserError
+from lm_jax import UserError, records
 from lm_jax import config as config_lib
 
 SWEEP_FILE = "sweep.json"
@@ -150,21 +150,6 @@ def final_step(workdir: str) -> int | None:
     return None
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """metrics.jsonl as dicts; [] when absent. A line cut short by a kill is skipped."""
-  rows = []
-  try:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except ValueError:
-          continue
-  except OSError:
-    return []
-  return rows
-
-
 def is_finished(workdir: str) -> bool:
   """The final evaluation is in metrics.jsonl and the final checkpoint is complete.
 
@@ -174,7 +159,7 @@ def is_finished(workdir: str) -> bool:
   last = final_step(workdir)
   if last is None or not os.path.isdir(os.path.join(workdir, "checkpoints", str(last))):
     return False
-  return any(r.get("step") == last and "val_loss" in r for r in read_metrics(workdir))
+  return any(r.get("step") == last and "val_loss" in r for r in records.read_metrics(workdir))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,15 +277,15 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
   shares = device_shares(jobs, cores, visible_gpus() if jobs > 1 else [])
   os.makedirs(root, exist_ok=True)
-  records = _Records(root, runs)
+  ledger = _Records(root, runs)
   todo = []
   for run in runs:
     if is_finished(run.workdir):
       say(f"skip {run.name}: finished")
-      records.set(run.name, status="finished")
+      ledger.set(run.name, status="finished")
     else:
       todo.append(run)
-      records.set(run.name, status="pending")
+      ledger.set(run.name, status="pending")
   counts = {"finished": len(runs) - len(todo), "failed": 0, "stopped": 0}
   received = []
   handler = lambda signum, frame: received.append(signum)
@@ -312,7 +297,7 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
       for i in [i for i in range(len(shares)) if i not in running]:
         if not todo or received:
           break
-        running[i] = _launch(todo.pop(0), shares[i], train_script, say, records)
+        running[i] = _launch(todo.pop(0), shares[i], train_script, say, ledger)
       if received:
         for _, p, _, _ in running.values():
           if p.pid not in forwarded:  # Once: a second signal mid-save would cut the save short.
@@ -324,7 +309,7 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
         del running[i]
         status = _finish(run, p.returncode, offset, time.time() - start, bool(received), say)
         counts[status["status"]] += 1
-        records.set(run.name, **status)
+        ledger.set(run.name, **status)
       time.sleep(0.05)
   finally:
     for s, h in previous.items():
@@ -338,7 +323,7 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
   return min(counts["failed"], 125)
 
 
-def _launch(run: Run, share: Share, train_script: str, say, records: _Records):
+def _launch(run: Run, share: Share, train_script: str, say, ledger: _Records):
   os.makedirs(run.workdir, exist_ok=True)
   resuming = os.path.exists(os.path.join(run.workdir, "config.json"))
   log_path = os.path.join(run.workdir, LOG_FILE)
@@ -355,14 +340,14 @@ def _launch(run: Run, share: Share, train_script: str, say, records: _Records):
   where = f" on cores {','.join(map(str, share.cores))}" if share.cores else ""
   where += "".join(f" with {k}={v}" for k, v in share.env)
   say(f"{'resume' if resuming else 'start'} {run.name}{where}")
-  records.set(run.name, status="running")
+  ledger.set(run.name, status="running")
   return run, p, offset, time.time()
 
 
 def _finish(run: Run, returncode: int, offset: int, seconds: float, stopping: bool, say) -> dict:
   """The status of a run that exited, reported in one line."""
   if returncode == 0 and is_finished(run.workdir):
-    final = [r["val_loss"] for r in read_metrics(run.workdir) if "val_loss" in r]
+    final = [r["val_loss"] for r in records.read_metrics(run.workdir) if "val_loss" in r]
     say(f"done {run.name} in {seconds:.0f} s: val_loss {final[-1]:.4f}")
     return {"status": "finished"}
   if stopping:
