@@ -8,7 +8,7 @@ Every batch holds 70% tiny-shakespeare rows (TFDS; data.manual_dir offline) and 
 rows (local files, a document per blank-line block). Validation logs each source's loss,
 `val_loss/shakespeare` and `val_loss/wiki`, beside `val_loss`, their mean weighted 0.7 / 0.3;
 scripts/evaluate.py adds each source's bits per byte. One byte tokenizer serves both.
-Measured: see README, Data (Mixtures).
+Measured: docs/benchmarks.md (A two-source mixture).
 """
 
 from configs import shakespeare_char_gpt_cpu

@@ -189,12 +189,8 @@ class Plan:
 # On a CPU whose cores the scripts made devices, pmap runs one replica per core, while a
 # one-device jit leaves XLA to spread each op over the cores itself. Small steps favour pmap
 # (XLA's threading does not pay on small ops); large ones favour jit (no per-replica dispatch
-# and gradient all-reduce). Measured with scripts/benchmark.py on 2 shared cores (medians of
-# interleaved runs; README, Benchmark), tokens/s under jit against pmap by training GFLOP per
-# core per step: GPT-cpu recipe (2.0) 11,254 against 14,499; 6-layer GPTs at batch 8 x 128,
-# 128 wide (4.3) 4,008 against 6,907; LSTM recipe (5.2) 33,392 against 35,728; 160 wide (6.5)
-# 3,822 against 3,755; GPT-cpu recipe 256 wide (7.6) 3,757 against 2,487; 192 wide (9.1) 2,908
-# against 2,322; 384 wide (34.5) 1,363 against 1,211. The crossover lies near 6.5 GFLOP.
+# and gradient all-reduce). The crossover, in training FLOPs per core per step, was measured
+# with scripts/benchmark.py: docs/benchmarks.md ("One device or one per core").
 CPU_JIT_MIN_FLOPS_PER_DEVICE = 6e9
 
 
@@ -266,15 +262,14 @@ def initialize_distributed(
 
 
 # XLA:CPU rewrites bfloat16 dots to float32 unless told otherwise; these run them on oneDNN
-# (AMX / AVX512-BF16 units) in bfloat16: a 2048x2048 matmul at about 1.6 TFLOP/s against 0.25
-# in float32 on a Sapphire Rapids core pair. With jaxlib 0.10.2, though, compiling a GPT
-# forward pass under them aborts the process in oneDNN ("partition compile failed"; without
-# the fusion flag XLA's own dot emitter refuses bfloat16), so they stay off until a jaxlib
-# compiles the models with them (tests/test_profiling.py checks which is the case). What
-# aborts is oneDNN's fusion of a dot with its neighbours: two bf16 dots in a row,
-# `(x @ w1) @ w2`, with nothing, a scale or a GELU between them, or a scaled operand,
-# `(q * c) @ k`, abort, while a lone dot, a dot with an f32 result, or dots with a ReLU between
-# them compile; no model-side rewrite avoids every such pattern.
+# (AMX / AVX512-BF16 units) in bfloat16, several times float32's speed for a lone matmul. With
+# jaxlib 0.10.2, though, compiling a GPT forward pass under them aborts the process in oneDNN
+# ("partition compile failed"), so they stay off until a jaxlib compiles the models with them
+# (a profiling test checks which is the case). What aborts is oneDNN's fusion of a dot with
+# its neighbours: two bf16 dots in a row, `(x @ w1) @ w2`, with nothing, a scale or a GELU
+# between them, or a scaled operand, `(q * c) @ k`, while a lone dot, a dot with an f32
+# result, or dots with a ReLU between them compile; no model-side rewrite avoids every such
+# pattern. Figures: docs/benchmarks.md ("On a CPU: fused attention and bfloat16").
 CPU_BF16_FLAGS_COMPILE_MODELS = False
 CPU_BF16_FLAGS = (
   "--xla_disable_hlo_passes=float-normalization-bf16",

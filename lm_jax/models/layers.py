@@ -83,11 +83,8 @@ def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
 
 # On CPU, XLA's dot_product_attention lowers to the same einsums and softmax as the reference;
 # what differs is how XLA fuses them with the layout changes around them. Whole training steps
-# (scripts/benchmark.py, README, Benchmark) ran faster with the reference at 32-wide heads
-# (GPT-cpu recipe 17,523 against 14,681 tokens/s, quiet machine; 128 long 8,394 against 6,704,
-# busy) and with XLA's at 64-wide heads (6 layers, 384 wide: 1,231 against 961, quiet; 4
-# layers, 256 wide: 4,004 against 3,333, busy). Attention alone, forward and backward, is
-# within 3% either way at these shapes (benchmarks/attention_speed.py).
+# ran faster with the reference at narrow heads and with XLA's from 64-wide heads on
+# (scripts/benchmark.py and benchmarks/attention_speed.py: docs/benchmarks.md).
 CPU_XLA_MIN_HEAD_DIM = 64
 
 
