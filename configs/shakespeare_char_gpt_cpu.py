@@ -85,7 +85,12 @@ def get_config():
   t.num_steps = 2000
   t.log_every = 50  # Steps between train-metric lines in metrics.jsonl.
   t.eval_every = 500  # Steps between evaluations of the whole validation split.
-  t.eval_batch_size = 0  # 0: the training batch size.
+  t.eval_batch_size = 0  # 0: the training batch size (also the harness's rows per batch).
+  # lm-evaluation-harness tasks on the live parameters (docs/evaluation.md; needs .[harness]):
+  t.eval_tasks = ""  # Task names, comma-separated ('' off), e.g. 'hellaswag,arc_easy'.
+  t.eval_tasks_every = 500  # Steps between task evaluations; the last step is evaluated too.
+  t.eval_tasks_limit = 0  # Documents per task (0: all).
+  t.eval_tasks_include_path = ""  # A folder of task YAMLs (local data), besides the harness's own.
   t.checkpoint_every = 500  # Also saved at the end, and on SIGTERM/SIGINT.
   t.keep_checkpoints = 2  # The newest this many are kept...
   t.keep_best = False  # ...plus the best by validation loss (checkpoint steps then evaluate).

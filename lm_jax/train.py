@@ -134,6 +134,7 @@ class _Run(Setup):
 
   workdir: str = ""
   tokens: dict = dataclasses.field(default_factory=dict)
+  harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
 
 
 def setup(config, vocab_size: int) -> Setup:
@@ -185,7 +186,16 @@ def _setup(config, workdir: str) -> _Run:
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
-  return _Run(**fields, workdir=workdir, tokens=tokens)
+  harness = None
+  if config.train.get("eval_tasks"):
+    try:
+      from lm_jax import harness as harness_lib  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise UserError(
+        f"train.eval_tasks needs lm-evaluation-harness ({e}): pip install -e .[harness]."
+      ) from e
+    harness = harness_lib.InLoop(config, workdir, s.model, tokenizer, s.plan)
+  return _Run(**fields, workdir=workdir, tokens=tokens, harness=harness)
 
 
 def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWriter):
@@ -319,6 +329,11 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         done = step + 1
         progress.advance()
         last = done == c.num_steps
+        # Harness tasks before `stop` is read: a signal during them stops the run at this step.
+        if run.harness is not None and run.harness.due(done, last):
+          found = run.harness.evaluate(state.params, writer, done)
+          line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
+          bar.write(f"step {done}: {line}", file=sys.stderr)
         # Every process stops at the same step, whichever of them got the signal.
         stop = parallel.any_process(bool(received))
         do_save = done % c.checkpoint_every == 0 or last or stop
