@@ -333,7 +333,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         if run.harness is not None and run.harness.due(done, last):
           found = run.harness.evaluate(state.params, writer, done)
           line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
-          bar.write(f"step {done}: {line}", file=sys.stderr)
+          progress.write(f"step {done}: {line}")
         # Every process stops at the same step, whichever of them got the signal.
         stop = parallel.any_process(bool(received))
         do_save = done % c.checkpoint_every == 0 or last or stop
