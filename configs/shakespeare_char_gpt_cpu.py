@@ -99,6 +99,14 @@ def get_config():
   # CPU for steps of 6 GFLOP per core or more, where one jit is faster (parallel.resolve_mode).
   t.parallel = "auto"
   t.init_from = ""  # A new run starts from this run's (or Hugging Face model dir's) parameters.
+  # LoRA (lm_jax/lora.py): rank > 0 freezes the model's parameters and trains low-rank adapters
+  # on the kernels `targets` names (regexes over parameter paths such as block_0/attn/qkv/kernel,
+  # blocks/... when scanned); they add (alpha / rank) * dropout(x) A B to each layer's output.
+  t.lora = ml_collections.ConfigDict()
+  t.lora.rank = 0  # 0: every parameter trains.
+  t.lora.alpha = 16.0
+  t.lora.targets = [r".*attn/[^/]+/kernel", r".*mlp/[^/]+/kernel"]  # Attention and MLP kernels.
+  t.lora.dropout = 0.0  # On the adapters' inputs, while training.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
 

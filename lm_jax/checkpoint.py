@@ -199,3 +199,51 @@ class Checkpointer:
       self.manager.close()
     except Exception as e:  # pylint: disable=broad-except  (any failed write ends here)
       raise self._save_failed(None, e) from e
+
+
+# Parameters a run reads but never trains (a LoRA run's model): written once, when it starts.
+FROZEN = "frozen"
+
+
+def save_frozen(workdir: str, tree) -> None:
+  """Writes WORKDIR/frozen (global arrays), replacing any earlier copy; returns once written.
+
+  Orbax writes into a temporary directory and renames it, so a run killed mid-write leaves
+  either no copy or a whole one; a run that restarts before its first checkpoint writes it again.
+  """
+  console.quiet_package("absl", "orbax")
+  path = os.path.join(os.path.abspath(workdir), FROZEN)
+  with ocp.StandardCheckpointer() as ckptr:
+    try:
+      ckptr.save(path, tree, force=True)
+      ckptr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (disk full, permissions)
+      raise UserError(
+        f"could not write the frozen parameters to {path} ({type(e).__name__}: "
+        f"{_first_line(e)}): free disk space or fix its permissions, then run the same command."
+      ) from e
+
+
+def restore_frozen(workdir: str, target):
+  """Reads WORKDIR/frozen onto `target`'s shapes and shardings (abstract arrays)."""
+  console.quiet_package("absl", "orbax")
+  path = os.path.join(os.path.abspath(workdir), FROZEN)
+  if not os.path.isdir(path):
+    raise UserError(
+      f"{path} is missing: this run trains adapters on parameters it saved there when it "
+      "started, and cannot go on without them; start the run again in a new --workdir."
+    )
+  with ocp.StandardCheckpointer() as ckptr:
+    lines = mismatch(ckptr.metadata(path).item_metadata.tree, target, "saved")
+    if lines:
+      raise UserError(
+        f"the frozen parameters in {path} do not fit the model of this config (path: saved "
+        f"vs config shape, dtype):\n{lines}\nUse the config the run was trained with."
+      )
+    try:
+      return ckptr.restore(path, target)
+    except Exception as e:  # pylint: disable=broad-except  (damage: reported, nothing changed)
+      raise UserError(
+        f"could not read the frozen parameters in {path} ({type(e).__name__}: "
+        f"{_first_line(e)}): the copy is damaged; start the run again in a new --workdir."
+      ) from e

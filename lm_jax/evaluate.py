@@ -12,7 +12,7 @@ from lm_jax.data import batches, streams
 
 def eval_step(state, batch, axis_name=None):
   """Sums of token losses and weights on `batch` (no dropout)."""
-  logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
+  logits = state.apply_fn(state.variables(state.params), batch["inputs"], deterministic=True)
   loss_sum, weight_sum = losses.cross_entropy_sums(logits, batch["targets"], batch["weights"])
   return parallel.psum({"loss_sum": loss_sum, "weight_sum": weight_sum}, axis_name)
 

@@ -7,17 +7,20 @@ import socket
 
 import jax
 
-from lm_jax import UserError, checkpoint, models, optim, parallel
+from lm_jax import UserError, checkpoint, lora, models, optim, parallel
 from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import tokenizers
 from lm_jax.models import layers
 
 
-def load_run(workdir: str, step: int | None = None):
+def load_run(workdir: str, step: int | None = None, merge: bool = True):
   """Loads a run's config, model, tokenizer and its newest (or given) checkpoint.
 
-  Returns (config, model, tokenizer, TrainState on one device, step).
+  Returns (config, model, tokenizer, TrainState on one device, step). A LoRA run's state
+  holds the adapted model: its parameters with the adapters merged in, for `model.apply`
+  (no optimizer state); with `merge=False`, the state as it trains (adapters and their
+  optimizer state; the model's parameters in `frozen`).
   """
   if not os.path.exists(os.path.join(workdir, "config.json")):
     raise UserError(f"{workdir} holds no training run (no config.json): check --workdir.")
@@ -38,9 +41,16 @@ def load_run(workdir: str, step: int | None = None):
     step=tree["step"],
     params=tree["params"],
     opt_state=tree["opt_state"],
-    apply_fn=model.apply,
+    apply_fn=jax.eval_shape(create).apply_fn,
     tx=tx,
   )
+  frozen = state_lib.frozen_targets(parallel.Plan("jit"), create)
+  if frozen is not None:
+    state = state.replace(frozen=checkpoint.restore_frozen(workdir, frozen))
+    if merge:
+      adapters = lora.settings(config.train.lora)
+      params = jax.jit(lora.merge, static_argnums=2)(state.frozen, state.params, adapters)
+      state = state_lib.TrainState(state.step, params, None, model.apply, tx)
   return config, model, tokenizer, state, step
 
 

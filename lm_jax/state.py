@@ -1,9 +1,10 @@
 """The TrainState, the tree a checkpoint holds, and how both are made from a config.
 
 A checkpoint holds {'step', 'params', 'opt_state', 'rng'}: the TrainState's arrays and the
-dropout key as raw key data (Orbax stores arrays, not typed keys). Training, evaluation,
-sampling and the benchmark build the initial state the same way, from `config.seed`, through
-`state_factory`.
+dropout key as raw key data (Orbax stores arrays, not typed keys). Parameters a run reads but
+never trains (`frozen`: a LoRA run's model, lm_jax/lora.py) are saved once, when the run
+starts, in WORKDIR/frozen. Training, evaluation, sampling and the benchmark build the initial
+state the same way, from `config.seed`, through `state_factory`.
 """
 
 from collections.abc import Callable
@@ -14,16 +15,21 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm_jax import parallel
+from lm_jax import lora, parallel
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: Any
+  params: Any  # What trains: the model's parameters, or a LoRA run's adapters.
   opt_state: Any
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  frozen: Any = None  # Parameters read but never trained (a LoRA run's model), or None.
+
+  def variables(self, params) -> dict:
+    """What apply_fn takes, with `params` in place of the trained parameters."""
+    return {"params": params} if self.frozen is None else {"params": params, "frozen": self.frozen}
 
 
 def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
@@ -38,9 +44,32 @@ def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
 
 
 def state_factory(config, model, tx) -> tuple[Callable[[], TrainState], jax.Array]:
-  """(a function creating the initial TrainState, the dropout key), both from config.seed."""
+  """(a function creating the initial TrainState, the dropout key), both from config.seed.
+
+  With train.lora.rank > 0 the state trains adapters and holds the model's parameters frozen.
+  """
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
-  return lambda: create_train_state(model, tx, init_rng, config.data.seq_len), rng
+  seq_len = config.data.seq_len
+  adapters = lora.settings(config.train.get("lora"))
+  if adapters is None:
+    return lambda: create_train_state(model, tx, init_rng, seq_len), rng
+  apply_fn = lora.apply_fn(model, adapters)  # One function: jit keys on it.
+
+  def create():
+    frozen, params = lora.init(model, adapters, init_rng, seq_len)
+    return TrainState(jnp.array(0, jnp.int32), params, tx.init(params), apply_fn, tx, frozen)
+
+  return create, rng
+
+
+def model_params(state: TrainState):
+  """The model's own parameters: frozen under LoRA, else those that train."""
+  return state.params if state.frozen is None else state.frozen
+
+
+def with_model_params(state: TrainState, params) -> TrainState:
+  """`state` with the model's own parameters replaced (as train.init_from does)."""
+  return state.replace(params=params) if state.frozen is None else state.replace(frozen=params)
 
 
 def checkpoint_tree(state: TrainState, rng) -> dict:
@@ -56,11 +85,21 @@ def rng_from_tree(tree) -> jax.Array:
   return jax.random.wrap_key_data(jax.device_get(data.addressable_data(0)))
 
 
-def restore_targets(plan: parallel.Plan, create: Callable[[], TrainState], rng) -> dict:
-  """Abstract arrays with the plan's checkpoint shardings: what Orbax restores onto."""
-  abstract = checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, rng))
+def _with_shardings(plan: parallel.Plan, abstract):
   return jax.tree_util.tree_map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
     abstract,
     plan.state_shardings(abstract),
   )
+
+
+def restore_targets(plan: parallel.Plan, create: Callable[[], TrainState], rng) -> dict:
+  """Abstract arrays with the plan's checkpoint shardings: what Orbax restores onto."""
+  abstract = checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, rng))
+  return _with_shardings(plan, abstract)
+
+
+def frozen_targets(plan: parallel.Plan, create: Callable[[], TrainState]):
+  """The frozen parameters as abstract arrays with the plan's shardings; None without any."""
+  frozen = jax.eval_shape(create).frozen
+  return None if frozen is None else _with_shardings(plan, frozen)

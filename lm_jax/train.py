@@ -22,6 +22,7 @@ from lm_jax import (
   console,
   data,
   evaluate,
+  lora,
   losses,
   models,
   optim,
@@ -51,7 +52,7 @@ def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_acc
 
   def loss_fn(params, micro, rng):
     logits = state.apply_fn(
-      {"params": params}, micro["inputs"], deterministic=False, rngs={"dropout": rng}
+      state.variables(params), micro["inputs"], deterministic=False, rngs={"dropout": rng}
     )
     loss_sum, _ = losses.cross_entropy_sums(logits, micro["targets"], micro["weights"])
     return loss_sum / num_tokens, loss_sum
@@ -154,7 +155,7 @@ def setup(config, vocab_size: int) -> Setup:
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
   create, rng = state_lib.state_factory(config, model, tx)
   abstract = jax.eval_shape(create)
-  flops_per_token = models.flops_per_token(model, abstract.params, seq_len)
+  flops_per_token = lora.flops_per_token(model, abstract.params, abstract.frozen, seq_len)
   mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
   plan = parallel.make_plan(mode, config.mesh)
@@ -206,6 +207,9 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   if restored is not None:
     step, tree, meta = restored
     state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
+    if state.frozen is not None:  # Saved once, when the run started.
+      frozen = checkpoint.restore_frozen(run.workdir, state_lib.frozen_targets(plan, run.create))
+      state = state.replace(frozen=plan.put(frozen))
     rng = state_lib.rng_from_tree(tree)
     print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
     for change in _batch_changes(meta, _meta(run)):
@@ -216,9 +220,11 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
       )
   else:
     if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
-      abstract = jax.eval_shape(run.create).params
+      abstract = state_lib.model_params(jax.eval_shape(run.create))
       params = runs.initial_params(config.train.init_from, config.model, abstract)
-      state = state.replace(params=plan.put(params))
+      state = state_lib.with_model_params(state, plan.put(params))
+    if state.frozen is not None:
+      checkpoint.save_frozen(run.workdir, plan.place(plan.get(state.frozen)))
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   start_step = int(plan.to_host(state.step))
   records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
