@@ -65,7 +65,8 @@ def check_params_fit(params, abstract_params, source: str) -> None:
     )
 
 
-def _is_run(path: str) -> bool:
+def is_run(path: str) -> bool:
+  """True for a training run's directory (it holds checkpoints)."""
   return os.path.isdir(os.path.join(path, "checkpoints"))
 
 
@@ -74,7 +75,7 @@ def initial_params(path: str, model_config, abstract_params):
 
   Host arrays in the layout of `abstract_params` (scanned or not), checked to fit it.
   """
-  if _is_run(path):
+  if is_run(path):
     params = jax.device_get(load_run(path)[3].params)
   else:
     from lm_jax.hf import weights  # pylint: disable=g-import-not-at-top  (only for HF dirs)

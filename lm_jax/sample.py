@@ -54,7 +54,7 @@ def sample(
   temperature=1.0,
   top_k: int = 0,
   top_p=1.0,
-  eos_id: int = -1,
+  eos_id: int | tuple[int, ...] = -1,
 ):
   """Continues each prompt by `max_new_tokens` tokens inside one `lax.while_loop`.
 
@@ -65,7 +65,7 @@ def sample(
     prompt_BxP: prompts, right-padded; row b holds lengths_B[b] >= 1 tokens.
     min_len: min(lengths_B), a Python int: that many tokens are prefilled in
       one call; longer prompts are fed on token by token, then sampling starts.
-    eos_id: rows stop after emitting it (-1: none).
+    eos_id: rows stop after emitting it, or any of several (-1 or (): none).
 
   Returns:
     int32[B, P + max_new_tokens]: row b's prompt, then its new tokens from
@@ -73,6 +73,7 @@ def sample(
   """
   B, P = prompt_BxP.shape
   T = P + max_new_tokens
+  stop = tuple(i for i in ((eos_id,) if isinstance(eos_id, int) else eos_id) if i >= 0)
   out_BxT = jnp.zeros((B, T), jnp.int32).at[:, :P].set(prompt_BxP)
   logits_BxLxV, cache = step_fn(prompt_BxP[:, :min_len], cache)
   end_B = lengths_B + max_new_tokens
@@ -87,9 +88,10 @@ def sample(
     drawn_B = sample_token(logits_BxV, key, temperature, top_k, top_p)
     in_prompt_B = t < lengths_B
     token_B = jnp.where(in_prompt_B, out_BxT[:, t], drawn_B)
-    token_B = jnp.where(done_B, max(eos_id, 0), token_B)
+    token_B = jnp.where(done_B, stop[0] if stop else 0, token_B)
     out_BxT = jax.lax.dynamic_update_slice(out_BxT, token_B[:, None], (0, t))
-    done_B = done_B | (~in_prompt_B & (token_B == eos_id)) | (t + 1 >= end_B)
+    stopped_B = jnp.isin(token_B, jnp.array(stop, jnp.int32)) if stop else False
+    done_B = done_B | (~in_prompt_B & stopped_B) | (t + 1 >= end_B)
     logits_BxLxV, cache = step_fn(token_B[:, None], cache)
     return t + 1, out_BxT, cache, logits_BxLxV[:, -1], rng, done_B
 
@@ -172,7 +174,7 @@ def generate(
   than max_len - 1 is trimmed from the left with a warning
   (`long_prompt='trim'`) or refused ('error'). When the context fills up,
   generation continues from its last max_len // 2 tokens (re-prefilled), so
-  any number of new tokens can be drawn. Rows stop at `eos_id` (not
+  any number of new tokens can be drawn. Rows stop at `eos_id` (an id or a sequence; not
   returned). Each chunk is one jitted call, compiled once per shape.
   """
   if max_new_tokens < 1:
@@ -190,7 +192,8 @@ def generate(
       raise UserError(message + ": shorten it, or pass --long_prompt=trim.")
     print(f"warning: {message}; keeping its last {max_len - 1} tokens.", file=sys.stderr)
     prompts = [p[-(max_len - 1) :] for p in prompts]
-  eos = -1 if eos_id is None else int(eos_id)
+  ids = () if eos_id is None else (eos_id,) if np.isscalar(eos_id) else eos_id
+  eos = tuple(int(i) for i in ids)
   new = [np.zeros((0,), np.int32) for _ in prompts]
   context = prompts
   while (remaining := max_new_tokens - len(new[0])) > 0:
@@ -224,4 +227,5 @@ def generate(
       if max_len is not None
       else None
     )
-  return [row[: np.argmax(row == eos)] if (row == eos).any() else row for row in new]
+  ends = [np.isin(row, eos) for row in new]
+  return [row[: np.argmax(end)] if end.any() else row for row, end in zip(new, ends)]

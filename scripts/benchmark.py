@@ -3,6 +3,7 @@
   python scripts/benchmark.py --config configs/shakespeare_char_gpt_cpu.py --steps 20
 
 Prints one JSON object: compile_sec, step_sec (median), tokens_per_sec,
+trained_params, frozen_params (train.lora's base) and opt_state_bytes,
 flops_per_token (the model's formula) and xla_flops_per_token (XLA's cost
 analysis of the compiled step), model_flops_per_sec, mfu (against
 --peak_flops, else a datasheet value for known accelerators, else a matmul
@@ -129,6 +130,8 @@ def benchmark():
   step_sec = statistics.median(times)
   tokens_per_step = c.batch_size * seq_len
   peak, peak_source = peak_flops(jax, jnp)
+  abstract, leaves = jax.eval_shape(built.create), jax.tree_util.tree_leaves
+  size = lambda tree: sum(x.size for x in leaves(tree))
   result = {
     "config": FLAGS.config,
     "mode": mode,
@@ -145,6 +148,10 @@ def benchmark():
     "model_flops_per_sec": flops_per_token * tokens_per_step / step_sec,
     "peak_flops": peak,
     "peak_source": peak_source,
+    # What trains (train.lora: the adapters) and the optimizer state it keeps, per replica.
+    "trained_params": size(abstract.params),
+    "frozen_params": size(abstract.frozen),
+    "opt_state_bytes": sum(x.size * x.dtype.itemsize for x in leaves(abstract.opt_state)),
   }
   result["mfu"] = result["model_flops_per_sec"] / peak
   result["peak_memory_bytes"] = profiling.peak_memory_bytes()

@@ -5,6 +5,10 @@
 Writes config.json, model.safetensors and, for data.tokenizer=hf runs, the
 tokenizer files: `transformers.AutoModelForCausalLM.from_pretrained(OUT)` and
 `AutoTokenizer.from_pretrained(OUT)` load it. gpt and llama runs only.
+
+A LoRA run (train.lora.rank > 0) is written merged: the adapted model. With --adapters, OUT
+gets its adapters alone in PEFT's layout (adapter_config.json, adapter_model.safetensors):
+`peft.PeftModel.from_pretrained(base, OUT)` applies them to the model the run started from.
 """
 
 import sys
@@ -16,6 +20,7 @@ from lm_jax import UserError, console
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("out", None, "The new Hugging Face model directory.", required=True)
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to export (default: the newest).")
+flags.DEFINE_bool("adapters", False, "A LoRA run: write its adapters alone, as PEFT does.")
 flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
@@ -26,7 +31,7 @@ def main(argv):
   from lm_jax.hf import runs as hf_runs  # Imported late so --help stays fast.
 
   try:
-    notes = hf_runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step)
+    notes = hf_runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step, FLAGS.adapters)
   except UserError as e:
     sys.exit(f"error: {e}")
   for note in notes:

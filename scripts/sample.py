@@ -5,6 +5,15 @@
 
 Samples are separated by a line holding `---`. An empty prompt starts from a
 newline. Same seed, same output.
+
+A chat model (its tokenizer has a chat template, as tokenizer_config.json's chat_template):
+
+  python scripts/sample.py --workdir runs/chat --chat --prompt "Hello!" [--system "Be brief."]
+  python scripts/sample.py --workdir runs/chat --chat --messages conversation.json
+
+formats the conversation with the template (each --prompt, or each line of --prompt_file, is
+the user's message; --messages a JSON list of {"role", "content"} messages, the conversation
+so far) and prints the assistant's reply alone, which ends at the template's end of turn.
 """
 
 import sys
@@ -32,6 +41,9 @@ flags.DEFINE_enum(
   ["trim", "error"],
   "A prompt longer than the context: keep its end (with a warning), or refuse.",
 )
+flags.DEFINE_bool("chat", False, "Format the prompt as a chat model's conversation; print replies.")
+flags.DEFINE_string("system", None, "--chat: a system message before the user's.")
+flags.DEFINE_string("messages", None, "--chat: a JSON file of the conversation's messages.")
 flags.DEFINE_bool("cache", True, "Decode with the model's cache (KV or LSTM state).")
 flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
@@ -43,6 +55,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
 
   from lm_jax import runs, sample  # pylint: disable=g-import-not-at-top
+  from lm_jax.data import chat  # pylint: disable=g-import-not-at-top
 
   try:
     _, model, tokenizer, state, step = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
@@ -51,8 +64,19 @@ def main(argv):
         texts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
     else:
       texts = [FLAGS.prompt]
-    texts = [t or "\n" for t in texts for _ in range(FLAGS.num_samples)]
-    prompts = [tokenizer.encode(t) for t in texts]
+    texts = [t for t in texts for _ in range(FLAGS.num_samples)]
+    if FLAGS.chat:
+      system = [{"role": "system", "content": FLAGS.system}] if FLAGS.system else []
+      conversations = [system + [{"role": "user", "content": t}] for t in texts]
+      if FLAGS.messages:
+        conversations = [chat.read_messages(FLAGS.messages)] * FLAGS.num_samples
+      encoded = [chat.prompt(tokenizer, c) for c in conversations]
+      prompts, stop = [ids for ids, _ in encoded], encoded[0][1]
+      texts = [""] * len(prompts)  # Replies alone.
+    else:
+      texts = [t or "\n" for t in texts]
+      prompts = [tokenizer.encode(t) for t in texts]
+      stop = getattr(tokenizer, "eos_id", None)
     start = time.perf_counter()
     new = sample.generate(
       model,
@@ -63,7 +87,7 @@ def main(argv):
       temperature=FLAGS.temperature,
       top_k=FLAGS.top_k,
       top_p=FLAGS.top_p,
-      eos_id=getattr(tokenizer, "eos_id", None),
+      eos_id=stop,
       long_prompt=FLAGS.long_prompt,
       use_cache=FLAGS.cache,
     )

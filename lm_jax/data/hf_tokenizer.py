@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import tokenizers
+from lm_jax.data import chat, tokenizers
 
 
 def _read_json(path: str) -> dict:
@@ -32,11 +32,19 @@ class HFTokenizer(tokenizers.Tokenizer):
 
   kind = "hf"
 
-  def __init__(self, tokenizer: dict, eos_id: int | None, vocab_size: int | None = None):
-    """`tokenizer`: a parsed tokenizer.json; `vocab_size`: the model's (default: the ids')."""
+  def __init__(
+    self,
+    tokenizer: dict,
+    eos_id: int | None,
+    vocab_size: int | None = None,
+    chat_template: dict | None = None,
+  ):
+    """`tokenizer`: a parsed tokenizer.json; `vocab_size`: the model's (default: the ids');
+    `chat_template`: a chat model's template (chat.ChatTemplate.to_dict), or None."""
     import tokenizers as hf_tokenizers  # pylint: disable=g-import-not-at-top
 
     self.tokenizer, self.eos_id = tokenizer, eos_id
+    self.chat_template = chat.ChatTemplate.from_dict(chat_template) if chat_template else None
     self._tok = hf_tokenizers.Tokenizer.from_str(json.dumps(tokenizer))
     self.eod_ids = np.array([] if eos_id is None else [eos_id], np.int32)
     ids = max(self._tok.get_vocab(with_added_tokens=True).values()) + 1
@@ -73,13 +81,21 @@ class HFTokenizer(tokenizers.Tokenizer):
     """The text of token `i` in the vocabulary (e.g. '<|endoftext|>')."""
     return self._tok.id_to_token(i)
 
+  def end_of_turn_ids(self) -> list[int]:
+    """The ids that end an assistant's turn under the chat template (see data/chat.py)."""
+    added = {t["content"]: t["id"] for t in self.tokenizer.get("added_tokens", [])}
+    return chat.end_of_turn_ids(self.chat_template, added, self.eos_id)
+
   def to_dict(self) -> dict:
-    return {
+    d = {
       "kind": self.kind,
       "tokenizer": self.tokenizer,
       "eos_id": self.eos_id,
       "vocab_size": self.vocab_size,
     }
+    if self.chat_template is not None:  # A run's copy keeps it (scripts/sample.py --chat).
+      d["chat_template"] = self.chat_template.to_dict()
+    return d
 
 
 def _token_id(tokenizer_json: dict, token) -> int | None:
@@ -125,9 +141,12 @@ def load_tokenizer(path: str) -> HFTokenizer:
   read = lambda name: (
     _read_json(os.path.join(path, name)) if os.path.exists(os.path.join(path, name)) else {}
   )
-  h = read("config.json")
-  eos = _eos_id(tokenizer_json, read("tokenizer_config.json"), h)
-  return HFTokenizer(tokenizer_json, eos, h.get("vocab_size"))
+  h, tokenizer_config = read("config.json"), read("tokenizer_config.json")
+  eos = _eos_id(tokenizer_json, tokenizer_config, h)
+  template = chat.read_template(path, tokenizer_config)
+  return HFTokenizer(
+    tokenizer_json, eos, h.get("vocab_size"), template.to_dict() if template else None
+  )
 
 
 def save_tokenizer(tokenizer, out_dir: str, max_len: int) -> str | None:
@@ -140,6 +159,9 @@ def save_tokenizer(tokenizer, out_dir: str, max_len: int) -> str | None:
   with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
     json.dump(tokenizer.tokenizer, f, ensure_ascii=False)
   tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len}
+  if tokenizer.chat_template is not None:
+    tokenizer_config.update(dict(tokenizer.chat_template.tokens))
+    tokenizer_config["chat_template"] = tokenizer.chat_template.source
   if tokenizer.eos_id is not None:
     tokenizer_config["eos_token"] = tokenizer.token(tokenizer.eos_id)
   _write_json(os.path.join(out_dir, "tokenizer_config.json"), tokenizer_config)

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lm_jax import UserError, checkpoint, models, optim, parallel, records, runs
+from lm_jax import UserError, checkpoint, lora, models, optim, parallel, records, runs
 from lm_jax import state as state_lib
 from lm_jax.data import hf_tokenizer, tokenizers
-from lm_jax.hf import architectures, weights
+from lm_jax.hf import architectures, peft, weights
 
 
 def import_hf(hf_dir: str, workdir: str, base_config) -> None:
@@ -21,6 +21,11 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   if os.path.exists(os.path.join(workdir, "config.json")):
     raise UserError(f"{workdir} already holds a run: pass a new --workdir.")
   config = ml_collections.ConfigDict(base_config.to_dict())
+  if lora.settings(config.train.get("lora")) is not None:
+    raise UserError(
+      "scripts/import_hf.py writes the model as it is, without adapters: import it with "
+      "train.lora.rank=0, then train LoRA from the imported run (train.init_from=RUN)."
+    )
   model_config = architectures.model_config(hf_dir)
   for key in ("dtype", "remat", "scan_layers"):
     model_config[key] = config.model.get(key, model_config[key])
@@ -47,7 +52,35 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   records.write_run_info(config, workdir)
 
 
-def export_hf(workdir: str, out_dir: str, step: int | None = None) -> list[str]:
-  """Writes a run's newest (or given) checkpoint as a Hugging Face directory; returns notes."""
-  _, model, tokenizer, state, _ = runs.load_run(workdir, step)
-  return weights.save_model(out_dir, model, state.params, tokenizer)
+def export_hf(
+  workdir: str, out_dir: str, step: int | None = None, adapters: bool = False
+) -> list[str]:
+  """Writes a run's newest (or given) checkpoint as a Hugging Face directory; returns notes.
+
+  A LoRA run is written merged (the adapted model), or with `adapters` as its adapters alone,
+  in PEFT's layout, for the model it started from.
+  """
+  if not adapters:
+    _, model, tokenizer, state, _ = runs.load_run(workdir, step)
+    return weights.save_model(out_dir, model, state.params, tokenizer)
+  config, model, _, state, _ = runs.load_run(workdir, step, merge=False)
+  s = lora.settings(config.train.get("lora"))
+  if s is None:
+    raise UserError(
+      f"{workdir} is no LoRA run (train.lora.rank is 0), so it has no adapters: export it "
+      "without --adapters."
+    )
+  base = config.train.get("init_from") or None
+  if base is not None and not runs.is_run(base):
+    peft.save_adapters(out_dir, model, state.params, s, os.path.abspath(base))
+    return []
+  peft.save_adapters(out_dir, model, state.params, s, None)
+  if base is None:
+    return [
+      f"the adapters apply to {workdir}'s own initial parameters (it has no train.init_from), "
+      "which have no Hugging Face copy: export the merged model instead (without --adapters)."
+    ]
+  return [
+    f"the adapters apply to the model of the run {base}: export it with scripts/export_hf.py "
+    f"--workdir {base} and load them onto that with peft.PeftModel.from_pretrained."
+  ]

@@ -247,14 +247,8 @@ def _write_json(path: str, d: dict) -> None:
     f.write("\n")
 
 
-def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
-  """Writes `model` (a gpt or llama module) with `params` as a Hugging Face directory.
-
-  config.json, model.safetensors (float32) and, for an hf tokenizer, its
-  files; `AutoModelForCausalLM.from_pretrained(out_dir)` loads it. Returns
-  notes on what was left out. GPT biases the model does without are written
-  as zeros, which computes the same.
-  """
+def _model_keys(model) -> dict:
+  """The lm_jax model keys of a gpt or llama module, as the export entries take them."""
   fields = getattr(model, "__dataclass_fields__", {})
   m = {k: getattr(model, k) for k in fields if k not in ("parent", "name")}
   m["name"] = {"GPT": "gpt", "Llama": "llama"}.get(type(model).__name__)
@@ -264,6 +258,25 @@ def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
     )
   if m["name"] == "llama":
     m["mlp_dim"] = model.hidden_dim
+  return m
+
+
+def export_names(model) -> dict[str, tuple[tuple[str, ...], Callable]]:
+  """{lm_jax parameter path (unscanned): (its Hugging Face tensor names, ours -> their arrays)}
+  as `save_model` writes `model`."""
+  m = _model_keys(model)
+  return {e.ours: (e.theirs, e.save) for e in _ENTRIES[m["name"]](m, "transformer.")}
+
+
+def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
+  """Writes `model` (a gpt or llama module) with `params` as a Hugging Face directory.
+
+  config.json, model.safetensors (float32) and, for an hf tokenizer, its
+  files; `AutoModelForCausalLM.from_pretrained(out_dir)` loads it. Returns
+  notes on what was left out. GPT biases the model does without are written
+  as zeros, which computes the same.
+  """
+  m = _model_keys(model)
   for name in ("config.json", _WEIGHTS):
     if os.path.exists(os.path.join(out_dir, name)):
       raise UserError(f"{out_dir} already holds a {name}: pass a new --out directory.")

@@ -1,0 +1,157 @@
+"""Chat templates: a conversation as the text a chat model was trained on, and where turns end.
+
+A Hugging Face chat model's tokenizer carries a Jinja template (tokenizer_config.json's
+`chat_template`, or chat_template.jinja beside it, as transformers 5 saves it). A conversation
+is a list of messages {'role': 'system' | 'user' | 'assistant', 'content': text}.
+`ChatTemplate.render` writes it as transformers' `apply_chat_template` does (the same Jinja
+settings, in a sandbox); `end_of_turn_ids` gives the tokens that close the assistant's turn,
+where a reply ends. The tokenizer's encode turns the rendered text, special tokens included,
+into ids.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+
+from lm_jax import UserError
+
+TEMPLATE_FILE = "chat_template.jinja"
+# An assistant message's stand-in content: what the template writes after it ends the turn.
+_SENTINEL = "lm_jax-end-of-turn-probe"
+
+
+def _environment():
+  import jinja2.ext  # pylint: disable=g-import-not-at-top  (only chat needs it)
+  import jinja2.sandbox  # pylint: disable=g-import-not-at-top
+
+  def raise_exception(message):
+    raise jinja2.exceptions.TemplateError(message)
+
+  # As transformers renders templates: blocks trimmed, loop controls, JSON without escaping.
+  env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+    trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+  )
+
+  def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(
+      x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+  env.filters["tojson"] = tojson
+  env.globals["raise_exception"] = raise_exception
+  env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+  return env, jinja2.exceptions.TemplateError
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+  """A chat template and the special-token texts it may name (bos_token, eos_token, ...)."""
+
+  source: str
+  tokens: tuple[tuple[str, str], ...] = ()  # (name, text) pairs, e.g. ('bos_token', '<s>').
+
+  def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """The conversation as the model reads it; with `add_generation_prompt`, followed by what
+    opens the assistant's reply."""
+    env, template_error = _environment()
+    messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    try:
+      template = env.from_string(self.source)
+      return template.render(
+        messages=messages,
+        tools=None,
+        documents=None,
+        add_generation_prompt=add_generation_prompt,
+        **dict(self.tokens),
+      )
+    except template_error as e:
+      raise UserError(
+        f"the model's chat template refused the conversation ({type(e).__name__}: {e}): "
+        "give the messages in the roles and order the model expects."
+      ) from e
+
+  def turn_end(self) -> str:
+    """The text the template writes right after an assistant message ('' if it fails)."""
+    probe = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _SENTINEL}]
+    try:
+      text = self.render(probe)
+    except UserError:
+      return ""
+    return text.split(_SENTINEL, 1)[1] if _SENTINEL in text else ""
+
+  def to_dict(self) -> dict:
+    return {"source": self.source, "tokens": dict(self.tokens)}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "ChatTemplate":
+    return cls(d["source"], tuple(sorted(d.get("tokens", {}).items())))
+
+
+def _text(token) -> str | None:
+  """A special token as tokenizer_config.json gives it: text, or {'content': text}."""
+  return token.get("content") if isinstance(token, dict) else token
+
+
+def read_template(directory: str, tokenizer_config: dict) -> ChatTemplate | None:
+  """The chat template of a Hugging Face tokenizer directory; None when it has none."""
+  source = tokenizer_config.get("chat_template")
+  if isinstance(source, list):  # Named templates: the default one.
+    named = {t.get("name"): t.get("template") for t in source}
+    source = named.get("default")
+  path = os.path.join(directory, TEMPLATE_FILE)
+  if not source and os.path.exists(path):
+    with open(path) as f:
+      source = f.read()
+  if not source:
+    return None
+  tokens = {k: _text(v) for k, v in tokenizer_config.items() if k.endswith("_token")}
+  return ChatTemplate(source, tuple(sorted((k, v) for k, v in tokens.items() if v)))
+
+
+def end_of_turn_ids(template: ChatTemplate, added_tokens: dict[str, int], eos_id) -> list[int]:
+  """The ids that end an assistant turn: the added (special) token the template writes right
+  after a reply (ChatML's <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>), and eos."""
+  ids = []
+  end = template.turn_end().lstrip()
+  starts = [t for t in added_tokens if t and end.startswith(t)]
+  if starts:
+    ids.append(added_tokens[max(starts, key=len)])
+  if eos_id is not None and eos_id not in ids:
+    ids.append(eos_id)
+  return ids
+
+
+def read_messages(path: str) -> list[dict]:
+  """A conversation from a JSON file: a list of {'role': ..., 'content': ...} messages."""
+  try:
+    with open(path) as f:
+      messages = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read the conversation in {path} ({e}): give a JSON file.") from e
+  if not (
+    isinstance(messages, list)
+    and messages
+    and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages)
+  ):
+    raise UserError(
+      f"{path} holds no conversation: give a JSON list of messages such as "
+      '[{"role": "user", "content": "Hello"}].'
+    )
+  return messages
+
+
+def prompt(tokenizer, messages: list[dict]) -> tuple:
+  """(the ids that ask `tokenizer`'s chat model to answer `messages`, the ids ending its reply).
+
+  Refuses a tokenizer without a chat template.
+  """
+  template = getattr(tokenizer, "chat_template", None)
+  if template is None:
+    raise UserError(
+      f"this run's {tokenizer.kind} tokenizer has no chat template (a Hugging Face chat "
+      "model's tokenizer_config.json chat_template), so --chat cannot format a conversation: "
+      "sample a chat model's run, or leave out --chat to continue plain text."
+    )
+  ids = tokenizer.encode(template.render(messages, add_generation_prompt=True))
+  return ids, tokenizer.end_of_turn_ids()
