@@ -150,7 +150,8 @@ def join(frozen: dict, adapters: dict) -> dict:
 def _check_targets(s: Settings, params: dict, adapted: list[str]) -> None:
   """Every pattern names kernels, and only kernels LoRA adapts."""
   paths = ["/".join(k) for k in traverse_util.flatten_dict(params) if k[-1] not in NAMES]
-  listing = ", ".join(sorted(set(adapted)) or "none")
+  kernels = sorted(set(adapted))
+  listing = ", ".join(kernels[:6]) + (f" and {len(kernels) - 6} more" if len(kernels) > 6 else "")
   for t in s.targets:
     matched = [p for p in paths if re.fullmatch(t, p)]
     if not matched:
@@ -163,7 +164,7 @@ def _check_targets(s: Settings, params: dict, adapted: list[str]) -> None:
     if stray:
       raise UserError(
         f"train.lora.targets pattern {t!r} matches {stray[0]}, which is not the kernel of a "
-        f"Dense or DenseGeneral layer: narrow the pattern (adapted kernels: {listing})."
+        f"Dense or DenseGeneral layer: narrow the pattern (adapted kernels: {listing or 'none'})."
       )
 
 
