@@ -10,7 +10,9 @@ nothing in lm_jax or its tests imports it.
 Random weights (GPT2Config's defaults unless a flag changes them: the 124M GPT-2),
 and a byte-level BPE like GPT-2's trained on the corpus with `tokenizers`, whose
 <|endoftext|> (id 0) is the model's end of text. save_pretrained writes
-config.json, model.safetensors and tokenizer.json.
+config.json, model.safetensors and tokenizer.json. With --chat the tokenizer gains
+ChatML's <|im_start|> and <|im_end|> and a ChatML chat template (chat_template.jinja),
+as Qwen's and SmolLM's chat models have them.
 """
 
 import argparse
@@ -20,6 +22,10 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 EOT = "<|endoftext|>"
+CHATML = (
+  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def main():
@@ -34,6 +40,7 @@ def main():
   parser.add_argument("--n_embd", type=int, default=768)
   parser.add_argument("--n_positions", type=int, default=1024)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--chat", action="store_true", help="ChatML special tokens and template.")
   args = parser.parse_args()
 
   tok = Tokenizer(models.BPE())
@@ -41,13 +48,15 @@ def main():
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
     vocab_size=args.tokenizer_vocab,
-    special_tokens=[EOT],
+    special_tokens=[EOT] + (["<|im_start|>", "<|im_end|>"] if args.chat else []),
     initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     show_progress=False,
   )
   with open(args.corpus) as f:
     tok.train_from_iterator([f.read()], trainer)
   fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
+  if args.chat:
+    fast.chat_template = CHATML
   ids = {"bos_token_id": 0, "eos_token_id": 0, "vocab_size": args.vocab_size}
   if args.arch == "gpt2":
     config = transformers.GPT2Config(

@@ -7,8 +7,10 @@ and renames it when complete, so a run killed mid-save never leaves a step
 that looks finished.
 """
 
+import glob
 import json
 import os
+import shutil
 import sys
 
 import jax
@@ -213,6 +215,9 @@ def save_frozen(workdir: str, tree) -> None:
   """
   console.quiet_package("absl", "orbax")
   path = os.path.join(os.path.abspath(workdir), FROZEN)
+  if jax.process_index() == 0:  # What a write killed midway left: Orbax's temporary copies.
+    for stale in glob.glob(f"{glob.escape(path)}.orbax-checkpoint-tmp*"):
+      shutil.rmtree(stale, ignore_errors=True)
   with ocp.StandardCheckpointer() as ckptr:
     try:
       ckptr.save(path, tree, force=True)

@@ -177,8 +177,10 @@ def init(model: nn.Module, s: Settings, rng, seq_len: int) -> tuple[dict, dict]:
   _check_targets(s, abstract, adapted)
 
   def make():
+    frozen = model.init(rng, tokens)["params"]  # As without LoRA (scan draws keys otherwise).
     with nn.intercept_methods(_interceptor(s, True)):
-      return split(model.init(rng, tokens)["params"])
+      adapters = split(model.init(jax.random.fold_in(rng, 1), tokens)["params"])[1]
+    return frozen, adapters  # XLA drops the second init's unused model parameters.
 
   return jax.jit(make)()
 
