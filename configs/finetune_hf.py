@@ -7,9 +7,10 @@ The argument names the model: a run (such as one scripts/import_hf.py wrote)
 or a Hugging Face model directory (GPT-2 or Llama family). The run takes its
 model section and tokenizer as they are and starts from its parameters with a
 fresh optimizer at step 0 (train.init_from); everything else is
-shakespeare_char_gpt_cpu.py's, with a small learning rate. Without
-pretrained weights to hand, benchmarks/make_hf_model.py builds a directory to
-try it on.
+shakespeare_char_gpt_cpu.py's, with a small learning rate. LoRA instead of a
+full fine-tune: add --config.train.lora.rank=8 --config.optim.learning_rate=1e-3
+(docs/training.md). Without pretrained weights to hand,
+benchmarks/make_hf_model.py builds a directory to try it on.
 """
 
 import os
