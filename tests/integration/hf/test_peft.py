@@ -70,7 +70,7 @@ def hf_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lora_runs(hf_dirs, tmp_path_factory):
-  """{arch: a LoRA run of 4 steps from that model, on local text}, trained once."""
+  """{arch: a LoRA run of 2 steps from that model, on local text}, trained once."""
   from configs import tiny
 
   root = tmp_path_factory.mktemp("runs")
@@ -86,8 +86,8 @@ def lora_runs(hf_dirs, tmp_path_factory):
     c.data.update(dataset="text", tokenizer="hf", hf_tokenizer=hf_dir, seq_len=16)
     c.data.text_files.update(paths)
     c.optim.update(learning_rate=3e-2, warmup_steps=0)  # Adapters move far from zero.
-    c.train.update(batch_size=8, num_steps=4, log_every=2, eval_every=4, parallel="jit")
-    c.train.update(init_from=hf_dir, checkpoint_every=4)
+    c.train.update(batch_size=8, num_steps=2, log_every=1, eval_every=2, parallel="jit")
+    c.train.update(init_from=hf_dir, checkpoint_every=2)
     c.train.lora.update(rank=4, alpha=8.0, dropout=0.1)
     if TARGETS[arch]:
       c.train.lora.targets = TARGETS[arch]
@@ -131,8 +131,8 @@ def test_merged_export_equals_the_adapted_model(lora_runs, arch, tmp_path):
   ids = ids_of(run)
   adapted = adapted_logits(run, ids)
   model, params = runs.load_run(run)[1], weights.load_params(out, architectures.model_config(out))
-  np.testing.assert_allclose(
-    jax.jit(model.apply)({"params": params}, ids), adapted, atol=1e-5, rtol=0
+  np.testing.assert_allclose(  # Float32 rounding of W + A B against x W + x A B.
+    jax.jit(model.apply)({"params": params}, ids), adapted, atol=1e-5, rtol=1e-5
   )
   reference = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
   np.testing.assert_allclose(torch_logits(reference, ids), adapted, atol=1e-4, rtol=0)
