@@ -7,7 +7,7 @@ import socket
 
 import jax
 
-from lm_jax import UserError, checkpoint, lora, models, optim, parallel
+from lm_jax import UserError, checkpoint, models, optim, parallel
 from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import tokenizers
@@ -48,8 +48,7 @@ def load_run(workdir: str, step: int | None = None, merge: bool = True):
   if frozen is not None:
     state = state.replace(frozen=checkpoint.restore_frozen(workdir, frozen))
     if merge:
-      adapters = lora.settings(config.train.lora)
-      params = jax.jit(lora.merge, static_argnums=2)(state.frozen, state.params, adapters)
+      params = state_lib.adapted_params(state, config)
       state = state_lib.TrainState(state.step, params, None, model.apply, tx)
   return config, model, tokenizer, state, step
 

@@ -67,6 +67,17 @@ def model_params(state: TrainState):
   return state.params if state.frozen is None else state.frozen
 
 
+def adapted_params(state: TrainState, config):
+  """What `model.apply` takes: the trained parameters, or a LoRA run's merged into its model.
+
+  Any layout: pmap's leading device axis is one more leading axis to the merge.
+  """
+  if state.frozen is None:
+    return state.params
+  merge = jax.jit(lora.merge, static_argnums=2)
+  return merge(state.frozen, state.params, lora.settings(config.train.get("lora")))
+
+
 def with_model_params(state: TrainState, params) -> TrainState:
   """`state` with the model's own parameters replaced (as train.init_from does)."""
   return state.replace(params=params) if state.frozen is None else state.replace(frozen=params)

@@ -337,7 +337,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         last = done == c.num_steps
         # Harness tasks before `stop` is read: a signal during them stops the run at this step.
         if run.harness is not None and run.harness.due(done, last):
-          found = run.harness.evaluate(state.params, writer, done)
+          found = run.harness.evaluate(state_lib.adapted_params(state, run.config), writer, done)
           line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
           progress.write(f"step {done}: {line}")
         # Every process stops at the same step, whichever of them got the signal.
