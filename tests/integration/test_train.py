@@ -17,7 +17,7 @@ from lm_jax import config as config_lib
 
 
 class Bigram(nn.Module):
-  """A plugin model named as 'test_train:Bigram': next token from this token only."""
+  """A plugin model named as 'integration.test_train:Bigram': next token from this token only."""
 
   vocab_size: int
   width: int = 8
@@ -69,7 +69,9 @@ def test_loss_falls_and_records_are_written(config, tmp_path):
 
 
 def test_plugin_model_by_module_path(config, tmp_path):
-  config.model = config_lib.ml_collections.ConfigDict({"name": "test_train:Bigram", "width": 4})
+  config.model = config_lib.ml_collections.ConfigDict(
+    {"name": "integration.test_train:Bigram", "width": 4}
+  )
   state, _ = train.train_and_evaluate(config, str(tmp_path))
   assert state.params["Dense_0"]["kernel"].shape[0] == 4
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_models import V, build, init
+from integration.models.test_models import V, build, init
 
 from lm_jax import UserError, models, sample
 
