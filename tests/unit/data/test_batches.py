@@ -1,19 +1,15 @@
-"""Mixtures of sources: exact proportions, per-source windows, exact resume, per-source losses."""
+"""Batches: windows as a pure function of (seed, step), mixtures in exact proportions from each
+source's own stream, whole-split evaluation batches, the prefetching thread."""
 
 import fractions
-import hashlib
-import json
-import os
-import signal
+import threading
+import time
 
-import jax
 import numpy as np
 import pytest
-from conftest import make_text
 
-from lm_jax import UserError, data, evaluate, records, runs, train
-from lm_jax import config as config_lib
-from lm_jax.data import batches, sources, streams
+from lm_jax import UserError
+from lm_jax.data import batches, streams
 
 F = fractions.Fraction
 
@@ -73,106 +69,78 @@ def test_epochs_visit_each_sources_windows_once():
   assert all(s % 16 == 0 for s in starts["b"]) and len(set(starts["b"])) == 80
 
 
-@pytest.fixture
-def mixed(config, tmp_path):
-  """The tiny config on two local sources; 'b' has characters that 'a' lacks."""
-  b_text = make_text(3000, 7).upper() + "0123456789é\n"
-  for split, text in (("train", b_text), ("validation", b_text[-3000:])):
-    (tmp_path / f"b_{split}.txt").write_text(text, encoding="utf-8")
-  config.data.mixture = {
-    "a": {"weight": 0.7, "dataset": "text"},  # data.text_files: the corpus fixture.
-    "b": {
-      "weight": 0.3,
-      "dataset": "text",
-      "text_files": {
-        "train": str(tmp_path / "b_train.txt"),
-        "validation": str(tmp_path / "b_validation.txt"),
-      },
-    },
-  }
-  config.data.update(dataset="tiny_shakespeare", tokenizer="char")  # Sources set their own.
-  config.train.update(num_steps=8, log_every=1, eval_every=4, checkpoint_every=4)
-  config.model.dropout = 0.1
-  return config
-
-
-def test_mixture_keys_are_overridable_and_checked(mixed):
-  c = config_lib.override(mixed, {"data.mixture.b.weight": "0.5"})
-  _, named = sources.resolve(c.data)
-  assert {n.name: n.weight for n in named} == {"a": F(7, 12), "b": F(5, 12)}
-  assert named[1].config.text_files.test == ""
-  assert named[0].config.text_files.train == mixed.data.text_files.train
-  c.data.mixture.b.seq_len = 8
-  with pytest.raises(UserError, match=r"mixture.b sets \['seq_len'\].*shared by every source"):
-    data.prepare(c.data, "")
-  del c.data.mixture.b["seq_len"]
-  c.data.mixture.b.text_files.train = "/nowhere/*.txt"
-  with pytest.raises(UserError, match=r"^data.mixture.b: data.text_files.train='/nowhere"):
-    data.prepare(c.data, "")
-
-
-def record_batches(monkeypatch, seen: dict):
-  real = batches.train_batch
-
-  def recording(tokens, seed, step, *args, **kwargs):
-    batch = real(tokens, seed, step, *args, **kwargs)
-    seen[step] = hashlib.sha256(batch["inputs"].tobytes()).hexdigest()
-    return batch
-
-  monkeypatch.setattr(batches, "train_batch", recording)
-
-
-def stop_at(monkeypatch, at_step):
-  real = records.MetricWriter.write
-
-  def write(self, step, **metrics):
-    if step == at_step and "train_loss" in metrics:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return real(self, step, **metrics)
-
-  monkeypatch.setattr(records.MetricWriter, "write", write)
-
-
-@pytest.mark.slow
-def test_resumed_mixture_run_sees_the_same_batches_and_ends_the_same(mixed, tmp_path, monkeypatch):
-  straight, resumed = {}, {}
-  record_batches(monkeypatch, straight)
-  train.train_and_evaluate(mixed, str(tmp_path / "straight"))
-  record_batches(monkeypatch, resumed)
-  with monkeypatch.context() as m:
-    stop_at(m, 4)
-    with pytest.raises(train.Preempted, match="saved a checkpoint at step 5"):
-      train.train_and_evaluate(mixed, str(tmp_path / "resumed"))
-  train.train_and_evaluate(mixed, str(tmp_path / "resumed"))
-  assert resumed == straight and sorted(straight) == list(range(8))
-
-  a, b = runs.load_run(str(tmp_path / "straight")), runs.load_run(str(tmp_path / "resumed"))
-  for x, y in zip(jax.tree_util.tree_leaves(a[3].params), jax.tree_util.tree_leaves(b[3].params)):
-    np.testing.assert_array_equal(x, y)
-
-  evals = [r for r in records.read_metrics(str(tmp_path / "straight")) if "val_loss" in r]
-  assert [r["step"] for r in evals] == [4, 8]
-  for r in evals:
-    assert r["val_loss"] == pytest.approx(0.7 * r["val_loss/a"] + 0.3 * r["val_loss/b"])
-  run_json = json.loads((tmp_path / "straight" / "run.json").read_text())
-  assert sorted(run_json["data_fingerprints"]) == [
-    "train/a",
-    "train/b",
-    "validation/a",
-    "validation/b",
+@pytest.mark.parametrize("order", batches.ORDERS)
+def test_train_batch_is_a_pure_function_of_seed_and_step(order):
+  tokens = streams.Mixture.single(np.arange(1000, dtype=np.int32))
+  a = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  b = batches.train_batch(tokens, seed=3, step=7, batch_size=6, seq_len=10, order=order)
+  c = batches.train_batch(tokens, seed=3, step=8, batch_size=6, seq_len=10, order=order)
+  np.testing.assert_array_equal(a["inputs"], b["inputs"])
+  assert not np.array_equal(a["inputs"], c["inputs"])
+  np.testing.assert_array_equal(a["targets"], a["inputs"] + 1)
+  # Two processes, each reading only its half of the rows, together read the whole batch.
+  halves = [
+    batches.train_batch(tokens, 3, 7, 6, 10, rows=slice(i, i + 3), order=order) for i in (0, 3)
   ]
-
-  result = evaluate.evaluate_run(str(tmp_path / "straight"), batch_size=4, parallel_mode="jit")
-  assert sorted(result["sources"]) == ["a", "b"]
-  assert result["sources"]["b"]["loss"] == pytest.approx(evals[-1]["val_loss/b"], rel=1e-5)
-  assert result["loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)
-  assert result["tokens"] == sum(s["tokens"] for s in result["sources"].values())
+  for key in a:
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), a[key])
 
 
-def test_one_tokenizer_learns_every_sources_text(mixed, tmp_path):
-  tokenizer, tokens = data.prepare(mixed.data, str(tmp_path / "run"))
-  assert "é" in tokenizer.decode(tokens["train"].streams["b"][-20:])
-  assert "test" not in tokens  # Source b has no test split.
-  summary = data.prepare_cache(mixed.data)
-  assert sorted(summary) == ["train/a", "train/b", "validation/a", "validation/b"]
-  assert summary["train/b"]["tokens"] == len(tokens["train"].streams["b"])
+def test_epochs_visit_every_window_once():
+  tokens = streams.Mixture.single(np.arange(101, dtype=np.int32))  # 10 windows of 10 targets.
+  seen = [batches.train_batch(tokens, 0, s, 5, 10, order="epochs")["targets"] for s in range(4)]
+  first, second = np.concatenate(seen[:2]), np.concatenate(seen[2:])
+  np.testing.assert_array_equal(np.sort(first.reshape(-1)), np.arange(1, 101))
+  np.testing.assert_array_equal(np.sort(second.reshape(-1)), np.arange(1, 101))
+  assert not np.array_equal(first, second)  # A new permutation each epoch.
+
+
+def test_eval_batches_cover_every_token_once():
+  tokens = np.arange(50, dtype=np.int32)
+  got = list(batches.eval_batches(tokens, seq_len=4, batch_size=3))
+  weights = np.concatenate([b["weights"] for b in got]).reshape(-1)
+  targets = np.concatenate([b["targets"] for b in got]).reshape(-1)
+  assert all(b["inputs"].shape == (3, 4) for b in got)
+  np.testing.assert_array_equal(targets[weights > 0], np.arange(1, 50))
+
+
+def test_prefetcher_keeps_order_and_raises_errors():
+  fetched = batches.Prefetcher(lambda s: s * s, range(5))
+  assert list(fetched) == [0, 1, 4, 9, 16]
+
+  def fail(step):
+    if step == 2:
+      raise ValueError("bad step")
+    return step
+
+  fetched = batches.Prefetcher(fail, range(5))
+  with pytest.raises(ValueError, match="bad step"):
+    list(fetched)
+  stopped = batches.Prefetcher(lambda s: s, range(10**9))
+  assert next(iter(stopped)) == 0
+  stopped.close()
+
+
+def closes_within_a_second(fetched):
+  closing = threading.Thread(target=fetched.close, daemon=True)
+  closing.start()
+  closing.join(timeout=1.0)
+  assert not closing.is_alive(), "Prefetcher.close() blocked"
+
+
+def test_prefetcher_closes_at_once_on_error_end_and_mid_stream():
+  def fail(step):
+    if step == 1:
+      raise ValueError("bad step")
+    return step
+
+  failed = batches.Prefetcher(fail, range(5), depth=1)  # The error comes with the queue full.
+  time.sleep(0.2)
+  closes_within_a_second(failed)
+  ended = batches.Prefetcher(lambda s: s, range(1), depth=1)  # So does the end of the steps.
+  time.sleep(0.2)
+  closes_within_a_second(ended)
+  mid = batches.Prefetcher(lambda s: s, range(10**9), depth=2)
+  assert next(iter(mid)) == 0
+  time.sleep(0.2)  # The queue fills up behind the reader.
+  closes_within_a_second(mid)
