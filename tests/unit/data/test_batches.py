@@ -5,6 +5,8 @@ import fractions
 import threading
 import time
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
@@ -144,3 +146,41 @@ def test_prefetcher_closes_at_once_on_error_end_and_mid_stream():
   assert next(iter(mid)) == 0
   time.sleep(0.2)  # The queue fills up behind the reader.
   closes_within_a_second(mid)
+
+
+def test_a_plain_configs_source_draws_with_the_runs_own_seed():
+  assert batches.source_seed(7, "") == 7 and batches.source_seed(0, "") == 0
+  named = batches.source_seed(7, "b")
+  assert named == batches.source_seed(7, "b") and 0 <= named < 2**63  # One number, any process.
+  assert len({named, batches.source_seed(8, "b"), batches.source_seed(7, "a")}) == 3
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(
+  st.lists(st.integers(1, 20), min_size=1, max_size=4), st.integers(0, 10**6), st.integers(4, 64)
+)
+def test_row_counts_add_up_to_the_batch(parts, step, batch_size):
+  w = {f"s{i}": F(p, sum(parts)) for i, p in enumerate(parts)}
+  hypothesis.assume(all(batch_size * x >= 1 for x in w.values()))
+  counts = batches.row_counts(w, step, batch_size)
+  assert sum(counts.values()) == batch_size and min(counts.values()) >= 0
+  assert batches.row_counts({"": F(1)}, step, batch_size) == {"": batch_size}
+
+
+def test_one_source_draws_the_windows_of_its_seeds_own_scheme():
+  """The windows a run draws from a plain config's one stream, written out: runs made before
+  every split became a mixture draw them too."""
+  tokens = np.arange(1000, dtype=np.int32)
+  one = streams.Mixture.single(tokens)
+  seed, batch_size, seq_len = 11, 6, 10
+  for step in (0, 1, 57):
+    starts = np.random.default_rng([seed, step]).integers(0, 1000 - seq_len, size=batch_size)
+    got = batches.train_batch(one, seed, step, batch_size, seq_len)
+    np.testing.assert_array_equal(got["inputs"], starts[:, None] + np.arange(seq_len))
+    np.testing.assert_array_equal(got["targets"], got["inputs"] + 1)
+  windows = (1000 - 1) // seq_len  # 'epochs': the seeded permutation of each epoch, in order.
+  order = np.concatenate([np.random.default_rng([seed, e, 1]).permutation(windows) for e in (0, 1)])
+  for step in (0, 16, 17):  # Step 16 crosses into the second epoch (99 windows, 6 a step).
+    starts = order[step * batch_size : (step + 1) * batch_size] * seq_len
+    got = batches.train_batch(one, seed, step, batch_size, seq_len, order="epochs")
+    np.testing.assert_array_equal(got["inputs"], starts[:, None] + np.arange(seq_len))
