@@ -265,10 +265,10 @@ def initialize_distributed(
 # (AMX / AVX512-BF16 units) in bfloat16, several times float32's speed for a lone matmul. With
 # jaxlib 0.10.2, though, compiling a GPT forward pass under them aborts the process in oneDNN
 # ("partition compile failed"), so they stay off until a jaxlib compiles the models with them
-# (a profiling test checks which is the case). What aborts is oneDNN's fusion of a dot with
-# its neighbours: two bf16 dots in a row, `(x @ w1) @ w2`, with nothing, a scale or a GELU
-# between them, or a scaled operand, `(q * c) @ k`, while a lone dot, a dot with an f32
-# result, or dots with a ReLU between them compile; no model-side rewrite avoids every such
+# (tests/integration/test_parallel.py checks which is the case). What aborts is oneDNN's fusion
+# of a dot with its neighbours: two bf16 dots in a row, `(x @ w1) @ w2`, with nothing, a scale
+# or a GELU between them, or a scaled operand, `(q * c) @ k`, while a lone dot, a dot with an
+# f32 result, or dots with a ReLU between them compile; no model-side rewrite avoids every such
 # pattern. Figures: docs/benchmarks.md ("On a CPU: fused attention and bfloat16").
 CPU_BF16_FLAGS_COMPILE_MODELS = False
 CPU_BF16_FLAGS = (

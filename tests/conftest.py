@@ -74,3 +74,58 @@ def config(corpus):
   c.data.seq_len = 16
   c.train.update(batch_size=8, num_steps=6, log_every=2, eval_every=6, parallel="jit")
   return c
+
+
+@pytest.fixture
+def mixed(config, tmp_path):
+  """The tiny config on two local sources; 'b' has characters that 'a' lacks."""
+  b_text = make_text(3000, 7).upper() + "0123456789é\n"
+  for split, text in (("train", b_text), ("validation", b_text[-3000:])):
+    (tmp_path / f"b_{split}.txt").write_text(text, encoding="utf-8")
+  config.data.mixture = {
+    "a": {"weight": 0.7, "dataset": "text"},  # data.text_files: the corpus fixture.
+    "b": {
+      "weight": 0.3,
+      "dataset": "text",
+      "text_files": {
+        "train": str(tmp_path / "b_train.txt"),
+        "validation": str(tmp_path / "b_validation.txt"),
+      },
+    },
+  }
+  config.data.update(dataset="tiny_shakespeare", tokenizer="char")  # Sources set their own.
+  config.train.update(num_steps=8, log_every=1, eval_every=4, checkpoint_every=4)
+  config.model.dropout = 0.1
+  return config
+
+
+@pytest.fixture(scope="module")
+def text_path(tmp_path_factory):
+  """A corpus file of 40 documents (blank-line separated) for the token cache's tests."""
+  path = tmp_path_factory.mktemp("corpus") / "train.txt"
+  path.write_text("\n\n".join(make_text(400, i) + "naïve 日本" for i in range(40)))
+  return str(path)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+  from lm_jax.data import token_cache as cache  # (token_cache here is the fixture above)
+
+  monkeypatch.setattr(cache, "CHUNK_CHARS", 2000)  # Many chunks from a small text.
+
+
+@pytest.fixture
+def runs(config, tmp_path):
+  """Three seeds of a GPT and of a Llama, and one unfinished Llama run."""
+  from unit.experiments.test_compare import GPT, LLAMA, make_run
+
+  from lm_jax import config as config_lib
+
+  llama = config_lib.ml_collections.ConfigDict(config.to_dict())
+  llama.model = config_lib.load(os.path.join(ROOT, "configs", "shakespeare_char_llama.py")).model
+  llama.model.update(num_layers=1, num_heads=2, num_kv_heads=1, d_model=16, max_len=16)
+  for seed, (g, m) in enumerate(zip(GPT, LLAMA)):
+    make_run(tmp_path / f"gpt{seed}", config, seed, g)
+    make_run(tmp_path / f"llama{seed}", llama, seed, m)
+  make_run(tmp_path / "llama_cut", llama, 9, 1.7, last_step=2)
+  return tmp_path, config, llama

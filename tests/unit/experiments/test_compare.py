@@ -2,11 +2,8 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
@@ -38,19 +35,6 @@ def make_run(workdir, config, seed, val_loss, last_step=None, elapsed=(1.0, 2.0,
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   return str(workdir)
-
-
-@pytest.fixture
-def runs(config, tmp_path):
-  """Three seeds of a GPT and of a Llama, and one unfinished Llama run."""
-  llama = config_lib.ml_collections.ConfigDict(config.to_dict())
-  llama.model = config_lib.load(os.path.join(ROOT, "configs", "shakespeare_char_llama.py")).model
-  llama.model.update(num_layers=1, num_heads=2, num_kv_heads=1, d_model=16, max_len=16)
-  for seed, (g, m) in enumerate(zip(GPT, LLAMA)):
-    make_run(tmp_path / f"gpt{seed}", config, seed, g)
-    make_run(tmp_path / f"llama{seed}", llama, seed, m)
-  make_run(tmp_path / "llama_cut", llama, 9, 1.7, last_step=2)
-  return tmp_path, config, llama
 
 
 def test_groups_statistics_and_test_against_the_baseline(runs):
@@ -124,17 +108,3 @@ def test_mean_curve_over_the_steps_every_run_logged():
   sd = 2**0.5  # Two values 2 apart.
   assert (steps, mean) == ([1, 2], [2.0, 3.0])
   assert lo == pytest.approx([2 - sd, 3 - sd]) and hi == pytest.approx([2 + sd, 3 + sd])
-
-
-def test_plot_draws_each_group_as_a_mean_with_a_band(runs):
-  root, _, _ = runs
-  out = root / "curves.png"
-  r = subprocess.run(
-    [sys.executable, "scripts/plot.py", str(root), "--group_by", "model.name", "--out", str(out)],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert out.stat().st_size > 0

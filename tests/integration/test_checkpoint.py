@@ -1,7 +1,6 @@
-"""Checkpoints, exact resume, preemption, reproducibility and run records."""
+"""Checkpoints, exact resume, preemption, damaged and failed saves."""
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import pytest
 from conftest import ROOT
 
 from lm_jax import UserError, checkpoint, records, runs, train
-from lm_jax import config as config_lib
 
 
 def run_script(*args, wait=True):
@@ -239,54 +237,6 @@ def test_checkpoints_move_between_layouts(config, tmp_path):
     np.testing.assert_allclose(x, y, atol=1e-5)
 
 
-def test_resume_refuses_a_changed_config_unless_allowed(config, tmp_path):
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
-  spec = write_config(config, tmp_path / "same.json")
-  assert config_lib.for_workdir(workdir, None, {}, []) == config
-  assert config_lib.for_workdir(workdir, spec, {}, []) == config
-  with pytest.raises(UserError, match="keys that differ: optim.learning_rate, train.num_steps"):
-    config_lib.for_workdir(
-      workdir, spec, {"train.num_steps": "9", "optim.learning_rate": "0.5"}, []
-    )
-  longer = config_lib.for_workdir(workdir, None, {"train.num_steps": "9"}, ["train.num_steps"])
-  assert longer.train.num_steps == 9
-  with pytest.raises(UserError, match="holds no run to resume"):
-    config_lib.for_workdir(str(tmp_path / "empty"), None, {}, [])
-
-
-def test_same_config_twice_gives_identical_losses(config, tmp_path):
-  config.model.dropout = 0.1
-  train.train_and_evaluate(config, str(tmp_path / "a"))
-  train.train_and_evaluate(config, str(tmp_path / "b"))
-  assert train_losses(str(tmp_path / "a")) == train_losses(str(tmp_path / "b"))
-
-
-def test_json_config_reproduces_the_run(config, tmp_path):
-  train.train_and_evaluate(config, str(tmp_path / "a"))
-  again = config_lib.load(str(tmp_path / "a" / "config.json"))
-  assert again == config
-  train.train_and_evaluate(again, str(tmp_path / "b"))
-  assert train_losses(str(tmp_path / "a")) == train_losses(str(tmp_path / "b"))
-
-
-def test_run_records(config, tmp_path):
-  workdir = tmp_path / "run"
-  train.train_and_evaluate(config, str(workdir))
-  info = json.loads((workdir / "run.json").read_text())
-  assert info["seed"] == config.seed and info["device_count"] == 8
-  assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"} <= set(
-    info["versions"]
-  )
-  assert isinstance(info["git_dirty"], bool) and info["process_count"] == 1
-  # The config's 'auto' dtype and attention, settled for this CPU.
-  assert (info["compute_dtype"], info["attention"]) == ("float32", "reference")
-  assert info["attention_reason"]
-  assert glob.glob(str(workdir / "events.out.tfevents.*"))
-  row = next(r for r in records.read_metrics(str(workdir)) if "train_loss" in r)
-  assert row["flops_per_sec"] > 0
-
-
 def test_non_finite_loss_stops_the_run(config, tmp_path):
   config.optim.update(learning_rate=1e30, grad_clip=0.0, warmup_steps=0)
   config.train.update(num_steps=20, checkpoint_every=2, log_every=1)
@@ -308,25 +258,3 @@ def test_keep_best_keeps_the_lowest_val_loss(config, tmp_path):
   assert sorted(evals) == [2, 4, 6, 8]
   best = min(evals, key=evals.get)
   assert checkpoint.Checkpointer(workdir, read_only=True).steps() == sorted({best, 8})
-
-
-def test_plot_draws_runs(config, tmp_path):
-  for name in ("a", "b"):
-    train.train_and_evaluate(config, str(tmp_path / name))
-  out = tmp_path / "curves.png"
-  r = subprocess.run(
-    [
-      sys.executable,
-      "scripts/plot.py",
-      str(tmp_path / "a"),
-      str(tmp_path / "b"),
-      "--out",
-      str(out),
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert r.returncode == 0, r.stderr
-  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

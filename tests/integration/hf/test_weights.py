@@ -2,22 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import ROOT, make_text
+from conftest import make_text
 
-from lm_jax import UserError, models, runs, sample, train
-from lm_jax import config as config_lib
+from lm_jax import UserError, models, sample
 from lm_jax.data import hf_tokenizer, tokenizers
 from lm_jax.hf import architectures, weights
-from lm_jax.hf import runs as hf_runs
-from lm_jax.models import layers
 
 INSTALL = (
   "the Hugging Face parity tests need torch and transformers: pip install torch==2.13.0 "
@@ -78,26 +73,6 @@ def train_tokenizer(path):
   return fast
 
 
-@pytest.fixture(scope="module")
-def hf_dirs(tmp_path_factory):
-  """{arch: directory} of tiny random models saved with save_pretrained, and the tokenizer."""
-  root = tmp_path_factory.mktemp("hf")
-  fast = train_tokenizer(root / "tokenizer")
-  dirs = {}
-  for i, (arch, make_config) in enumerate(ARCHS.items()):
-    torch.manual_seed(i)
-    config = make_config(len(fast))
-    config.update({"initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0})
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # Norm scales and biases start at 1 and 0: move them too.
-      for p in model.parameters():
-        p.add_(0.1 * torch.randn_like(p))
-    dirs[arch] = str(root / arch)
-    model.save_pretrained(dirs[arch])
-    fast.save_pretrained(dirs[arch])
-  return dirs
-
-
 def reference(hf_dir):
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
   return model.eval()
@@ -112,16 +87,6 @@ def imported(hf_dir, **model_overrides):
     weights.load_params(hf_dir, config),
     tokenizer,
   )
-
-
-@pytest.fixture(scope="module")
-def ours(hf_dirs):
-  """{arch: (model, params, tokenizer, jitted forward pass)}, imported once."""
-  out = {}
-  for arch, hf_dir in hf_dirs.items():
-    model, params, tokenizer = imported(hf_dir)
-    out[arch] = (model, params, tokenizer, jax.jit(lambda p, t, m=model: m.apply({"params": p}, t)))
-  return out
 
 
 def hf_logits(model, ids):
@@ -248,81 +213,6 @@ def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
   )
 
 
-def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):
-  tokenizer = hf_tokenizer.load_tokenizer(hf_dirs["gpt2"])
-  auto = transformers.AutoTokenizer.from_pretrained(hf_dirs["gpt2"])
-  assert tokenizer.vocab_size == len(auto) + 4  # The model's, padded.
-  assert tokenizer.eos_id == auto.eos_token_id == 0
-  ids = tokenizer.encode(TEXT)
-  assert ids.tolist() == auto(TEXT, add_special_tokens=False)["input_ids"]
-  assert tokenizer.decode(ids) == TEXT
-  two = np.concatenate([ids, tokenizer.eod_ids, ids])
-  assert tokenizer.decode(two) == TEXT + EOT + TEXT
-  assert tokenizer.num_bytes(two) == 2 * len(TEXT.encode()) + 1
-  [a, b] = tokenizer.encode_batch([TEXT, "x"])
-  assert a.tolist() == ids.tolist() and b.tolist() == tokenizer.encode("x").tolist()
-
-
-def small_config(config):
-  """The conftest config on its local corpus, sized for these models."""
-  config.data.update(tokenizer="hf", seq_len=16)
-  config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)
-  return config
-
-
-def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_path):
-  from lm_jax import evaluate
-
-  workdir = str(tmp_path / "run")
-  hf_runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
-  _, model, tokenizer, state, step = runs.load_run(workdir)
-  params = ours["gpt2"][1]
-  assert step == 0 and tokenizer.kind == "hf" and tokenizer.eos_id == 0
-  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), params)
-  [new] = sample.generate(
-    model,
-    state.params,
-    [tokenizer.encode("The")],
-    jax.random.key(0),
-    max_new_tokens=5,
-    eos_id=tokenizer.eos_id,
-  )
-  assert len(new) <= 5
-  result = evaluate.evaluate_run(workdir)
-  assert result["step"] == 0 and 0 < result["bits_per_byte"] < 20
-  with pytest.raises(UserError, match="already holds a run"):
-    hf_runs.import_hf(hf_dirs["gpt2"], workdir, config)
-  scanned = jax.eval_shape(lambda: layers.stack_blocks(params))  # Runs start from runs too.
-  again = runs.initial_params(workdir, model_config=None, abstract_params=scanned)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, again, layers.stack_blocks(params))
-
-
-def test_init_from_starts_from_those_parameters(hf_dirs, ours, config, tmp_path):
-  """configs/finetune_hf.py, as shipped, on an imported model (the local corpus, one step)."""
-  path = hf_dirs["llama_tied"]
-  shipped = config_lib.load(os.path.join(ROOT, "configs", f"finetune_hf.py:{path}"))
-  assert shipped.train.init_from == shipped.data.hf_tokenizer == path
-  shipped.data.update(config.data.to_dict() | {"tokenizer": "hf", "hf_tokenizer": path})
-  shipped.data.seq_len = 16
-  shipped.optim.update(learning_rate=0.0, min_learning_rate=0.0)  # Params stay as loaded.
-  shipped.train.update(
-    batch_size=8, num_steps=1, eval_every=1, checkpoint_every=1, log_every=1, parallel="jit"
-  )
-  state, _ = train.train_and_evaluate(shipped, str(tmp_path / "finetune"))
-  params = ours["llama_tied"][1]
-  assert int(state.step) == 1
-  jax.tree_util.tree_map(np.testing.assert_array_equal, state.params, params)
-
-
-def test_init_from_refuses_a_different_model(hf_dirs, config, tmp_path):
-  config = small_config(config)
-  config.model = ml_collections.ConfigDict(architectures.model_config(hf_dirs["llama_tied"]))
-  config.model.rope_base = 500.0
-  config.data.hf_tokenizer = config.train.init_from = hf_dirs["llama_tied"]
-  with pytest.raises(UserError, match=r"differs from the model in .*rope_base=10000.0"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-
-
 def write(path, name, content):
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, name), "w") as f:
@@ -349,41 +239,3 @@ def test_bad_directories_are_refused(hf_dirs, tmp_path):
   write(str(tmp_path / "llama31"), "config.json", llama)
   with pytest.raises(UserError, match="RoPE type 'llama3'.* it imports llama with silu"):
     architectures.model_config(str(tmp_path / "llama31"))
-
-
-def test_tokenizer_larger_than_the_model_vocabulary_is_refused(hf_dirs, tmp_path):
-  small = str(tmp_path / "small")
-  config = json.load(open(os.path.join(hf_dirs["llama_gqa"], "config.json")))
-  write(small, "config.json", {**config, "vocab_size": 100})
-  write(small, "tokenizer.json", open(os.path.join(hf_dirs["llama_gqa"], "tokenizer.json")).read())
-  with pytest.raises(
-    UserError, match="the tokenizer has 300 ids but the model's vocabulary holds 100"
-  ):
-    hf_tokenizer.load_tokenizer(small)
-
-
-def test_scanned_layout_round_trips():
-  params = {"wte": np.ones(2), "block_0": {"w": np.zeros(3)}, "block_1": {"w": np.ones(3)}}
-  stacked = layers.stack_blocks(params)
-  assert stacked["blocks"]["w"].shape == (2, 3)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, layers.unstack_blocks(stacked), params)
-
-
-def test_import_script_reports_errors_in_one_line(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "scripts/import_hf.py",
-      "--hf_dir",
-      str(tmp_path / "nowhere"),
-      "--workdir",
-      str(tmp_path / "run"),
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-  )
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith("error: no directory at")
-  assert "Traceback" not in result.stderr
-  assert not os.path.exists(tmp_path / "run")

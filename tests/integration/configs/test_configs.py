@@ -14,7 +14,9 @@ CONFIGS = sorted(
   p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("__init__.py")
 )
 # Configs that take an argument naming a model; their tests build one.
-NEEDS_A_MODEL = {"finetune_hf.py": "tests/test_hf.py::test_init_from_starts_from_those_parameters"}
+NEEDS_A_MODEL = {
+  "finetune_hf.py": "tests/integration/hf/test_runs.py::test_init_from_starts_from_those_parameters"
+}
 # Shrinks whichever of these keys a model has; everything else stays as shipped.
 SMALL_MODEL = {
   "num_layers": "1",

@@ -17,7 +17,6 @@ import pytest
 from conftest import ROOT
 
 from lm_jax import UserError, models, optim, parallel, records, runs, train
-from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 
 
@@ -63,43 +62,6 @@ def test_sharded_state_is_split_over_fsdp(sharded):
   assert shard.data.shape == (16, 16)  # Each device holds a quarter.
 
 
-def test_fsdp_spec_picks_the_largest_divisible_dim():
-  assert parallel.fsdp_spec((6, 8), 4) == jax.sharding.PartitionSpec(None, "fsdp")
-  assert parallel.fsdp_spec((12, 8), 4) == jax.sharding.PartitionSpec("fsdp", None)
-  assert parallel.fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
-  assert parallel.fsdp_spec((12, 8), 1) == jax.sharding.PartitionSpec()
-
-
-def step_flops(config_path: str, batch_size=None, seq_len=None, **model) -> float:
-  """A config's training FLOPs per step, from abstract parameters (nothing is run)."""
-  config = config_lib.load(config_path)
-  config.model.update(model)
-  m = models.build_model(config.model, 65)
-  init = lambda: m.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-  params = jax.eval_shape(init)["params"]
-  seq_len = seq_len or config.data.seq_len
-  tokens = (batch_size or config.train.batch_size) * seq_len
-  return models.flops_per_token(m, params, seq_len) * tokens
-
-
-def test_auto_layout_follows_the_model_size_on_cpu_only():
-  baby = dict(num_layers=6, num_heads=6, d_model=384, max_len=128)
-  gpt_cpu = step_flops("configs/shakespeare_char_gpt_cpu.py")
-  lstm = step_flops("configs/shakespeare_char_lstm.py")
-  wide = step_flops("configs/shakespeare_char_gpt_cpu.py", 8, 128, **baby)
-  # The measured sides of the crossover (README, Benchmark): pmap for the recipes, jit wider.
-  assert parallel.resolve_mode("auto", gpt_cpu, "cpu", 2)[0] == "pmap"
-  assert parallel.resolve_mode("auto", lstm, "cpu", 2)[0] == "pmap"
-  mode, reason = parallel.resolve_mode("auto", wide, "cpu", 2)
-  assert mode == "jit" and "GFLOP per core" in reason
-  assert parallel.resolve_mode("auto", wide, "gpu", 2)[0] == "pmap"  # Accelerators: pmap.
-  assert parallel.resolve_mode("auto", wide, "cpu", 1)[0] == "jit"
-  assert parallel.resolve_mode("auto", None, "cpu", 2)[0] == "pmap"  # FLOPs unknown.
-  assert parallel.resolve_mode("pmap", wide, "cpu", 2) == ("pmap", "set in the config")
-  with pytest.raises(UserError, match="use one of"):
-    parallel.resolve_mode("spmd", wide, "cpu", 2)
-
-
 def test_auto_may_take_jit_on_cores_made_devices(config, tmp_path, monkeypatch):
   monkeypatch.setattr(parallel, "CPU_JIT_MIN_FLOPS_PER_DEVICE", 1.0)  # Any model is "wide".
   config.train.update(parallel="auto", num_steps=2, eval_every=2, log_every=1)
@@ -108,18 +70,6 @@ def test_auto_may_take_jit_on_cores_made_devices(config, tmp_path, monkeypatch):
   info = json.loads((tmp_path / "run.json").read_text())
   assert info["parallel"] == "jit" and "GFLOP per core" in info["parallel_reason"]
   assert info["device_count"] == 8
-
-
-@pytest.mark.parametrize(
-  "mesh, match",
-  [
-    ({"data": 3, "fsdp": -1}, "does not cover the 8"),
-    ({"data": -1, "fsdp": -1}, "at most one of them -1"),
-  ],
-)
-def test_bad_mesh_is_explained(mesh, match):
-  with pytest.raises(UserError, match=match):
-    parallel.make_plan("sharded", mesh)
 
 
 def test_grad_accumulation_equals_one_big_batch(config):
@@ -251,3 +201,33 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_exactly(config
     (r["step"], r["train_loss"]) for r in records.read_metrics(w) if "train_loss" in r
   ]
   assert losses(stopped) == losses(straight)  # Bit for bit.
+
+
+BF16_LOSS = """
+import json, sys, jax, jax.numpy as jnp, ml_collections
+from lm_jax import losses, models
+model = models.build_model(ml_collections.ConfigDict(dict(
+  name="gpt", num_layers=1, num_heads=2, d_model=32, max_len=16, dtype="bfloat16")), 23)
+tokens = jax.random.randint(jax.random.key(1), (4, 16), 0, 23)
+params = model.init(jax.random.key(0), tokens)["params"]
+def loss(p):
+  s, n = losses.cross_entropy_sums(model.apply({"params": p}, tokens[:, :-1]), tokens[:, 1:])
+  return s / n
+value, grads = jax.jit(jax.value_and_grad(loss))(params)
+norm = float(jnp.sqrt(sum((g.astype(jnp.float32) ** 2).sum() for g in jax.tree.leaves(grads))))
+print(json.dumps([float(value), norm]))
+"""
+
+
+@pytest.mark.skipif(not parallel.cpu_has_bf16(), reason="this CPU has no bfloat16 units")
+def test_cpu_bf16_flags_are_used_exactly_when_they_compile_a_model():
+  env = {**os.environ, "XLA_FLAGS": " ".join(parallel.CPU_BF16_FLAGS), "PYTHONPATH": ROOT}
+  run = lambda e: subprocess.run(
+    [sys.executable, "-c", BF16_LOSS], env=e, capture_output=True, text=True, timeout=300
+  )
+  fast = run(env)
+  assert (fast.returncode == 0) == parallel.CPU_BF16_FLAGS_COMPILE_MODELS, fast.stderr[-2000:]
+  if fast.returncode == 0:
+    plain = run({**env, "XLA_FLAGS": ""})
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    np.testing.assert_allclose(json.loads(fast.stdout), json.loads(plain.stdout), rtol=2e-2)

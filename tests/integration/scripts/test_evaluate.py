@@ -1,0 +1,12 @@
+"""scripts/evaluate.py on a trained run."""
+
+import json
+
+from integration.scripts.test_sample import script
+
+
+def test_evaluate_script_prints_json_alone(run_dir):
+  r = script("evaluate", "--workdir", str(run_dir), "--split", "test", "--parallel", "jit")
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.loads(r.stdout)
+  assert set(result) == {"split", "step", "loss", "perplexity", "bits_per_byte", "tokens", "bytes"}

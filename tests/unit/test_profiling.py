@@ -1,0 +1,18 @@
+"""Profiled steps checked, and the compilation cache's options."""
+
+import pytest
+
+from lm_jax import UserError, profiling
+
+
+@pytest.mark.parametrize("steps", [[5], [3, 2], [-1, 2], [1, 2, 3]])
+def test_bad_profile_steps_are_refused(steps):
+  with pytest.raises(UserError, match="train.profile_steps"):
+    profiling.check_profile_steps(steps)
+
+
+def test_compilation_cache_lies_beside_the_token_cache(config, token_cache):
+  options = profiling.compilation_cache_options(config)
+  assert options["jax_compilation_cache_dir"] == str(token_cache / "jax_cache")
+  config.train.compilation_cache = False
+  assert profiling.compilation_cache_options(config) == {}
