@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 
@@ -19,8 +20,7 @@ def load_run(workdir: str, step: int | None = None):
 
   Returns (config, model, tokenizer, TrainState on one device, step).
   """
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    raise UserError(f"{workdir} holds no training run (no config.json): check --workdir.")
+  check_run(workdir)
   config = config_lib.load(os.path.join(workdir, "config.json"))
   tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
   model = models.build_model(config.model, tokenizer.vocab_size)
@@ -57,6 +57,43 @@ def check_params_fit(params, abstract_params, source: str) -> None:
 
 def _is_run(path: str) -> bool:
   return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
+def check_run(workdir: str, what: str = "--workdir") -> None:
+  """Refuses a path that holds no training run, naming what it holds instead."""
+  if os.path.isdir(workdir) and os.path.exists(os.path.join(workdir, "config.json")):
+    if _is_run(workdir) or not _is_hf_dir(workdir):
+      return
+    raise UserError(
+      f"{what} {workdir} is a Hugging Face model directory, not a training run: import it "
+      f"first (scripts/import_hf.py --hf_dir {workdir} --workdir RUN) and pass RUN."
+    )
+  held = "is a file" if os.path.isfile(workdir) else "holds no training run (no config.json)"
+  if not os.path.exists(workdir):
+    held = "does not exist"
+  raise UserError(f"{what} {workdir} {held}: check {what}.")
+
+
+def _is_hf_dir(path: str) -> bool:
+  """A directory that save_pretrained wrote: its config.json names a model type."""
+  try:
+    with open(os.path.join(path, "config.json")) as f:
+      found = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(found, dict) and ("model_type" in found or "architectures" in found)
+
+
+def check_source(path: str, what: str) -> None:
+  """Refuses a path that is neither a run with a checkpoint nor a Hugging Face model directory."""
+  if _is_run(path) or _is_hf_dir(path):
+    return
+  if os.path.exists(os.path.join(path, "config.json")):
+    raise UserError(f"{what}={path!r} is a run with no checkpoint yet: train it first.")
+  raise UserError(
+    f"{what}={path!r} is neither a training run (a checkpoints/ folder) nor a Hugging Face "
+    "model directory (config.json and model.safetensors): check the path."
+  )
 
 
 def initial_params(path: str, model_config, abstract_params):

@@ -24,6 +24,9 @@ class TrainState:
   opt_state: Any
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  # The first step whose loss or gradients were not finite (0: none yet). The loop reads it
+  # with the metrics, so every step is watched without a device-to-host copy; not checkpointed.
+  diverged_at: Any = 0
 
 
 def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
@@ -34,6 +37,7 @@ def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
     opt_state=tx.init(params),
     apply_fn=model.apply,
     tx=tx,
+    diverged_at=jnp.array(0, jnp.int32),
   )
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from lm_jax import (
@@ -30,6 +29,7 @@ from lm_jax import (
   records,
   runs,
 )
+from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import batches
 
@@ -81,7 +81,14 @@ def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_acc
     "grad_norm": optax.tree.norm(grads),
     "update_norm": optax.tree.norm(updates),
   }
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  # Finite updates of finite parameters keep them finite: what a checkpoint may hold.
+  finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
+  diverged_at = jnp.where(finite | (state.diverged_at > 0), state.diverged_at, state.step + 1)
+  metrics["diverged_at"] = diverged_at
+  new_state = state.replace(
+    step=state.step + 1, params=params, opt_state=opt_state, diverged_at=diverged_at
+  )
+  return new_state, metrics
 
 
 class Preempted(Exception):
@@ -137,8 +144,29 @@ class _Run(Setup):
   harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
 
 
+def check_config(config) -> None:
+  """Refuses a config training cannot use, before anything is read, tokenized or compiled."""
+  c, d = config.train, config.data
+  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    config_lib.check_int(f"train.{key}", c[key], 1)
+  config_lib.check_int("train.grad_accum_steps", c.grad_accum_steps, 1)
+  config_lib.check_bool("train.keep_best", c.keep_best)
+  config_lib.check_bool("train.compilation_cache", c.get("compilation_cache", True))
+  config_lib.check_int("seed", config.seed, 0, 2**63 - 1)
+  config_lib.check_int("data.seq_len", d.seq_len, 1)
+  config_lib.check_int("data.prefetch", d.prefetch, 1)
+  config_lib.check_choice("data.order", d.order, batches.ORDERS)
+  profiling.check_profile_steps(c.get("profile_steps"))
+  parallel.check_config(c, config.mesh)
+  models.check_config(config.model)
+  optim.check_config(config.optim)
+  if c.get("init_from"):
+    runs.check_source(c.init_from, "train.init_from")
+
+
 def setup(config, vocab_size: int) -> Setup:
   """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
+  check_config(config)
   c, seq_len = config.train, config.data.seq_len
   model = models.build_model(config.model, vocab_size)
   requested_attention = config.model.get("attention")
@@ -183,6 +211,7 @@ def setup(config, vocab_size: int) -> Setup:
 
 def _setup(config, workdir: str) -> _Run:
   """Data first (it gives the vocabulary), then `setup`."""
+  check_config(config)
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
@@ -250,12 +279,17 @@ class _Meter:
     }
 
 
-def _check_finite(metrics: dict, step: int) -> None:
-  if not np.isfinite(metrics["train_loss"]):
+def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
+  """Stops a run whose loss, gradients or updates stopped being finite, before it saves."""
+  first = int(metrics.pop("diverged_at"))
+  if first:
+    kept = max(ckpt.steps(), default=None)
     raise UserError(
-      f"the training loss became {metrics['train_loss']} by step {step}; "
-      "nothing past the last checkpoint was saved: lower "
-      "optim.learning_rate or set optim.grad_clip."
+      f"the run diverged: its loss, gradients or updates were not finite at step {first} "
+      f"(seen at step {step}); its newest checkpoint ({kept if kept is not None else 'none'}) "
+      "is intact and nothing later was saved: lower optim.learning_rate (or raise "
+      "optim.warmup_steps, set optim.grad_clip) and run again, here with "
+      "--override=optim.learning_rate or in a new --workdir."
     )
 
 
@@ -338,9 +372,9 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         stop = parallel.any_process(bool(received))
         do_save = done % c.checkpoint_every == 0 or last or stop
         do_eval = done % c.eval_every == 0 or last or (do_save and c.keep_best)
-        if done % c.log_every == 0 or do_save:
+        if done % c.log_every == 0 or do_save or do_eval:
           metrics = plan.to_host(metrics)
-          _check_finite(metrics, done)
+          _check_finite(metrics, done, ckpt)
           rates = meter.read(done, prefetcher)
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})

@@ -118,7 +118,7 @@ def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys
         f.truncate(3)
   *_, state, step = runs.load_run(workdir)
   assert step == 4 and int(state.step) == 4
-  assert "checkpoint(s) 6" in capsys.readouterr().err
+  assert "checkpoint 6 in" in capsys.readouterr().err
   assert sorted(os.listdir(ckpt_dir))[:3] == ["2", "4", "6"]  # Read-only: nothing moved.
 
 
@@ -182,7 +182,7 @@ def test_damaged_newest_is_moved_aside_and_the_run_finishes(config, tmp_path, ca
   capsys.readouterr()
   train.train_and_evaluate(config, workdir)
   err = capsys.readouterr().err
-  assert "checkpoint(s) 6" in err and "resuming from step 4" in err
+  assert "checkpoint 6 in" in err and "resuming from step 4" in err
   assert "moved damaged checkpoint 6 aside" in err
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6", "6.damaged"]
   assert runs.load_run(workdir)[4] == 6
