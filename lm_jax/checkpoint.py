@@ -17,8 +17,6 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lm_jax import UserError, console, parallel
 
-_HANDLERS = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-
 
 def _error_line(e: BaseException) -> str:
   """'Type: first line' of the error a failure started from (Orbax wraps TensorStore's)."""
@@ -85,7 +83,10 @@ class Checkpointer:
       create=not read_only,
       read_only=read_only,
     )
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_HANDLERS)
+    # Made here, not at import: a handler starts JAX's backend, which must wait for the
+    # multi-host set-up and the CPU device count (cli.start_backend).
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())

@@ -32,15 +32,18 @@ MODES = ("auto", "jit", "pmap", "sharded")
 MESH_AXES = ("data", "fsdp")
 
 
-def check_config(train_config, mesh_config) -> None:
-  """Refuses a train.parallel, batch split or config.mesh that cannot run, before data is read."""
+def check_config(train_config, mesh_config, devices: bool = True) -> None:
+  """Refuses a train.parallel, batch split or config.mesh that cannot run, before data is read;
+  with `devices`, also a batch or mesh that does not fit this host's devices."""
   c = train_config
   config_lib.check_choice("train.parallel", c.parallel, MODES)
   config_lib.check_int("train.batch_size", c.batch_size, 1)
   config_lib.check_int("train.eval_batch_size", c.eval_batch_size, 0)
+  for axis in MESH_AXES:
+    config_lib.check_int(f"mesh.{axis}", mesh_config[axis], -1)
+  if not devices:
+    return
   if c.parallel == "sharded":
-    for axis in MESH_AXES:
-      config_lib.check_int(f"mesh.{axis}", mesh_config[axis], -1)
     make_mesh(mesh_config)
   if c.parallel in ("pmap", "sharded"):  # 'auto' picks a device count that divides them.
     Plan(c.parallel).check_batch(c.batch_size)

@@ -18,6 +18,7 @@ import optax
 from lm_jax import (
   UserError,
   checkpoint,
+  checks,
   console,
   data,
   evaluate,
@@ -29,7 +30,6 @@ from lm_jax import (
   records,
   runs,
 )
-from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import batches
 
@@ -144,29 +144,9 @@ class _Run(Setup):
   harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
 
 
-def check_config(config) -> None:
-  """Refuses a config training cannot use, before anything is read, tokenized or compiled."""
-  c, d = config.train, config.data
-  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-    config_lib.check_int(f"train.{key}", c[key], 1)
-  config_lib.check_int("train.grad_accum_steps", c.grad_accum_steps, 1)
-  config_lib.check_bool("train.keep_best", c.keep_best)
-  config_lib.check_bool("train.compilation_cache", c.get("compilation_cache", True))
-  config_lib.check_int("seed", config.seed, 0, 2**63 - 1)
-  config_lib.check_int("data.seq_len", d.seq_len, 1)
-  config_lib.check_int("data.prefetch", d.prefetch, 1)
-  config_lib.check_choice("data.order", d.order, batches.ORDERS)
-  profiling.check_profile_steps(c.get("profile_steps"))
-  parallel.check_config(c, config.mesh)
-  models.check_config(config.model)
-  optim.check_config(config.optim)
-  if c.get("init_from"):
-    runs.check_source(c.init_from, "train.init_from")
-
-
 def setup(config, vocab_size: int) -> Setup:
   """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
-  check_config(config)
+  checks.check_config(config)
   c, seq_len = config.train, config.data.seq_len
   model = models.build_model(config.model, vocab_size)
   requested_attention = config.model.get("attention")
@@ -211,7 +191,7 @@ def setup(config, vocab_size: int) -> Setup:
 
 def _setup(config, workdir: str) -> _Run:
   """Data first (it gives the vocabulary), then `setup`."""
-  check_config(config)
+  checks.check_config(config)
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from lm_jax import UserError, records
+from lm_jax import UserError, checks, records
 from lm_jax import config as config_lib
 
 SWEEP_FILE = "sweep.json"
@@ -98,9 +98,9 @@ def expand(
 ) -> list[Run]:
   """Every config x grid combination x seed, named by the config (if several), values and seed.
 
-  Each run's config is built here, so a key that a config lacks (the Llama
-  model has no `use_bias`) is refused before anything starts. Without
-  `seeds`, each config's own seed is used.
+  Each run's config is built and checked here, so a key that a config lacks
+  (the Llama model has no `use_bias`) or a value out of range is refused before
+  anything starts. Without `seeds`, each config's own seed is used.
   """
   clash = sorted(set(grid) & set(overrides))
   if clash or "seed" in overrides:
@@ -120,13 +120,17 @@ def expand(
         swept = dict(zip(grid, values))
         run_overrides = {**overrides, **swept, "seed": str(seed)}
         try:
-          config_lib.override(base, run_overrides)
+          config = config_lib.override(base, run_overrides)
         except UserError as e:
           raise UserError(f"{spec} cannot take this sweep's keys: {e}") from e
         parts = ([labels[spec]] if len(specs) > 1 else []) + [
           f"{short[k]}={v}" for k, v in swept.items()
         ]
         name = _UNSAFE.sub("_", "-".join([*parts, f"seed={seed}"]))
+        try:  # Every run's values, before any starts (the devices are the runs' own).
+          checks.check_config(config, devices=False)
+        except UserError as e:
+          raise UserError(f"run {name} of this sweep cannot start: {e}") from e
         runs.append(Run(name, spec, run_overrides, os.path.join(root, name)))
   names = [r.name for r in runs]
   if len(set(names)) < len(names):
