@@ -1,13 +1,13 @@
 """A config checked before anything runs: each key's type and range, refused with the fix.
 
 The keys the training loop reads are checked here; each other part checks its own keys where
-it reads them (config.model in the model, config.optim in optim.py, train.parallel and
-config.mesh in parallel.py), and `check_config` calls them all. Nothing here reads data,
-compiles or starts a backend unless `devices` asks for the device count.
+it reads them (config.data in the data package, config.model in the model, config.optim in
+optim.py, train.parallel and config.mesh in parallel.py), and `check_config` calls them all.
+Nothing here reads data, compiles, or starts a backend unless `devices` asks for the devices.
 """
 
 from lm_jax import config as config_lib
-from lm_jax import models, optim, parallel, profiling, runs
+from lm_jax import data, models, optim, parallel, profiling, runs
 from lm_jax.data import batches
 
 
@@ -30,6 +30,7 @@ def check_config(config, devices: bool = True) -> None:
   config_lib.check_choice("data.order", d.order, batches.ORDERS)
   profiling.check_profile_steps(c.get("profile_steps"))
   parallel.check_config(c, config.mesh, devices)
+  data.check_config(config.data)
   models.check_config(config.model)
   optim.check_config(config.optim)
   if c.get("init_from"):
