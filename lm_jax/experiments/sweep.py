@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from lm_jax import UserError, checks, records
+from lm_jax import UserError, records
 from lm_jax import config as config_lib
 
 SWEEP_FILE = "sweep.json"
@@ -110,6 +110,8 @@ def expand(
     )
   if len(set(specs)) < len(specs):
     raise UserError(f"--config {','.join(specs)} names a config twice: give each once.")
+  from lm_jax import checks  # pylint: disable=g-import-not-at-top  (JAX, only for sweeps)
+
   short = _shortest_suffixes(list(grid))
   labels = _config_labels(specs)
   runs = []
