@@ -6,8 +6,8 @@ optim.py, train.parallel and config.mesh in parallel.py), and `check_config` cal
 Nothing here reads data, compiles, or starts a backend unless `devices` asks for the devices.
 """
 
+from lm_jax import UserError, data, models, optim, parallel, profiling, runs
 from lm_jax import config as config_lib
-from lm_jax import data, models, optim, parallel, profiling, runs
 from lm_jax.data import batches
 
 
@@ -17,6 +17,17 @@ def check_config(config, devices: bool = True) -> None:
   With `devices`, also that the batch splits over this host's devices and the mesh covers
   them (that starts JAX's backend; a sweep launching runs elsewhere passes False).
   """
+  try:
+    _check(config, devices)
+  except (AttributeError, KeyError) as e:  # ConfigDict's words for a key it lacks.
+    key = str(e.args[0] if e.args else e).strip("'\"")
+    raise UserError(
+      f"the config has no key {key!r} that training reads: start it from "
+      "configs/shakespeare_char_gpt_cpu.py, where every key has a comment, and change what differs."
+    ) from e
+
+
+def _check(config, devices: bool) -> None:
   c, d = config.train, config.data
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     config_lib.check_int(f"train.{key}", c[key], 1)

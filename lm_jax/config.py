@@ -22,18 +22,22 @@ def load(spec: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise UserError(f"no config file at {path}: check --config.")
   if os.path.isdir(path):
-    raise UserError(f"--config {path} is a directory: name a config file, e.g. {_example(path)}.")
+    raise UserError(f"--config {path} is a directory: name a config file in it ({_files(path)}).")
   if path.endswith(".json"):
     try:
       with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-    except (ValueError, TypeError) as e:  # Not JSON, or JSON that is not an object.
-      raise UserError(
-        f"{path} is not a JSON config object ({e}): fix it or pass a .py config."
-      ) from e
+        config = json.load(f)
+    except ValueError as e:
+      raise UserError(f"{path} is not a JSON config ({e}): fix it or pass a .py config.") from e
+    if not isinstance(config, dict):
+      raise UserError(f"{path} holds a JSON {type(config).__name__}, not a config object: fix it.")
+    return ml_collections.ConfigDict(config)
   module_spec = importlib.util.spec_from_file_location("lm_jax_user_config", path)
   if module_spec is None or not path.endswith(".py"):
-    raise UserError(f"--config {path} is not a .py or .json config file: e.g. {_example()}.")
+    raise UserError(
+      f"--config {path} is not a .py or .json config file: name one, e.g. "
+      "configs/shakespeare_char_gpt_cpu.py."
+    )
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
@@ -52,19 +56,24 @@ def load(spec: str) -> ml_collections.ConfigDict:
     raise
   except Exception as e:  # pylint: disable=broad-except  (the config file is the user's code)
     raise UserError(f"{spec} failed: {_where(e, path)}: fix the config file.") from e
+  if not isinstance(config, dict | ml_collections.ConfigDict):
+    raise UserError(f"{path}: get_config() returned a {type(config).__name__}, not a ConfigDict.")
   return ml_collections.ConfigDict(config)
 
 
-def _example(directory: str = "configs") -> str:
-  """A config file to name in a message: the first in `directory`, else the base config."""
-  names = os.listdir(directory) if os.path.isdir(directory) else []
+def _files(directory: str) -> str:
+  """The config files in `directory`, a few of them, for a message."""
+  names = os.listdir(directory)
   found = sorted(f for f in names if f.endswith((".py", ".json")) and not f.startswith("_"))
-  return os.path.join(directory, found[0]) if found else "configs/shakespeare_char_gpt_cpu.py"
+  shown = ", ".join(os.path.join(directory, f) for f in found[:4])
+  return (shown + (", ..." if len(found) > 4 else "")) or "it holds none"
 
 
 def _where(e: Exception, path: str) -> str:
   """'Type: message (line N)' of an error raised by the code of the file at `path`."""
-  line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+  if isinstance(e, SyntaxError):
+    return f"{type(e).__name__}: {e.msg} (line {e.lineno})"
+  line = None
   for frame in traceback.extract_tb(e.__traceback__):
     if os.path.abspath(frame.filename) == os.path.abspath(path):
       line = frame.lineno
@@ -116,7 +125,7 @@ def override(config, overrides: dict[str, str]) -> ml_collections.ConfigDict:
   for key, text in overrides.items():
     if key not in valid:
       section = [k for k in valid if k.split(".")[0] == key.split(".")[0]] or valid
-      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.75)
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.8)
       hint = (
         f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(section)}."
       )
@@ -175,6 +184,11 @@ def for_workdir(
       raise UserError(f"{workdir} holds no run to resume: pass --config CONFIG.py to start one.")
     return override(load(spec), overrides)
   stored = load(stored_path)
+  if not {"model", "data", "optim", "train"} <= set(stored.keys()):
+    raise UserError(
+      f"{workdir} holds a config.json that is not a training run's (a Hugging Face model "
+      "directory?): import one with scripts/import_hf.py, or pass another --workdir."
+    )
   config = override(load(spec) if spec else stored, overrides)
   changed = [k for k in differences(stored, config) if k not in may_change]
   if changed:

@@ -113,6 +113,16 @@ def initial_params(path: str, model_config, abstract_params):
   return params
 
 
+def make_workdir(workdir: str, what: str = "--workdir") -> None:
+  """Creates a run's directory; a path that is a file or cannot be written is refused."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"{what} {workdir} is a file, not a directory: pass a directory.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create {what} {workdir} ({e.strerror}): pick a writable one.") from e
+
+
 @contextlib.contextmanager
 def lock_workdir(workdir: str):
   """Holds WORKDIR/lock for the life of a trainer; a second trainer is refused at once.
@@ -125,7 +135,13 @@ def lock_workdir(workdir: str):
     yield
     return
   path = os.path.join(workdir, "lock")
-  with open(path, "a+") as f:
+  try:
+    f = open(path, "a+")  # Closed by the `with` below.
+  except OSError as e:
+    raise UserError(
+      f"cannot write in --workdir {workdir} ({e.strerror}): pick a writable one."
+    ) from e
+  with f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -264,10 +264,14 @@ def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> No
   first = int(metrics.pop("diverged_at"))
   if first:
     kept = max(ckpt.steps(), default=None)
+    saved = (
+      "no checkpoint was saved"
+      if kept is None
+      else (f"its newest checkpoint, step {kept}, is intact and nothing later was saved")
+    )
     raise UserError(
       f"the run diverged: its loss, gradients or updates were not finite at step {first} "
-      f"(seen at step {step}); its newest checkpoint ({kept if kept is not None else 'none'}) "
-      "is intact and nothing later was saved: lower optim.learning_rate (or raise "
+      f"(seen at step {step}); {saved}: lower optim.learning_rate (or raise "
       "optim.warmup_steps, set optim.grad_clip) and run again, here with "
       "--override=optim.learning_rate or in a new --workdir."
     )
@@ -390,7 +394,7 @@ def train_and_evaluate(config, workdir: str):
 
   Returns (final state, final validation metrics).
   """
-  os.makedirs(workdir, exist_ok=True)
+  runs.make_workdir(workdir)
   with runs.lock_workdir(workdir):
     run = _setup(config, workdir)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, config.train.keep_best)

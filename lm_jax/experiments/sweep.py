@@ -282,6 +282,8 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
   say = lambda text: print(text, file=out, flush=True)
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
   shares = device_shares(jobs, cores, visible_gpus() if jobs > 1 else [])
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise UserError(f"--root {root} is a file, not a directory: pass a directory for the sweep.")
   os.makedirs(root, exist_ok=True)
   ledger = _Records(root, runs)
   todo = []
