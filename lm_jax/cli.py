@@ -2,8 +2,8 @@
 
 A script defines its flags, then calls `cli.run(main)`; `main` catches nothing: a UserError
 ends the script with one `error: ...` line on stderr and exit status 1, no traceback. This
-module imports only absl, so `--help` stays fast; scripts import JAX and the rest of lm_jax
-inside `main`.
+module imports only absl and the console, so `--help` stays fast; scripts import JAX and the
+rest of lm_jax inside `main`.
 """
 
 import sys

@@ -78,6 +78,7 @@ _TYPE_CHECKS = {
   bool: config_lib.check_bool,
   str: config_lib.check_str,
 }
+_TYPE_CHECKS.update({t.__name__: check for t, check in list(_TYPE_CHECKS.items())})  # Postponed.
 
 
 def check_config(model_config) -> None:

@@ -3,9 +3,11 @@ one `error:` line, a non-zero exit and no traceback, and changes nothing on disk
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -48,10 +50,27 @@ def trained(tmp_path_factory):
     config.data.text_files[split] = str(root / f"{split}.txt")
   config.data.update(dataset="text", cache_dir=str(root / "cache"), seq_len=16)
   config.model.update(d_model=16, max_len=16)
-  config.train.update(batch_size=8, num_steps=2, eval_every=2, checkpoint_every=2, parallel="jit")
+  config.train.update(batch_size=8, num_steps=4, eval_every=4, checkpoint_every=2, parallel="jit")
   train.train_and_evaluate(config, str(root / "run"))
   (root / "file").write_text("not a directory\n")
   return {"run": str(root / "run"), "file": str(root / "file"), "root": str(root)}
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_by_a_script_without_tracebacks(trained, tmp_path):
+  copy = str(tmp_path / "run")
+  shutil.copytree(trained["run"], copy)
+  data = glob.glob(os.path.join(copy, "checkpoints", "4", "state", "ocdbt.process_0", "d", "*"))
+  for path in data:  # Random bytes over every array file, as a disk returning garbage.
+    with open(path, "r+b") as f:
+      f.write(np.random.default_rng(0).bytes(os.path.getsize(path)))
+  before = snapshot(copy)
+  r = script("scripts/evaluate.py", "--workdir", copy)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert '"step": 2' in r.stdout
+  assert "checkpoint 4 in" in r.stderr and "using step 2; nothing moved (read-only)" in r.stderr
+  assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-3000:]
+  after = snapshot(copy)
+  assert {k: v for k, v in after.items() if "eval_validation" not in k} == before
 
 
 def snapshot(path):

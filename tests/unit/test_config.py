@@ -112,3 +112,9 @@ def test_value_checks_accept_what_is_in_range():
   config_lib.check_bool("k", False)
   config_lib.check_choice("k", "a", ("a",))
   config_lib.check_str("k", "")
+
+
+def test_resuming_a_folder_that_holds_another_kind_of_config_json_is_refused(tmp_path):
+  (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2}')
+  with pytest.raises(UserError, match=r"holds a config.json that is not a training run's"):
+    config_lib.for_workdir(str(tmp_path), None, {}, [])
