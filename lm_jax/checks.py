@@ -35,6 +35,10 @@ def _check(config, devices: bool) -> None:
   config_lib.check_bool("train.keep_best", c.keep_best)
   config_lib.check_bool("train.compilation_cache", c.get("compilation_cache", True))
   config_lib.check_str("train.init_from", c.get("init_from", ""))
+  config_lib.check_str("train.eval_tasks", c.get("eval_tasks", ""))  # The harness's keys.
+  config_lib.check_int("train.eval_tasks_every", c.get("eval_tasks_every", 1), 1)
+  config_lib.check_int("train.eval_tasks_limit", c.get("eval_tasks_limit", 0), 0)
+  config_lib.check_str("train.eval_tasks_include_path", c.get("eval_tasks_include_path", ""))
   config_lib.check_int("seed", config.seed, 0, 2**63 - 1)
   config_lib.check_int("data.seq_len", d.seq_len, 1)
   config_lib.check_int("data.prefetch", d.prefetch, 1)

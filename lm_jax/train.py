@@ -349,6 +349,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         last = done == c.num_steps
         # Harness tasks before `stop` is read: a signal during them stops the run at this step.
         if run.harness is not None and run.harness.due(done, last):
+          _check_finite(plan.to_host(metrics), done, ckpt)  # Never a diverged state.
           found = run.harness.evaluate(state.params, writer, done)
           line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
           progress.write(f"step {done}: {line}")

@@ -22,6 +22,8 @@ OUT_OF_RANGE = [
   ("train.keep_checkpoints", "0", "an integer >= 1"),
   ("train.grad_accum_steps", "0", "an integer >= 1"),
   ("train.eval_batch_size", "-1", "an integer >= 0"),
+  ("train.eval_tasks_every", "0", "an integer >= 1"),
+  ("train.eval_tasks_limit", "-1", "an integer >= 0"),
   ("train.parallel", "tpu", "one of \\['auto', 'jit', 'pmap', 'sharded'\\]"),
   ("data.seq_len", "0", "an integer >= 1"),
   ("data.prefetch", "0", "an integer >= 1"),
