@@ -24,8 +24,9 @@ class TrainState:
   opt_state: Any
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  # The first step whose loss or gradients were not finite (0: none yet). The loop reads it
-  # with the metrics, so every step is watched without a device-to-host copy; not checkpointed.
+  # The first step whose loss, gradients or update were not finite (0: none yet). The loop
+  # reads it with the metrics, so every step is watched without a device-to-host copy of its
+  # own; not checkpointed.
   diverged_at: Any = 0
 
 

@@ -264,11 +264,9 @@ def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> No
   first = int(metrics.pop("diverged_at"))
   if first:
     kept = max(ckpt.steps(), default=None)
-    saved = (
-      "no checkpoint was saved"
-      if kept is None
-      else (f"its newest checkpoint, step {kept}, is intact and nothing later was saved")
-    )
+    saved = f"its newest checkpoint, step {kept}, is intact and nothing later was saved"
+    if kept is None:
+      saved = "no checkpoint was saved"
     raise UserError(
       f"the run diverged: its loss, gradients or updates were not finite at step {first} "
       f"(seen at step {step}); {saved}: lower optim.learning_rate (or raise "
