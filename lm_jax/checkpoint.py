@@ -8,7 +8,6 @@ that looks finished.
 """
 
 import glob
-import json
 import os
 import shutil
 import sys
@@ -18,25 +17,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from lm_jax import UserError, console
-
-_HANDLERS = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-# What a damaged checkpoint raises on restore (storage errors arrive as ValueError).
-# What restoring a partial or corrupted write raises: tensorstore's status codes for missing or
-# undecodable data, unparsable JSON metadata, an item directory that is gone.
-_DAMAGE_CODES = ("DATA_LOSS", "NOT_FOUND", "OUT_OF_RANGE")
+from lm_jax import UserError, console, parallel
 
 
-def _is_damage(e: Exception) -> bool:
-  if isinstance(e, (FileNotFoundError, json.JSONDecodeError, EOFError)):
-    return True
-  if isinstance(e, KeyError):
-    return "Unknown key" in str(e)
-  return isinstance(e, ValueError) and str(e).startswith(_DAMAGE_CODES)
-
-
-def _first_line(e: Exception) -> str:
-  return (str(e).strip().splitlines() or [""])[0][:200]
+def _error_line(e: BaseException) -> str:
+  """'Type: first line' of the error a failure started from (Orbax wraps TensorStore's)."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  line = (str(e).strip().splitlines() or [""])[0].split(" [tensorstore_spec=")[0]
+  return f"{type(e).__name__}: {line[:240]}"
 
 
 def _val_loss(metrics):
@@ -81,7 +70,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, keep_best: bool = False, read_only: bool = False):
     console.quiet_package("absl", "orbax")  # It logs errors for damage this class reports.
-    console.quiet_closed_event_loop()
+    console.quiet_abandoned_reads()
     self.read_only = read_only
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     policies = [pp.LatestN(n=keep)]
@@ -96,7 +85,10 @@ class Checkpointer:
       create=not read_only,
       read_only=read_only,
     )
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_HANDLERS)
+    # Made here, not at import: a handler starts JAX's backend, which must wait for the
+    # multi-host set-up and the CPU device count (cli.start_backend).
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -111,7 +103,13 @@ class Checkpointer:
 
   def check_fits(self, step: int, target) -> None:
     """Refuses a checkpoint whose tree or shapes differ from `target`'s."""
-    lines = mismatch(self.manager.item_metadata(step).state.tree, target, "checkpoint")
+    try:
+      stored = self.manager.item_metadata(step).state
+    except KeyError:  # A step directory without a state item.
+      stored = None
+    if stored is None:
+      raise FileNotFoundError(f"no readable metadata in {self.directory}/{step}/state")
+    lines = mismatch(stored.tree, target, "checkpoint")
     if lines:
       raise UserError(
         f"checkpoint {step} in {self.directory} does not fit the model of this "
@@ -119,52 +117,73 @@ class Checkpointer:
         "Use the config the run was trained with, or a new --workdir."
       )
 
+  def _restore_step(self, step: int, target):
+    self.check_fits(step, target)
+    abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
+    )
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    r = self.manager.restore(step, args=args)
+    return r.state, r.meta
+
   def restore(self, target, step: int | None = None):
     """Restores (step, state, meta) onto `target`'s shapes and shardings.
 
-    Without `step`, takes the newest checkpoint; when it is damaged (a partial
-    or corrupted write) and an older one restores, that one is used, with a
-    warning naming the skipped steps, and a trainer moves the damaged ones
-    aside (`<step>.damaged`) so that it can save those steps again. When no
-    checkpoint restores, or one fails for any other reason, it raises a
-    UserError and changes nothing on disk. Returns None when there is none.
+    Without `step`, the newest checkpoint that restores. A step that fails while
+    an older step of the same run restores, with the same code and config, is
+    damaged, whatever the error (a cut-short write, a disk that lost a file):
+    it is skipped with a warning naming it and its error, and a trainer moves it
+    aside (`<step>.damaged`, never deleted) so that it can save that step again.
+    When no step restores, the cause is not one step's files (a config that does
+    not fit: its own message; an Orbax that reads none; every step damaged): a
+    UserError lists each step tried, and nothing on disk changes. Returns None
+    when there is no checkpoint. All processes take the same step.
     """
-    steps = [step] if step is not None else self.steps()[::-1]
-    damaged = []
-    for s in steps:
+    steps = self.steps()
+    if step is not None and step not in steps:
+      raise UserError(
+        f"{self.directory} holds no checkpoint {step} (it holds steps "
+        f"{', '.join(map(str, steps)) or 'none'}): pass one of them, or no step for the newest."
+      )
+    failed = []
+    for s in [step] if step is not None else steps[::-1]:
       try:
-        self.check_fits(s, target)
-        abstract = jax.tree_util.tree_map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
-        )
-        r = self.manager.restore(
-          s,
-          args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-          ),
-        )
-      except UserError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except  (sorted below; none passes silently)
-        damaged.append((s, e))
-        if _is_damage(e):
-          continue
-        raise self._refusal(damaged) from e
-      if damaged:
-        print(
-          f"warning: checkpoint(s) {', '.join(str(d) for d, _ in damaged)} in {self.directory} "
-          f"are damaged ({_first_line(damaged[0][1])}); resuming from step {s}.",
-          file=sys.stderr,
-        )
-        if not self.read_only:
-          self._set_aside([d for d, _ in damaged])
-      return s, r.state, r.meta
-    if damaged:
-      raise self._refusal(damaged)
+        state, meta = self._restore_step(s, target)
+        error = None
+      except Exception as e:  # pylint: disable=broad-except  (the rule above sorts them)
+        error = e
+      if parallel.any_process(error is not None):
+        failed.append((s, error or RuntimeError("it failed to restore on another process")))
+        continue
+      if failed:
+        self._skip(failed, s)
+      return s, state, meta
+    if failed:
+      raise self._refusal(failed)
     return None
 
-  def _refusal(self, failures) -> UserError:
-    tried = "\n".join(f"  step {s}: {type(e).__name__}: {_first_line(e)}" for s, e in failures)
+  def _skip(self, failed, good: int) -> None:
+    """Warns of the damaged steps newer than `good`; a trainer moves them aside."""
+    names = ", ".join(str(s) for s, _ in failed)
+    lines = "\n".join(f"  step {s}: {_error_line(e)}" for s, e in failed)
+    then = (
+      f"using step {good}; nothing moved (read-only)"
+      if self.read_only
+      else (f"resuming from step {good}")
+    )
+    print(
+      f"warning: checkpoint {names} in {self.directory} is damaged: it fails to restore while "
+      f"step {good} restores; {then}:\n{lines}",
+      file=sys.stderr,
+    )
+    if not self.read_only:
+      self._set_aside([s for s, _ in failed])
+
+  def _refusal(self, failed) -> UserError:
+    misfit = next((e for _, e in failed if isinstance(e, UserError)), None)
+    if misfit is not None:  # The config, not the files: its own message.
+      return misfit
+    tried = "\n".join(f"  step {s}: {_error_line(e)}" for s, e in failed)
     return UserError(
       f"no checkpoint in {self.directory} could be restored:\n{tried}\n"
       "Nothing in the run's directory was changed: fix the cause (a damaged or unreachable "
@@ -190,7 +209,7 @@ class Checkpointer:
   def _save_failed(self, step: int | None, e: Exception) -> UserError:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
     return UserError(
-      f"could not write {what} to {self.directory} ({type(e).__name__}: {_first_line(e)}): "
+      f"could not write {what} to {self.directory} ({_error_line(e)}): "
       "free disk space or fix its permissions, then run the same command to resume from "
       "the last checkpoint written, which is intact."
     )
@@ -225,7 +244,7 @@ def save_frozen(workdir: str, tree) -> None:
     except Exception as e:  # pylint: disable=broad-except  (disk full, permissions)
       raise UserError(
         f"could not write the frozen parameters to {path} ({type(e).__name__}: "
-        f"{_first_line(e)}): free disk space or fix its permissions, then run the same command."
+        f"{_error_line(e)}): free disk space or fix its permissions, then run the same command."
       ) from e
 
 
@@ -250,5 +269,5 @@ def restore_frozen(workdir: str, target):
     except Exception as e:  # pylint: disable=broad-except  (damage: reported, nothing changed)
       raise UserError(
         f"could not read the frozen parameters in {path} ({type(e).__name__}: "
-        f"{_first_line(e)}): the copy is damaged; start the run again in a new --workdir."
+        f"{_error_line(e)}): the copy is damaged; start the run again in a new --workdir."
       ) from e

@@ -98,23 +98,26 @@ def quiet_package(logger_name: str, package: str, level: int = logging.CRITICAL)
   logger.addFilter(_DropBelow(package, level))
 
 
-def quiet_closed_event_loop() -> None:
-  """Drops 'Event loop is closed' reports that late I/O callbacks raise at exit (once).
+def quiet_abandoned_reads() -> None:
+  """Drops the reports that reads abandoned by a failed restore leave at exit (once).
 
-  Orbax reads arrays through asyncio; when a restore fails, callbacks of the
-  reads still in flight fire after its event loop closed, and Python prints
-  each as an ignored exception, a page of tracebacks for an error lm_jax
-  has already reported. Everything else reaches the previous hook.
+  Orbax reads arrays through asyncio; when a restore fails, the reads still in
+  flight are closed unfinished (Orbax's reader turns that GeneratorExit into an
+  error of its own) or fire callbacks after their event loop closed, and Python
+  prints each as an ignored exception: a page of tracebacks for a failure that
+  lm_jax has already reported. Everything else reaches the previous hook.
   """
   previous = sys.unraisablehook
-  if verbose() or getattr(previous, "drops_closed_loop", False):
+  if verbose() or getattr(previous, "drops_abandoned_reads", False):
     return
 
   def hook(unraisable):
     e = unraisable.exc_value
     if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
       return
+    if isinstance(getattr(e, "__cause__", None), GeneratorExit):
+      return
     previous(unraisable)
 
-  hook.drops_closed_loop = True
+  hook.drops_abandoned_reads = True
   sys.unraisablehook = hook

@@ -83,9 +83,13 @@ def evaluate_run(
   document counts as a word, as in PyTorch's word_language_model) and a
   'note'; its bits_per_byte and bytes are None, since <unk> hides the text.
   """
-  config, _, tokenizer, state, step = runs.load_run(workdir, step)
   if split not in data.SPLITS:
     raise UserError(f"unknown split {split!r}: use one of {list(data.SPLITS)}.")
+  if parallel_mode not in ("", *parallel.MODES):
+    raise UserError(f"--parallel={parallel_mode}: use one of {list(parallel.MODES)}.")
+  if batch_size < 0:
+    raise UserError(f"--batch_size={batch_size}: give rows per batch, or 0 for the run's own.")
+  config, _, tokenizer, state, step = runs.load_run(workdir, step)
   _, tokens = data.prepare(config.data, workdir, is_writer=False)
   if split not in tokens:
     raise UserError(

@@ -6,6 +6,24 @@ import jax
 import optax
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
+
+NAMES = ("adam", "adamw")
+
+
+def check_config(optim_config) -> None:
+  """Refuses optimizer settings of the wrong type or range, before anything runs."""
+  c, key = optim_config, lambda k: f"optim.{k}"
+  config_lib.check_choice(key("name"), c.name, NAMES)
+  config_lib.check_number(key("learning_rate"), c.learning_rate, 0, above=True)
+  config_lib.check_number(key("min_learning_rate"), c.min_learning_rate, 0, c.learning_rate)
+  config_lib.check_int(key("warmup_steps"), c.warmup_steps, 0)
+  for k in ("b1", "b2"):
+    config_lib.check_number(key(k), c[k], 0, 1, below=True)
+  config_lib.check_number(key("eps"), c.eps, 0, above=True)
+  config_lib.check_number(key("weight_decay"), c.weight_decay, 0)
+  config_lib.check_bool(key("decay_embeddings"), c.decay_embeddings)
+  config_lib.check_number(key("grad_clip"), c.grad_clip, 0)
 
 
 def schedule(optim_config, num_steps: int) -> optax.Schedule:

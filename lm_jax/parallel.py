@@ -25,10 +25,29 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
 
 AXIS = "batch"
 MODES = ("auto", "jit", "pmap", "sharded")
 MESH_AXES = ("data", "fsdp")
+
+
+def check_config(train_config, mesh_config, devices: bool = True) -> None:
+  """Refuses a train.parallel, batch split or config.mesh that cannot run, before data is read;
+  with `devices`, also a batch or mesh that does not fit this host's devices."""
+  c = train_config
+  config_lib.check_choice("train.parallel", c.parallel, MODES)
+  config_lib.check_int("train.batch_size", c.batch_size, 1)
+  config_lib.check_int("train.eval_batch_size", c.eval_batch_size, 0)
+  for axis in MESH_AXES:
+    config_lib.check_int(f"mesh.{axis}", mesh_config[axis], -1)
+  if not devices:
+    return
+  if c.parallel == "sharded":
+    make_mesh(mesh_config)
+  if c.parallel in ("pmap", "sharded"):  # 'auto' picks a device count that divides them.
+    Plan(c.parallel).check_batch(c.batch_size)
+    Plan(c.parallel).check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
@@ -297,6 +316,9 @@ def prepare_cpu_backend(config, cpuinfo: str = "/proc/cpuinfo") -> None:
   the models with them (CPU_BF16_FLAGS_COMPILE_MODELS).
   """
   c = config.train
+  config_lib.check_choice("train.parallel", c.parallel, MODES)
+  config_lib.check_int("train.batch_size", c.batch_size, 1)
+  config_lib.check_int("train.eval_batch_size", c.eval_batch_size, 0)
   cpu_cores_as_devices(c.parallel, c.batch_size, c.eval_batch_size or c.batch_size)
   bf16 = config.model.get("dtype") == "bfloat16"
   if bf16 and CPU_BF16_FLAGS_COMPILE_MODELS and cpu_has_bf16(cpuinfo):

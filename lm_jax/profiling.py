@@ -10,10 +10,15 @@ from lm_jax import UserError
 
 def check_profile_steps(profile_steps) -> tuple[int, int] | None:
   """`train.profile_steps` as (first, last) step to trace, or None when empty."""
-  steps = list(profile_steps or ())
+  steps = list(profile_steps or ()) if isinstance(profile_steps, list | tuple) else profile_steps
   if not steps:
     return None
-  if len(steps) != 2 or not all(isinstance(s, int) for s in steps) or not 0 <= steps[0] <= steps[1]:
+  if (
+    not isinstance(steps, list)
+    or len(steps) != 2
+    or not all(isinstance(s, int) for s in steps)
+    or not 0 <= steps[0] <= steps[1]
+  ):
     raise UserError(
       f"train.profile_steps={steps} must be [first, last] steps with 0 <= first <= last "
       "(e.g. [100, 110]), or [] for no trace."

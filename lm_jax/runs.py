@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 
@@ -22,8 +23,7 @@ def load_run(workdir: str, step: int | None = None, merge: bool = True):
   (no optimizer state); with `merge=False`, the state as it trains (adapters and their
   optimizer state; the model's parameters in `frozen`).
   """
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    raise UserError(f"{workdir} holds no training run (no config.json): check --workdir.")
+  check_run(workdir)
   config = config_lib.load(os.path.join(workdir, "config.json"))
   tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
   model = models.build_model(config.model, tokenizer.vocab_size)
@@ -69,6 +69,43 @@ def is_run(path: str) -> bool:
   return os.path.isdir(os.path.join(path, "checkpoints"))
 
 
+def check_run(workdir: str, what: str = "--workdir") -> None:
+  """Refuses a path that holds no training run, naming what it holds instead."""
+  if os.path.isdir(workdir) and os.path.exists(os.path.join(workdir, "config.json")):
+    if is_run(workdir) or not _is_hf_dir(workdir):
+      return
+    raise UserError(
+      f"{what} {workdir} is a Hugging Face model directory, not a training run: import it "
+      f"first (scripts/import_hf.py --hf_dir {workdir} --workdir RUN) and pass RUN."
+    )
+  held = "is a file" if os.path.isfile(workdir) else "holds no training run (no config.json)"
+  if not os.path.exists(workdir):
+    held = "does not exist"
+  raise UserError(f"{what} {workdir} {held}: check {what}.")
+
+
+def _is_hf_dir(path: str) -> bool:
+  """A directory that save_pretrained wrote: its config.json names a model type."""
+  try:
+    with open(os.path.join(path, "config.json")) as f:
+      found = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(found, dict) and ("model_type" in found or "architectures" in found)
+
+
+def check_source(path: str, what: str) -> None:
+  """Refuses a path that is neither a run with a checkpoint nor a Hugging Face model directory."""
+  if is_run(path) or _is_hf_dir(path):
+    return
+  if os.path.exists(os.path.join(path, "config.json")):
+    raise UserError(f"{what}={path!r} is a run with no checkpoint yet: train it first.")
+  raise UserError(
+    f"{what}={path!r} is neither a training run (a checkpoints/ folder) nor a Hugging Face "
+    "model directory (config.json and model.safetensors): check the path."
+  )
+
+
 def initial_params(path: str, model_config, abstract_params):
   """The parameters train.init_from names: a run's newest checkpoint, or a Hugging Face model.
 
@@ -86,6 +123,16 @@ def initial_params(path: str, model_config, abstract_params):
   return params
 
 
+def make_workdir(workdir: str, what: str = "--workdir") -> None:
+  """Creates a run's directory; a path that is a file or cannot be written is refused."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"{what} {workdir} is a file, not a directory: pass a directory.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create {what} {workdir} ({e.strerror}): pick a writable one.") from e
+
+
 @contextlib.contextmanager
 def lock_workdir(workdir: str):
   """Holds WORKDIR/lock for the life of a trainer; a second trainer is refused at once.
@@ -98,7 +145,13 @@ def lock_workdir(workdir: str):
     yield
     return
   path = os.path.join(workdir, "lock")
-  with open(path, "a+") as f:
+  try:
+    f = open(path, "a+")  # Closed by the `with` below.
+  except OSError as e:
+    raise UserError(
+      f"cannot write in --workdir {workdir} ({e.strerror}): pick a writable one."
+    ) from e
+  with f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -7,6 +7,7 @@ each step.
 """
 
 import functools
+import math
 import sys
 
 import jax
@@ -19,12 +20,12 @@ from lm_jax import UserError
 def filter_logits(logits_BxV, temperature, top_k: int, top_p):
   """Scales by temperature, then keeps the top_k tokens and the top_p nucleus.
 
-  top_k=0 and top_p>=1 switch those filters off. The nucleus is the smallest
+  top_k=0 (or at least V) and top_p>=1 switch those filters off. The nucleus is the smallest
   set of most likely tokens whose probabilities sum to at least top_p.
   Excluded tokens get -inf.
   """
   logits_BxV = logits_BxV.astype(jnp.float32) / jnp.maximum(temperature, 1e-6)
-  if top_k > 0:
+  if 0 < top_k < logits_BxV.shape[-1]:
     kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
   sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
@@ -154,6 +155,40 @@ def _generate(
   )
 
 
+def check_settings(max_new_tokens: int, temperature, top_k: int, top_p) -> None:
+  """Refuses sampling settings outside their range, naming the flag to change."""
+  bad = [
+    (max_new_tokens < 1, f"--max_new_tokens={max_new_tokens}: draw at least 1 token"),
+    (
+      not temperature >= 0 or math.isinf(temperature),
+      f"--temperature={temperature}: use a "
+      "finite temperature >= 0 (0 is greedy, 1 samples the model's own distribution)",
+    ),
+    (top_k < 0, f"--top_k={top_k}: use 0 (every token) or a count >= 1"),
+    (not 0 < top_p <= 1, f"--top_p={top_p}: use a probability in (0, 1] (1 keeps every token)"),
+  ]
+  for is_bad, message in bad:
+    if is_bad:
+      raise UserError(f"{message}.")
+
+
+def read_prompts(prompt: str, prompt_file: str | None, num_samples: int) -> list[str]:
+  """The texts to continue: `prompt`, or each line of `prompt_file` (\\n escapes a newline),
+  each `num_samples` times; an empty one starts from a newline."""
+  if num_samples < 1:
+    raise UserError(f"--num_samples={num_samples}: draw at least 1 sample per prompt.")
+  texts = [prompt]
+  if prompt_file:
+    try:
+      with open(prompt_file) as f:
+        texts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+      raise UserError(f"cannot read --prompt_file {prompt_file} ({e}): check the path.") from e
+    if not texts:
+      raise UserError(f"--prompt_file {prompt_file} holds no prompt: write one per line.")
+  return [t or "\n" for t in texts for _ in range(num_samples)]
+
+
 def generate(
   model,
   params,
@@ -177,8 +212,9 @@ def generate(
   any number of new tokens can be drawn. Rows stop at `eos_id` (an id or a sequence; not
   returned). Each chunk is one jitted call, compiled once per shape.
   """
-  if max_new_tokens < 1:
-    raise UserError("max_new_tokens must be at least 1.")
+  check_settings(max_new_tokens, temperature, top_k, top_p)
+  if not prompts:
+    raise UserError("no prompt to continue: give at least one.")
   if any(len(p) == 0 for p in prompts):
     raise UserError("a prompt is empty: give at least one token.")
   prompts = [np.asarray(p, np.int32) for p in prompts]

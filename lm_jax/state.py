@@ -31,6 +31,11 @@ class TrainState:
     """What apply_fn takes, with `params` in place of the trained parameters."""
     return {"params": params} if self.frozen is None else {"params": params, "frozen": self.frozen}
 
+  # The first step whose loss, gradients or update were not finite (0: none yet). The loop
+  # reads it with the metrics, so every step is watched without a device-to-host copy of its
+  # own; not checkpointed.
+  diverged_at: Any = 0
+
 
 def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
   params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
@@ -40,6 +45,7 @@ def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
     opt_state=tx.init(params),
     apply_fn=model.apply,
     tx=tx,
+    diverged_at=jnp.array(0, jnp.int32),
   )
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from lm_jax import (
   UserError,
   checkpoint,
+  checks,
   console,
   data,
   evaluate,
@@ -82,7 +82,14 @@ def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_acc
     "grad_norm": optax.tree.norm(grads),
     "update_norm": optax.tree.norm(updates),
   }
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  # Finite updates of finite parameters keep them finite: what a checkpoint may hold.
+  finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
+  diverged_at = jnp.where(finite | (state.diverged_at > 0), state.diverged_at, state.step + 1)
+  metrics["diverged_at"] = diverged_at
+  new_state = state.replace(
+    step=state.step + 1, params=params, opt_state=opt_state, diverged_at=diverged_at
+  )
+  return new_state, metrics
 
 
 class Preempted(Exception):
@@ -140,6 +147,7 @@ class _Run(Setup):
 
 def setup(config, vocab_size: int) -> Setup:
   """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
+  checks.check_config(config)
   c, seq_len = config.train, config.data.seq_len
   model = models.build_model(config.model, vocab_size)
   requested_attention = config.model.get("attention")
@@ -184,6 +192,7 @@ def setup(config, vocab_size: int) -> Setup:
 
 def _setup(config, workdir: str) -> _Run:
   """Data first (it gives the vocabulary), then `setup`."""
+  checks.check_config(config)
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
@@ -256,12 +265,19 @@ class _Meter:
     }
 
 
-def _check_finite(metrics: dict, step: int) -> None:
-  if not np.isfinite(metrics["train_loss"]):
+def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
+  """Stops a run whose loss, gradients or updates stopped being finite, before it saves."""
+  first = int(metrics.pop("diverged_at"))
+  if first:
+    kept = max(ckpt.steps(), default=None)
+    saved = f"its newest checkpoint, step {kept}, is intact and nothing later was saved"
+    if kept is None:
+      saved = "no checkpoint was saved"
     raise UserError(
-      f"the training loss became {metrics['train_loss']} by step {step}; "
-      "nothing past the last checkpoint was saved: lower "
-      "optim.learning_rate or set optim.grad_clip."
+      f"the run diverged: its loss, gradients or updates were not finite at step {first} "
+      f"(seen at step {step}); {saved}: lower optim.learning_rate (or raise "
+      "optim.warmup_steps, set optim.grad_clip) and run again, here with "
+      "--override=optim.learning_rate or in a new --workdir."
     )
 
 
@@ -337,6 +353,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         last = done == c.num_steps
         # Harness tasks before `stop` is read: a signal during them stops the run at this step.
         if run.harness is not None and run.harness.due(done, last):
+          _check_finite(plan.to_host(metrics), done, ckpt)  # Never a diverged state.
           found = run.harness.evaluate(state_lib.adapted_params(state, run.config), writer, done)
           line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
           progress.write(f"step {done}: {line}")
@@ -344,9 +361,9 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
         stop = parallel.any_process(bool(received))
         do_save = done % c.checkpoint_every == 0 or last or stop
         do_eval = done % c.eval_every == 0 or last or (do_save and c.keep_best)
-        if done % c.log_every == 0 or do_save:
+        if done % c.log_every == 0 or do_save or do_eval:
           metrics = plan.to_host(metrics)
-          _check_finite(metrics, done)
+          _check_finite(metrics, done, ckpt)
           rates = meter.read(done, prefetcher)
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})
@@ -382,7 +399,7 @@ def train_and_evaluate(config, workdir: str):
 
   Returns (final state, final validation metrics).
   """
-  os.makedirs(workdir, exist_ok=True)
+  runs.make_workdir(workdir)
   with runs.lock_workdir(workdir):
     run = _setup(config, workdir)
     ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, config.train.keep_best)

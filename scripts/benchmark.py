@@ -19,23 +19,27 @@ import statistics
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 from lm_jax import config as config_lib
 from lm_jax.data import batches, streams
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
-flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).")
-flags.DEFINE_integer("vocab_size", 65, "Vocabulary of the synthetic tokens.")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet or measured).")
-flags.DEFINE_integer("gen_tokens", 256, "New tokens per generation benchmark (0: skip).")
+flags.DEFINE_integer("steps", 20, "Timed training steps (after 2 warm-up steps).", lower_bound=1)
+flags.DEFINE_integer("vocab_size", 65, "Vocabulary of the synthetic tokens.", lower_bound=2)
+flags.DEFINE_float(
+  "peak_flops", 0.0, "Peak FLOP/s for MFU (default: datasheet or measured).", lower_bound=0
+)
+flags.DEFINE_integer(
+  "gen_tokens", 256, "New tokens per generation benchmark (0: skip).", lower_bound=0
+)
 flags.DEFINE_list("gen_batches", ["1", "16"], "Batch sizes for the generation benchmark.")
+flags.register_validator(
+  "gen_batches", lambda bs: all(b.isdigit() and int(b) > 0 for b in bs), "give sizes >= 1: 1,16."
+)
 flags.DEFINE_string("profile", None, "Write a jax.profiler trace of the timed steps to DIR.")
-flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for multi-host runs.")
-flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
-flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes).")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
+cli.define_backend_flags()
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
@@ -63,27 +67,17 @@ def peak_flops(jax, jnp):
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
-  try:
-    benchmark()
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
+  cli.start_backend(config)  # As scripts/train.py does.
+  benchmark(config)
 
 
-def benchmark():
+def benchmark(config):
   import jax  # pylint: disable=g-import-not-at-top
 
   from lm_jax import parallel, profiling  # pylint: disable=g-import-not-at-top
 
-  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
   c, seq_len, V = config.train, config.data.seq_len, FLAGS.vocab_size
-  parallel.initialize_distributed(
-    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto=False
-  )
-  parallel.prepare_cpu_backend(config)  # As scripts/train.py does.
-  for option, value in profiling.compilation_cache_options(config).items():
-    jax.config.update(option, value)
-
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
@@ -190,4 +184,4 @@ def benchmark():
 
 
 if __name__ == "__main__":
-  app.run(main, argv=ARGV)
+  cli.run(main, argv=ARGV)

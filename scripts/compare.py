@@ -8,32 +8,26 @@ runs). Without --group_by, runs whose configs differ only in the seed form a gro
 """
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import UserError, cli
 from lm_jax.experiments import compare
 
 flags.DEFINE_list("group_by", [], "Config keys that define a group, e.g. model.name.")
 flags.DEFINE_string("metric", "val_loss", "A metrics.jsonl key, taken at each run's final step.")
 flags.DEFINE_string("baseline", None, "The baseline group's value(s) (default: the first group).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  console.setup(FLAGS.verbose)
   paths = argv[1:]
-  try:
-    if not paths:
-      raise UserError("name run or sweep directories: compare.py runs/sweep [runs/other ...].")
-    result = compare.compare(paths, FLAGS.group_by, FLAGS.metric, FLAGS.baseline)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  if not paths:
+    raise UserError("name run or sweep directories: compare.py runs/sweep [runs/other ...].")
+  result = compare.compare(paths, FLAGS.group_by, FLAGS.metric, FLAGS.baseline)
   print(json.dumps(result, indent=2) if FLAGS.json else compare.format_table(result))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,17 +13,17 @@ datasheet peak of a known accelerator, peak device memory where reported);
 """
 
 import json
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 from lm_jax.data import batches, streams
 
 flags.DEFINE_enum("size", "auto", ["auto", "tiny", "gpt2_small"], "auto: tiny on a CPU.")
-flags.DEFINE_integer("steps", 0, "Timed training steps (0: 10 on accelerators, 3 on CPU).")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging.")
+flags.DEFINE_integer(
+  "steps", 0, "Timed training steps (0: 10 on accelerators, 3 on CPU).", lower_bound=0
+)
 FLAGS = flags.FLAGS
 
 # Largest differences accepted: train losses across parallel modes (fp32), and fused
@@ -33,11 +33,7 @@ TOLERANCE = {"parallel": 1e-4, "float32": 1e-4, "bfloat16": 3e-2}
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
-  try:
-    print(json.dumps(check()))
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  print(json.dumps(check()))
 
 
 def base_config(size: str):
@@ -200,4 +196,4 @@ def generation_speed(model, params) -> dict:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

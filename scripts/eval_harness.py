@@ -11,9 +11,9 @@ TensorBoard as harness/<task>/<metric>. Needs the harness: pip install -e .[harn
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import UserError, cli
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_list("tasks", None, "Harness task names, comma-separated.", required=True)
@@ -26,36 +26,31 @@ flags.DEFINE_bool("log_samples", False, "Also write each request's inputs and ou
 flags.DEFINE_integer("batch_size", 0, "Rows per batch (default: the run's eval batch size).")
 flags.DEFINE_string("parallel", "", "jit, pmap, sharded or auto (default: the run's).")
 flags.DEFINE_integer("max_gen_toks", 256, "New tokens at most, for tasks that do not say.")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 INSTALL = "the harness is not installed: pip install -e .[harness] (lm-eval and accelerate)."
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
   try:
     from lm_jax import harness  # pylint: disable=g-import-not-at-top  (late: --help stays fast)
   except ImportError as e:
     if e.name not in ("lm_eval", "accelerate", "datasets"):
       raise
-    sys.exit(f"error: {INSTALL}")
-  try:
-    results, path = harness.evaluate_run(
-      FLAGS.workdir,
-      FLAGS.tasks,
-      limit=FLAGS.limit,
-      num_fewshot=FLAGS.num_fewshot,
-      include_path=FLAGS.include_path,
-      step=FLAGS.step,
-      output=FLAGS.output,
-      log_samples=FLAGS.log_samples,
-      batch_size=FLAGS.batch_size,
-      parallel_mode=FLAGS.parallel,
-      max_gen_toks=FLAGS.max_gen_toks,
-    )
-  except UserError as e:
-    sys.exit(f"error: {e}")
+    raise UserError(INSTALL) from e
+  results, path = harness.evaluate_run(
+    FLAGS.workdir,
+    FLAGS.tasks,
+    limit=FLAGS.limit,
+    num_fewshot=FLAGS.num_fewshot,
+    include_path=FLAGS.include_path,
+    step=FLAGS.step,
+    output=FLAGS.output,
+    log_samples=FLAGS.log_samples,
+    batch_size=FLAGS.batch_size,
+    parallel_mode=FLAGS.parallel,
+    max_gen_toks=FLAGS.max_gen_toks,
+  )
   print(harness.table(results))
   r = results["lm_jax"]
   print(
@@ -66,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

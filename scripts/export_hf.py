@@ -13,31 +13,26 @@ gets its adapters alone in PEFT's layout (adapter_config.json, adapter_model.saf
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("out", None, "The new Hugging Face model directory.", required=True)
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to export (default: the newest).")
 flags.DEFINE_bool("adapters", False, "A LoRA run: write its adapters alone, as PEFT does.")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
   from lm_jax.hf import runs as hf_runs  # Imported late so --help stays fast.
 
-  try:
-    notes = hf_runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step, FLAGS.adapters)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  notes = hf_runs.export_hf(FLAGS.workdir, FLAGS.out, FLAGS.checkpoint_step, FLAGS.adapters)
   for note in notes:
     print(f"note: {note}", file=sys.stderr)
   print(f"exported {FLAGS.workdir} to {FLAGS.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,31 +13,26 @@ scripts/train.py --workdir RUN fine-tunes it on BASE's data.
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory.", required=True)
 flags.DEFINE_string("workdir", None, "The new run's directory.", required=True)
 flags.DEFINE_string("config", None, "Base config: path.py[:arg] or path.json.")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
   from configs import shakespeare_char_gpt_cpu  # Imported late so --help stays fast.
   from lm_jax.hf import runs as hf_runs
 
-  try:
-    base = config_lib.load(FLAGS.config) if FLAGS.config else shakespeare_char_gpt_cpu.get_config()
-    start = time.perf_counter()
-    hf_runs.import_hf(FLAGS.hf_dir, FLAGS.workdir, config_lib.override(base, OVERRIDES))
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  base = config_lib.load(FLAGS.config) if FLAGS.config else shakespeare_char_gpt_cpu.get_config()
+  start = time.perf_counter()
+  hf_runs.import_hf(FLAGS.hf_dir, FLAGS.workdir, config_lib.override(base, OVERRIDES))
   print(
     f"imported {FLAGS.hf_dir} into {FLAGS.workdir} in {time.perf_counter() - start:.1f} s",
     file=sys.stderr,
@@ -45,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, argv=ARGV)
+  cli.run(main, argv=ARGV)

@@ -4,30 +4,31 @@ python scripts/plot.py runs/gpt_cpu runs/lstm --out curves.png
 python scripts/plot.py runs/gpt_vs_llama --group_by model.name --band std --out curves.png
 """
 
-import argparse
-import json
 import os
-import sys
 
-import matplotlib
+from absl import flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from lm_jax import UserError, cli
+from lm_jax import config as config_lib
 
-from lm_jax import UserError, console, records  # noqa: E402
-from lm_jax.experiments import compare
+flags.DEFINE_string("out", "curves.png", "Image file to write.")
+flags.DEFINE_list("group_by", [], "Config keys, comma-separated: one curve each.")
+flags.DEFINE_enum("band", "minmax", ["minmax", "std"], "Band around a group's mean.")
+FLAGS = flags.FLAGS
 
 CURVES = (("train_loss", "-", "train"), ("val_loss", "o--", "val"))
 
 
 def tokens_per_step(workdir):
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  return config["train"]["batch_size"] * config["data"]["seq_len"]
+  config = config_lib.load(os.path.join(workdir, "config.json"))
+  return config.train.batch_size * config.data.seq_len
 
 
 def draw(axes, label, color, workdirs, band):
   """One run's curves, or a group's mean curves with a band when it has several runs."""
+  from lm_jax import records  # pylint: disable=g-import-not-at-top
+  from lm_jax.experiments import compare  # pylint: disable=g-import-not-at-top
+
   rows = [records.read_metrics(w) for w in workdirs]
   scale = tokens_per_step(workdirs[0])
   for key, style, kind in CURVES:
@@ -43,37 +44,37 @@ def draw(axes, label, color, workdirs, band):
         ax.errorbar(xs, mean, yerr=bars, fmt="none", ecolor=color, capsize=3)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("paths", nargs="+", help="Run or sweep directories.")
-  parser.add_argument("--out", default="curves.png", help="Image file to write.")
-  parser.add_argument(
-    "--group_by", default="", help="Config keys, comma-separated: one curve each."
-  )
-  parser.add_argument("--band", default="minmax", help="Band around a group's mean: minmax or std.")
-  parser.add_argument("--verbose", action="store_true", help="Show the libraries' own logging.")
-  args = parser.parse_args()
-  console.setup(args.verbose)
-  try:
-    if args.group_by:
-      groups = compare.group_runs(args.paths, args.group_by.split(","))
-    else:
-      groups = [(os.path.basename(os.path.normpath(w)), [w]) for w in compare.find_runs(args.paths)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, (label, workdirs) in enumerate(groups):
-      n = f" ({len(workdirs)} runs, {args.band})" if len(workdirs) > 1 else ""
-      draw(axes, label + n, f"C{i}", workdirs, args.band)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise UserError("name run or sweep directories: plot.py runs/a [runs/b ...] --out FILE.png.")
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
+  if not os.path.isdir(out_dir) or os.path.isdir(FLAGS.out):
+    raise UserError(f"--out {FLAGS.out} is not a file in an existing directory: check the path.")
+  import matplotlib  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  from lm_jax.experiments import compare  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.group_by:
+    groups = compare.group_runs(paths, FLAGS.group_by)
+  else:
+    groups = [(os.path.basename(os.path.normpath(w)), [w]) for w in compare.find_runs(paths)]
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for i, (label, workdirs) in enumerate(groups):
+    n = f" ({len(workdirs)} runs, {FLAGS.band})" if len(workdirs) > 1 else ""
+    draw(axes, label + n, f"C{i}", workdirs, FLAGS.band)
   for ax, xlabel in zip(axes, ("step", "tokens seen")):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(args.out, dpi=120)
-  print(args.out)
+  fig.savefig(FLAGS.out, dpi=120)
+  print(FLAGS.out)
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

@@ -17,9 +17,9 @@ With --resume_after SEC, each row also gives the time to resume a build killed S
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 from lm_jax import config as config_lib
 
 flags.DEFINE_string("config", None, "Config file: path.py[:arg] or path.json.", required=True)
@@ -27,33 +27,31 @@ flags.DEFINE_bool("benchmark", False, "Measure tokenization speed and memory ins
 flags.DEFINE_float("corpus_mb", 100, "--benchmark: MiB of generated text (0: the config's data).")
 flags.DEFINE_list("tokenizers", ["byte", "char", "sentencepiece"], "--benchmark: tokenizers.")
 flags.DEFINE_list("workers", ["1", "2"], "--benchmark: worker counts.")
+flags.register_validator(
+  "workers", lambda ws: all(w.isdigit() and int(w) > 0 for w in ws), "give counts >= 1: e.g. 1,2."
+)
 flags.DEFINE_float(
   "resume_after", 0, "--benchmark: also kill a build this many seconds in and time its resume."
 )
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
   from lm_jax import data  # Imported late so --help stays fast.
   from lm_jax.data import benchmark as data_benchmark
 
-  try:
-    config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
-    if not FLAGS.benchmark:
-      print(json.dumps(data.prepare_cache(config.data), indent=1))
-      return
-    workers = [int(w) for w in FLAGS.workers]
-    for row in data_benchmark.run(
-      config, FLAGS.tokenizers, workers, FLAGS.corpus_mb, FLAGS.resume_after
-    ):
-      print(json.dumps(row), flush=True)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  config = config_lib.override(config_lib.load(FLAGS.config), OVERRIDES)
+  if not FLAGS.benchmark:
+    print(json.dumps(data.prepare_cache(config.data), indent=1))
+    return
+  workers = [int(w) for w in FLAGS.workers]
+  for row in data_benchmark.run(
+    config, FLAGS.tokenizers, workers, FLAGS.corpus_mb, FLAGS.resume_after
+  ):
+    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main, argv=ARGV)
+  cli.run(main, argv=ARGV)

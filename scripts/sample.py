@@ -19,9 +19,9 @@ so far) and prints the assistant's reply alone, which ends at the template's end
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import cli
 
 flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
 flags.DEFINE_string("prompt", "", "Text to continue ('' starts from a newline).")
@@ -45,55 +45,44 @@ flags.DEFINE_bool("chat", False, "Format the prompt as a chat model's conversati
 flags.DEFINE_string("system", None, "--chat: a system message before the user's.")
 flags.DEFINE_string("messages", None, "--chat: a JSON file of the conversation's messages.")
 flags.DEFINE_bool("cache", True, "Decode with the model's cache (KV or LSTM state).")
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
   import jax  # pylint: disable=g-import-not-at-top  (late, so --help stays fast)
 
   from lm_jax import runs, sample  # pylint: disable=g-import-not-at-top
   from lm_jax.data import chat  # pylint: disable=g-import-not-at-top
 
-  try:
-    _, model, tokenizer, state, step = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
-    if FLAGS.prompt_file:
-      with open(FLAGS.prompt_file) as f:
-        texts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
-    else:
-      texts = [FLAGS.prompt]
-    texts = [t for t in texts for _ in range(FLAGS.num_samples)]
-    if FLAGS.chat:
-      system = [{"role": "system", "content": FLAGS.system}] if FLAGS.system else []
-      conversations = [system + [{"role": "user", "content": t}] for t in texts]
-      if FLAGS.messages:
-        conversations = [chat.read_messages(FLAGS.messages)] * FLAGS.num_samples
-      encoded = [chat.prompt(tokenizer, c) for c in conversations]
-      prompts, stop = [ids for ids, _ in encoded], encoded[0][1]
-      texts = [""] * len(prompts)  # Replies alone.
-    else:
-      texts = [t or "\n" for t in texts]
-      prompts = [tokenizer.encode(t) for t in texts]
-      stop = getattr(tokenizer, "eos_id", None)
-    start = time.perf_counter()
-    new = sample.generate(
-      model,
-      state.params,
-      prompts,
-      jax.random.key(FLAGS.seed),
-      max_new_tokens=FLAGS.max_new_tokens,
-      temperature=FLAGS.temperature,
-      top_k=FLAGS.top_k,
-      top_p=FLAGS.top_p,
-      eos_id=stop,
-      long_prompt=FLAGS.long_prompt,
-      use_cache=FLAGS.cache,
-    )
-    seconds = time.perf_counter() - start
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  _, model, tokenizer, state, step = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+  texts = sample.read_prompts(FLAGS.prompt, FLAGS.prompt_file, FLAGS.num_samples)
+  if FLAGS.chat:
+    system = [{"role": "system", "content": FLAGS.system}] if FLAGS.system else []
+    conversations = [system + [{"role": "user", "content": t}] for t in texts]
+    if FLAGS.messages:
+      conversations = [chat.read_messages(FLAGS.messages)] * FLAGS.num_samples
+    encoded = [chat.prompt(tokenizer, c) for c in conversations]
+    prompts, stop = [ids for ids, _ in encoded], encoded[0][1]
+    texts = [""] * len(prompts)  # Replies alone.
+  else:
+    prompts = [tokenizer.encode(t) for t in texts]
+    stop = getattr(tokenizer, "eos_id", None)
+  start = time.perf_counter()
+  new = sample.generate(
+    model,
+    state.params,
+    prompts,
+    jax.random.key(FLAGS.seed),
+    max_new_tokens=FLAGS.max_new_tokens,
+    temperature=FLAGS.temperature,
+    top_k=FLAGS.top_k,
+    top_p=FLAGS.top_p,
+    eos_id=stop,
+    long_prompt=FLAGS.long_prompt,
+    use_cache=FLAGS.cache,
+  )
+  seconds = time.perf_counter() - start
   print("\n---\n".join(t + tokenizer.decode(ids) for t, ids in zip(texts, new)))
   total = sum(len(ids) for ids in new)
   print(
@@ -104,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,9 +12,9 @@ status: the number of failed runs (128 + the signal number when stopped).
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from lm_jax import UserError, console
+from lm_jax import UserError, cli
 from lm_jax import config as config_lib
 from lm_jax.experiments import sweep
 
@@ -28,25 +28,19 @@ flags.DEFINE_string(
   os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
   "The training script each run calls with --config, --workdir and --config.KEY=VALUE.",
 )
-flags.DEFINE_bool("verbose", False, "Show the libraries' own logging (also: LM_JAX_VERBOSE=1).")
 FLAGS = flags.FLAGS
 OVERRIDES, ARGV = config_lib.split_overrides(sys.argv)
 
 
 def main(argv):
   del argv
-  console.setup(FLAGS.verbose)
-  try:
-    if not FLAGS.config or not FLAGS.root:
-      raise UserError("pass --config CONFIG.py[,OTHER.py] and --root DIR.")
-    seeds = sweep.parse_seeds(FLAGS.seeds) if FLAGS.seeds else None
-    grid = sweep.parse_grid(FLAGS.grid)
-    runs = sweep.expand(FLAGS.config, grid, seeds, OVERRIDES, FLAGS.root)
-    status = sweep.run_sweep(runs, FLAGS.root, FLAGS.train_script, FLAGS.jobs)
-  except UserError as e:
-    sys.exit(f"error: {e}")
-  sys.exit(status)
+  if not FLAGS.config or not FLAGS.root:
+    raise UserError("pass --config CONFIG.py[,OTHER.py] and --root DIR.")
+  seeds = sweep.parse_seeds(FLAGS.seeds) if FLAGS.seeds else None
+  grid = sweep.parse_grid(FLAGS.grid)
+  runs = sweep.expand(FLAGS.config, grid, seeds, OVERRIDES, FLAGS.root)
+  sys.exit(sweep.run_sweep(runs, FLAGS.root, FLAGS.train_script, FLAGS.jobs))
 
 
 if __name__ == "__main__":
-  app.run(main, argv=ARGV)
+  cli.run(main, argv=ARGV)

@@ -13,15 +13,62 @@ training windows cross document boundaries (packing, as in GPT-2 pretraining).
 
 import os
 
+import ml_collections
+
 from lm_jax import UserError
+from lm_jax import config as config_lib
 from lm_jax.data import (
   hf_tokenizer,  # noqa: F401  (the tokenizer kinds register as they are defined)
   sources,
   sp_tokenizer,  # noqa: F401
   streams,
+  text_files,
   tokenizers,
 )
 from lm_jax.data.sources import SPLITS, synthetic_tokens  # noqa: F401  (the package's names)
+
+
+def check_config(data_config) -> None:
+  """Refuses data keys of the wrong type or range before anything is read or tokenized; what
+  the sources hold (files that exist, their splits) is checked as each stage reads them."""
+  c = data_config
+  _check_source(c, "data")
+  for name, source in (c.get("mixture") or {}).items():
+    if isinstance(source, ml_collections.ConfigDict) and "weight" in source:
+      config_lib.check_number(f"data.mixture.{name}.weight", source.weight, 0, above=True)
+      _check_source(source, f"data.mixture.{name}")  # The keys it sets; sources checks the rest.
+  config_lib.check_choice("data.tokenizer", c.tokenizer, sorted(tokenizers.KINDS))
+  config_lib.check_str("data.hf_tokenizer", c.hf_tokenizer)
+  config_lib.check_int("data.vocab_size", c.vocab_size, 1)
+  config_lib.check_choice("data.sentencepiece_type", c.sentencepiece_type, ("bpe", "unigram"))
+  config_lib.check_int("data.tokenizer_train_bytes", c.tokenizer_train_bytes, 1)
+  config_lib.check_choice("data.synthetic", c.synthetic, ("random", "pattern"))
+  config_lib.check_int("data.synthetic_tokens", c.synthetic_tokens, 1)
+  config_lib.check_str("data.cache_dir", c.cache_dir)
+  config_lib.check_int("data.workers", c.workers, 0)
+  config_lib.check_int("data.shard_tokens", c.shard_tokens, 1)
+  config_lib.check_number("data.cache_wait_sec", c.cache_wait_sec, 0, above=True)
+
+
+def _check_source(c, prefix: str) -> None:
+  """The keys of `c` that say where a source's text is (those it has, for a mixture source)."""
+  for key in (
+    "dataset",
+    "data_dir",
+    "manual_dir",
+    "text_key",
+    "train_split",
+    "eval_split",
+    "test_split",
+  ):
+    if key in c:
+      config_lib.check_str(f"{prefix}.{key}", c[key])
+  for split, path in (c.get("text_files") or {}).items():
+    config_lib.check_str(f"{prefix}.text_files.{split}", path)
+  if "documents" in c:
+    config_lib.check_choice(f"{prefix}.documents", c.documents, text_files.DOCUMENTS)
+  if "holdout_fraction" in c:
+    config_lib.check_number(f"{prefix}.holdout_fraction", c.holdout_fraction, 0, 1, below=True)
 
 
 def prepare(data_config, workdir: str, is_writer: bool = True):

@@ -98,9 +98,9 @@ def expand(
 ) -> list[Run]:
   """Every config x grid combination x seed, named by the config (if several), values and seed.
 
-  Each run's config is built here, so a key that a config lacks (the Llama
-  model has no `use_bias`) is refused before anything starts. Without
-  `seeds`, each config's own seed is used.
+  Each run's config is built and checked here, so a key that a config lacks
+  (the Llama model has no `use_bias`) or a value out of range is refused before
+  anything starts. Without `seeds`, each config's own seed is used.
   """
   clash = sorted(set(grid) & set(overrides))
   if clash or "seed" in overrides:
@@ -110,6 +110,8 @@ def expand(
     )
   if len(set(specs)) < len(specs):
     raise UserError(f"--config {','.join(specs)} names a config twice: give each once.")
+  from lm_jax import checks  # pylint: disable=g-import-not-at-top  (JAX, only for sweeps)
+
   short = _shortest_suffixes(list(grid))
   labels = _config_labels(specs)
   runs = []
@@ -120,13 +122,17 @@ def expand(
         swept = dict(zip(grid, values))
         run_overrides = {**overrides, **swept, "seed": str(seed)}
         try:
-          config_lib.override(base, run_overrides)
+          config = config_lib.override(base, run_overrides)
         except UserError as e:
           raise UserError(f"{spec} cannot take this sweep's keys: {e}") from e
         parts = ([labels[spec]] if len(specs) > 1 else []) + [
           f"{short[k]}={v}" for k, v in swept.items()
         ]
         name = _UNSAFE.sub("_", "-".join([*parts, f"seed={seed}"]))
+        try:  # Every run's values, before any starts (the devices are the runs' own).
+          checks.check_config(config, devices=False)
+        except UserError as e:
+          raise UserError(f"run {name} of this sweep cannot start: {e}") from e
         runs.append(Run(name, spec, run_overrides, os.path.join(root, name)))
   names = [r.name for r in runs]
   if len(set(names)) < len(names):
@@ -276,6 +282,8 @@ def run_sweep(runs: list[Run], root: str, train_script: str, jobs: int = 1, out=
   say = lambda text: print(text, file=out, flush=True)
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
   shares = device_shares(jobs, cores, visible_gpus() if jobs > 1 else [])
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise UserError(f"--root {root} is a file, not a directory: pass a directory for the sweep.")
   os.makedirs(root, exist_ok=True)
   ledger = _Records(root, runs)
   todo = []

@@ -23,8 +23,11 @@ _MODEL_TYPES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 
 
 def read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise UserError(f"{path} is not JSON ({e}): is the directory whole?") from e
 
 
 def read_config(hf_dir: str) -> dict:
@@ -39,6 +42,11 @@ def read_config(hf_dir: str) -> dict:
     raise UserError(
       f"{hf_dir} holds no config.json: pass a Hugging Face model directory, "
       "as save_pretrained writes it."
+    )
+  if os.path.isdir(os.path.join(hf_dir, "checkpoints")):
+    raise UserError(
+      f"{hf_dir} is an lm_jax training run, not a Hugging Face model directory: use it as it "
+      "is (--workdir, train.init_from), or export it first with scripts/export_hf.py."
     )
   return read_json(path)
 

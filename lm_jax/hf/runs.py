@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lm_jax import UserError, checkpoint, lora, models, optim, parallel, records, runs
+from lm_jax import UserError, checkpoint, checks, lora, models, optim, parallel, records, runs
 from lm_jax import state as state_lib
 from lm_jax.data import hf_tokenizer, tokenizers
 from lm_jax.hf import architectures, peft, weights
@@ -20,6 +20,8 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   """
   if os.path.exists(os.path.join(workdir, "config.json")):
     raise UserError(f"{workdir} already holds a run: pass a new --workdir.")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir {workdir} is a file, not a directory: pass a new directory.")
   config = ml_collections.ConfigDict(base_config.to_dict())
   if lora.settings(config.train.get("lora")) is not None:
     raise UserError(
@@ -31,6 +33,7 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
     model_config[key] = config.model.get(key, model_config[key])
   config.model = ml_collections.ConfigDict(model_config)
   config.data.tokenizer, config.data.hf_tokenizer = "hf", os.path.abspath(hf_dir)
+  checks.check_config(config, devices=False)  # The run it writes must be one that trains.
   tokenizer = hf_tokenizer.load_tokenizer(hf_dir)
   model = models.build_model(config.model, tokenizer.vocab_size)
   tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
@@ -40,7 +43,7 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   state = state_lib.TrainState(
     jnp.array(0, jnp.int32), params, jax.jit(tx.init)(params), model.apply, tx
   )
-  os.makedirs(workdir, exist_ok=True)
+  runs.make_workdir(workdir)
   tokenizers.save(tokenizer, os.path.join(workdir, "tokenizer.json"))
   ckpt = checkpoint.Checkpointer(workdir)
   try:

@@ -277,6 +277,8 @@ def save_model(out_dir: str, model, params, tokenizer) -> list[str]:
   as zeros, which computes the same.
   """
   m = _model_keys(model)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"--out {out_dir} is a file: pass a new directory.")
   for name in ("config.json", _WEIGHTS):
     if os.path.exists(os.path.join(out_dir, name)):
       raise UserError(f"{out_dir} already holds a {name}: pass a new --out directory.")

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
 
 REGISTRY = {
   "gpt": "lm_jax.models.gpt:GPT",
@@ -64,7 +65,28 @@ def build_model(model_config, vocab_size: int) -> nn.Module:
       f"model {cls.__name__} has no hyperparameter(s) {unknown}; "
       f"its fields are {valid}: remove the key from config.model."
     )
+  for key, value in kwargs.items():  # Types as the module's fields declare them.
+    check = _TYPE_CHECKS.get(cls.__dataclass_fields__[key].type)
+    if check is not None:
+      check(f"model.{key}", value)
   return cls(vocab_size=vocab_size, **kwargs)
+
+
+_TYPE_CHECKS = {
+  int: config_lib.check_int,
+  float: config_lib.check_number,
+  bool: config_lib.check_bool,
+  str: config_lib.check_str,
+}
+_TYPE_CHECKS.update({t.__name__: check for t, check in list(_TYPE_CHECKS.items())})  # Postponed.
+
+
+def check_config(model_config) -> None:
+  """Refuses config.model values of the wrong type or range before any data is read: types
+  from the module's field annotations, ranges from its own `check()` where it has one."""
+  model = build_model(model_config, vocab_size=1)  # The tokenizer gives the real one later.
+  if hasattr(model, "check"):
+    model.check()
 
 
 def resolve_auto(model: nn.Module) -> tuple[nn.Module, dict]:

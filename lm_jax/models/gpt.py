@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax import UserError
+from lm_jax import config as config_lib
 from lm_jax.models import layers
 
 
@@ -149,15 +149,14 @@ class GPT(nn.Module):
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
 
+  def check(self) -> None:
+    """Refuses settings outside their range (UserError)."""
+    layers.check_transformer(self)
+    config_lib.check_choice("model.gelu", self.gelu, GELUS)
+
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
-    if self.d_model % self.num_heads:
-      raise UserError(
-        f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}: "
-        "pick a width that is a multiple of the head count."
-      )
-    if self.gelu not in GELUS:
-      raise UserError(f"unknown model.gelu {self.gelu!r}: use one of {list(GELUS)}.")
+    self.check()
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype = layers.compute_dtype(self.dtype)

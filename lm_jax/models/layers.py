@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
 
 DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU and TPU, float32 on CPU.
 ATTENTION = ("auto", "reference", "xla", "cudnn")
@@ -19,6 +20,22 @@ REMAT_POLICIES = {
   # Keep the projections' outputs, recompute attention's L x S scores (einsums with batch dims).
   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def check_transformer(m) -> None:
+  """The ranges of the settings the Transformers share; a UserError names the first outside."""
+  for key in ("num_layers", "num_heads", "d_model", "max_len"):
+    config_lib.check_int(f"model.{key}", getattr(m, key), 1)
+  config_lib.check_number("model.dropout", m.dropout, 0, 1, below=True)
+  config_lib.check_number("model.norm_eps", m.norm_eps, 0, above=True)
+  config_lib.check_choice("model.dtype", m.dtype, DTYPES)
+  config_lib.check_choice("model.attention", m.attention, ATTENTION)
+  config_lib.check_choice("model.remat", m.remat, REMAT_POLICIES)
+  if m.d_model % m.num_heads:
+    raise UserError(
+      f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}: "
+      "pick a width that is a multiple of the head count."
+    )
 
 
 @jax.custom_jvp

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
 from lm_jax.models import layers
 
 
@@ -187,7 +188,12 @@ class Llama(nn.Module):
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
 
-  def _check(self):
+  def check(self) -> None:
+    """Refuses settings outside their range (UserError)."""
+    layers.check_transformer(self)
+    config_lib.check_int("model.num_kv_heads", self.num_kv_heads, 1)
+    config_lib.check_int("model.mlp_dim", self.mlp_dim, 0)
+    config_lib.check_number("model.rope_base", self.rope_base, 0, above=True)
     H, G, D = self.num_heads, self.num_kv_heads, self.d_model
     if D % H or (D // H) % 2:
       raise UserError(
@@ -199,7 +205,7 @@ class Llama(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
-    self._check()
+    self.check()
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype = layers.compute_dtype(self.dtype)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax import UserError
+from lm_jax import config as config_lib
 
 
 def _uniform(bound: float):
@@ -135,13 +136,20 @@ class LSTM(nn.Module):
     zeros = lambda: jnp.zeros((batch_size, self.hidden_size), jnp.float32)
     return {"layers": [(zeros(), zeros()) for _ in range(self.num_layers)]}
 
-  @nn.compact
-  def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
+  def check(self) -> None:
+    """Refuses settings outside their range (UserError)."""
+    for key in ("embed_size", "hidden_size", "num_layers"):
+      config_lib.check_int(f"model.{key}", getattr(self, key), 1)
+    config_lib.check_number("model.dropout", self.dropout, 0, 1, below=True)
     if self.tie_weights and self.embed_size != self.hidden_size:
       raise UserError(
         f"model.tie_weights needs model.embed_size ({self.embed_size}) == model.hidden_size "
         f"({self.hidden_size}): make them equal or set model.tie_weights=False."
       )
+
+  @nn.compact
+  def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
+    self.check()
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
     embed = nn.Embed(
       self.vocab_size, self.embed_size, name="embed", embedding_init=nn.initializers.normal(1.0)

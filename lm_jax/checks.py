@@ -1,0 +1,52 @@
+"""A config checked before anything runs: each key's type and range, refused with the fix.
+
+The keys the training loop reads are checked here; each other part checks its own keys where
+it reads them (config.data in the data package, config.model in the model, config.optim in
+optim.py, train.parallel and config.mesh in parallel.py), and `check_config` calls them all.
+Nothing here reads data, compiles, or starts a backend unless `devices` asks for the devices.
+"""
+
+from lm_jax import UserError, data, models, optim, parallel, profiling, runs
+from lm_jax import config as config_lib
+from lm_jax.data import batches
+
+
+def check_config(config, devices: bool = True) -> None:
+  """Refuses a config training cannot use, before anything is read, tokenized or compiled.
+
+  With `devices`, also that the batch splits over this host's devices and the mesh covers
+  them (that starts JAX's backend; a sweep launching runs elsewhere passes False).
+  """
+  try:
+    _check(config, devices)
+  except (AttributeError, KeyError) as e:  # ConfigDict's words for a key it lacks.
+    key = str(e.args[0] if e.args else e).strip("'\"")
+    raise UserError(
+      f"the config has no key {key!r} that training reads: start it from "
+      "configs/shakespeare_char_gpt_cpu.py, where every key has a comment, and change what differs."
+    ) from e
+
+
+def _check(config, devices: bool) -> None:
+  c, d = config.train, config.data
+  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    config_lib.check_int(f"train.{key}", c[key], 1)
+  config_lib.check_int("train.grad_accum_steps", c.grad_accum_steps, 1)
+  config_lib.check_bool("train.keep_best", c.keep_best)
+  config_lib.check_bool("train.compilation_cache", c.get("compilation_cache", True))
+  config_lib.check_str("train.init_from", c.get("init_from", ""))
+  config_lib.check_str("train.eval_tasks", c.get("eval_tasks", ""))  # The harness's keys.
+  config_lib.check_int("train.eval_tasks_every", c.get("eval_tasks_every", 1), 1)
+  config_lib.check_int("train.eval_tasks_limit", c.get("eval_tasks_limit", 0), 0)
+  config_lib.check_str("train.eval_tasks_include_path", c.get("eval_tasks_include_path", ""))
+  config_lib.check_int("seed", config.seed, 0, 2**63 - 1)
+  config_lib.check_int("data.seq_len", d.seq_len, 1)
+  config_lib.check_int("data.prefetch", d.prefetch, 1)
+  config_lib.check_choice("data.order", d.order, batches.ORDERS)
+  profiling.check_profile_steps(c.get("profile_steps"))
+  parallel.check_config(c, config.mesh, devices)
+  data.check_config(config.data)
+  models.check_config(config.model)
+  optim.check_config(config.optim)
+  if c.get("init_from"):
+    runs.check_source(c.init_from, "train.init_from")
