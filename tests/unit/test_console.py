@@ -80,14 +80,17 @@ def test_quiet_package_drops_that_packages_records_below_the_level(monkeypatch):
   assert passes(record("/site-packages/other/core.py", logging.INFO))
 
 
-def test_quiet_closed_event_loop_drops_only_that_report(monkeypatch):
+def test_quiet_abandoned_reads_drops_only_those_reports(monkeypatch):
   monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
   seen = []
   monkeypatch.setattr(sys, "unraisablehook", seen.append)
-  console.quiet_closed_event_loop()
-  console.quiet_closed_event_loop()  # Installed once.
+  console.quiet_abandoned_reads()
+  console.quiet_abandoned_reads()  # Installed once.
   report = lambda e: type("Unraisable", (), {"exc_value": e})()
   sys.unraisablehook(report(RuntimeError("Event loop is closed")))
+  closed = RuntimeError("reader closed")
+  closed.__cause__ = GeneratorExit()
+  sys.unraisablehook(report(closed))
   other = report(RuntimeError("something else"))
   sys.unraisablehook(other)
   assert seen == [other]
