@@ -32,7 +32,8 @@ def get_config():
   m.attention_bias = False  # Biases in the q, k, v and output projections.
   m.mlp_bias = False  # Biases in the SwiGLU's three projections.
   m.dtype = "auto"  # Compute: float32, bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU);
-  # parameters, optimizer state, softmax, norms and the loss stay float32.
+  # softmax, norms and the loss stay float32.
+  m.param_dtype = "float32"  # Parameters (and the weights checkpoints hold): float32 or bfloat16.
   m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.

@@ -201,7 +201,8 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   else:
     if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
       abstract = jax.eval_shape(run.create).params
-      params = runs.initial_params(config.train.init_from, config.model, abstract)
+      shardings = plan.state_shardings(abstract)  # Read straight onto the devices.
+      params = runs.initial_params(config.train.init_from, config.model, abstract, shardings)
       state = state.replace(params=plan.put(params))
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   start_step = int(plan.to_host(state.step))

@@ -129,9 +129,7 @@ class Block(nn.Module):
       name="attn",
     )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
-    mlp = Mlp(
-      self.num_layers, self.use_bias, self.gelu, self.dtype, self.param_dtype, name="mlp"
-    )
+    mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, self.param_dtype, name="mlp")
     h = mlp(ln("ln_2")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 

@@ -82,7 +82,7 @@ def local_layers(pattern: str, num_layers: int) -> tuple[bool, ...]:
 
 
 class RMSNorm(nn.Module):
-  """x / rms(x) * (offset + scale), in float32; Llama's offset is 0, Gemma's 1 (scale starts at 0)."""
+  """x / rms(x) * (offset + scale), in float32: Llama's offset is 0, Gemma's 1 (scale from 0)."""
 
   eps: float
   offset: float = 0.0

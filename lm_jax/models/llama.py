@@ -310,9 +310,9 @@ class Llama(nn.Module):
       "sliding_window": window,
       "dtype": dtype,
       "param_dtype": param_dtype,
-      "attention": layers.resolve_attention(
-        self.attention, dtype, self.dropout, self.head_width
-      )[0],
+      "attention": layers.resolve_attention(self.attention, dtype, self.dropout, self.head_width)[
+        0
+      ],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,
