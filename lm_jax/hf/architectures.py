@@ -118,16 +118,25 @@ def _rope(h: dict, rope: dict | None, theta: float, refuse, types=("default", "l
   rope = rope or {}
   kind = rope.get("rope_type", rope.get("type", "default"))
   if kind not in types:
-    refuse(f"RoPE type {kind!r} (lm_jax implements {', '.join(types)})")
+    refuse(f"RoPE type {kind!r}")
   partial = rope.get("partial_rotary_factor", h.get("partial_rotary_factor", 1.0))
   if partial not in (None, 1, 1.0):
     refuse(f"partial_rotary_factor={partial}")
+
+  def get(key):
+    if key not in rope:
+      raise UserError(
+        f"the config.json's RoPE settings of type {kind!r} lack {key!r}: save the model "
+        "again with transformers, which fills them in."
+      )
+    return float(rope[key])
+
   keys = {"rope_base": float(rope.get("rope_theta", theta)), "rope_type": kind}
   if kind != "default":
-    keys["rope_factor"] = float(rope["factor"])
+    keys["rope_factor"] = get("factor")
   if kind == "llama3":
-    keys["rope_low_freq_factor"] = float(rope["low_freq_factor"])
-    keys["rope_high_freq_factor"] = float(rope["high_freq_factor"])
+    keys["rope_low_freq_factor"] = get("low_freq_factor")
+    keys["rope_high_freq_factor"] = get("high_freq_factor")
     original = h.get("original_max_position_embeddings")  # Outside the dict, it takes priority.
     original = original or rope.get("original_max_position_embeddings")
     keys["rope_original_max_len"] = int(original or h["max_position_embeddings"])
@@ -231,7 +240,7 @@ def _gemma_model(h: dict, arch: str, refuse) -> dict:
     **global_rope,
     "rope_local_base": local["rope_base"] if local else 0.0,
     "norm_eps": h.get("rms_norm_eps", 1e-6),
-    "query_pre_attn_scalar": float(h.get("query_pre_attn_scalar", 256)),
+    "query_pre_attn_scalar": int(h.get("query_pre_attn_scalar", 256)),
     # Gemma 3's attention reads no attn_logit_softcapping in transformers, whatever it says.
     "attn_softcap": 0.0 if gemma3 else float(h.get("attn_logit_softcapping") or 0.0),
     "final_softcap": float(h.get("final_logit_softcapping") or 0.0),

@@ -98,7 +98,7 @@ class Gemma(nn.Module):
   rope_factor: float = 1.0  # linear: how far the context stretches (Gemma 3 4B and up: 8).
   rope_local_base: float = 0.0  # Local layers' own base, unscaled (Gemma 3: 1e4); 0: as global.
   norm_eps: float = 1e-6
-  query_pre_attn_scalar: float = 0.0  # Scores are q.k / sqrt(this); 0: the head width.
+  query_pre_attn_scalar: int = 0  # Scores are q.k / sqrt(this); 0: the head width.
   attn_softcap: float = 50.0  # Scores soft-capped to (-cap, cap); 0: not (Gemma 3).
   final_softcap: float = 30.0  # Logits soft-capped likewise; 0: not (Gemma 3).
   qk_norm: bool = False  # RMSNorm on each head's queries and keys before the rotation (Gemma 3).
