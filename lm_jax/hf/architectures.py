@@ -223,7 +223,8 @@ def _gemma_model(h: dict, arch: str, refuse) -> dict:
   theta = h.get("rope_theta", 1e6 if gemma3 else 1e4)
   global_rope = _rope(h, rope, theta, refuse, ("default", "linear"))
   window = h.get("sliding_window") or 0
-  n, period = h["num_hidden_layers"], 6 if gemma3 else 2  # Without layer_types: as the configs.
+  n = h["num_hidden_layers"]  # Without layer_types, the configs' own default pattern:
+  period = h.get("sliding_window_pattern", 6) if gemma3 else 2
   default_types = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(n)]
   return {
     "name": "gemma",
