@@ -6,7 +6,8 @@
       --script --workdir /tmp/run      # the whole scripts/import_hf.py instead of the loading
 
 --make builds a random model of Qwen2.5-0.5B's shape (494M parameters, tied head) with
-`transformers` and saves it in float32 and bfloat16 (needs torch and transformers). Measuring
+`transformers` and saves it in float32 and bfloat16, with a small byte-level BPE (needs torch,
+transformers and tokenizers). Measuring
 runs the import in a child process and samples the resident memory of its whole process tree
 (/proc/PID/statm) every 5 ms: the loading alone is `weights.load_params` straight onto the
 device in the run's layout, as train.init_from reads a model; --script runs
@@ -28,6 +29,19 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def make(out: str) -> None:
   import torch
   import transformers
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+  tok = Tokenizer(models.BPE())  # A small byte-level BPE: import_hf needs a tokenizer.
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=512,
+    special_tokens=["<|endoftext|>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
+  tok.train_from_iterator([" ".join(f"word{i % 97} and {i % 13}" for i in range(5000))], trainer)
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
   config = transformers.Qwen2Config(
     vocab_size=151936,
@@ -47,6 +61,7 @@ def make(out: str) -> None:
   for dtype in (torch.float32, torch.bfloat16):
     path = os.path.join(out, str(dtype).removeprefix("torch."))
     model.to(dtype).save_pretrained(path)
+    fast.save_pretrained(path)
     print(f"{path}: {n:,} parameters in {dtype}", file=sys.stderr)
 
 
