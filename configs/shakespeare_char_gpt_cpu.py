@@ -27,7 +27,8 @@ def get_config():
   m.gelu = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
   m.norm_eps = 1e-5  # LayerNorm epsilon.
   m.dtype = "auto"  # Compute: float32, bfloat16, or auto (bfloat16 on GPU/TPU, float32 on CPU);
-  # parameters, optimizer state, softmax, norms and the loss stay float32.
+  # softmax, norms and the loss stay float32.
+  m.param_dtype = "float32"  # Parameters (and the weights checkpoints hold): float32 or bfloat16.
   m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
@@ -79,6 +80,7 @@ def get_config():
   o.weight_decay = 0.1  # adamw only; matrices decay, biases and norm scales never do.
   o.decay_embeddings = False  # Decay embedding tables too (nanoGPT does; no gain measured here).
   o.grad_clip = 1.0  # Global-norm clipping; 0 turns it off.
+  o.state_dtype = "float32"  # Adam's moments and the update math, whatever model.param_dtype.
 
   config.train = t = ml_collections.ConfigDict()
   t.batch_size = 12  # Global: split over all devices.

@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lm_jax import UserError
@@ -56,6 +57,25 @@ def decay_mask(params, decay_embeddings: bool):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+STATE_DTYPES = ("float32", "bfloat16")
+
+
+def in_dtype(inner: optax.GradientTransformation, name: str) -> optax.GradientTransformation:
+  """`inner` working in dtype `name` (optim.state_dtype) whatever the parameters' dtype: its
+  state, and the gradients and parameters it sees; optax.apply_updates casts each result back
+  to its parameter's dtype."""
+  if name not in STATE_DTYPES:
+    raise UserError(f"unknown optim.state_dtype {name!r}: use one of {list(STATE_DTYPES)}.")
+  dtype = jnp.dtype(name)
+  floating = lambda x: jnp.issubdtype(x.dtype, jnp.floating)
+  cast = lambda tree: jax.tree_util.tree_map(lambda x: x.astype(dtype) if floating(x) else x, tree)
+
+  def update(updates, state, params=None):
+    return inner.update(cast(updates), state, None if params is None else cast(params))
+
+  return optax.GradientTransformation(lambda params: inner.init(cast(params)), update)
+
+
 def make_optimizer(optim_config, num_steps: int):
   """Builds the optimizer named by `optim_config.name` ('adam' or 'adamw')."""
   c = optim_config
@@ -75,4 +95,4 @@ def make_optimizer(optim_config, num_steps: int):
     raise UserError(f"unknown optimizer {c.name!r}: set optim.name to 'adam' or 'adamw'.")
   if c.grad_clip > 0:
     opt = optax.chain(optax.clip_by_global_norm(c.grad_clip), opt)
-  return opt, lr
+  return in_dtype(opt, c.get("state_dtype", "float32")), lr

@@ -7,6 +7,7 @@ import os
 import socket
 
 import jax
+import numpy as np
 
 from lm_jax import UserError, checkpoint, models, optim, parallel
 from lm_jax import config as config_lib
@@ -106,19 +107,24 @@ def check_source(path: str, what: str) -> None:
   )
 
 
-def initial_params(path: str, model_config, abstract_params):
+def initial_params(path: str, model_config, abstract_params, shardings=None):
   """The parameters train.init_from names: a run's newest checkpoint, or a Hugging Face model.
 
-  Host arrays in the layout of `abstract_params` (scanned or not), checked to fit it.
+  Arrays in the layout (scanned or not) and dtype of `abstract_params`, checked to fit it:
+  on the host, except a Hugging Face model's with `shardings` (the parameters'),
+  which are placed on their devices tensor by tensor as they are read.
   """
   if is_run(path):
     params = jax.device_get(load_run(path)[3].params)
+    scanned = "blocks" in abstract_params
+    params = layers.stack_blocks(params) if scanned else layers.unstack_blocks(params)
+    same = jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(abstract_params)
+    if same:  # In this run's model.param_dtype.
+      params = jax.tree_util.tree_map(lambda x, a: np.asarray(x, a.dtype), params, abstract_params)
   else:
     from lm_jax.hf import weights  # pylint: disable=g-import-not-at-top  (only for HF dirs)
 
-    params = weights.load_params(path, model_config)
-  scanned = "blocks" in abstract_params
-  params = layers.stack_blocks(params) if scanned else layers.unstack_blocks(params)
+    params = weights.load_params(path, model_config, shardings)
   check_params_fit(params, abstract_params, path)
   return params
 

@@ -230,7 +230,8 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   else:
     if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
       abstract = state_lib.model_params(jax.eval_shape(run.create))
-      params = runs.initial_params(config.train.init_from, config.model, abstract)
+      shardings = plan.state_shardings(abstract)  # Read straight onto the devices.
+      params = runs.initial_params(config.train.init_from, config.model, abstract, shardings)
       state = state_lib.with_model_params(state, plan.put(params))
     if state.frozen is not None:
       checkpoint.save_frozen(run.workdir, plan.place(plan.get(state.frozen)))

@@ -16,7 +16,9 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   """Writes the Hugging Face model in `hf_dir` as a run: config.json, tokenizer.json, step 0.
 
   The config is `base_config` with the model's config.model (keeping the
-  base's dtype, remat and scan_layers) and its tokenizer (data.tokenizer='hf').
+  base's dtype, param_dtype, remat and scan_layers) and its tokenizer
+  (data.tokenizer='hf'). The weights are read one tensor at a time straight
+  into the parameters' dtype and layout.
   """
   if os.path.exists(os.path.join(workdir, "config.json")):
     raise UserError(f"{workdir} already holds a run: pass a new --workdir.")
@@ -29,7 +31,7 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
       "train.lora.rank=0, then train LoRA from the imported run (train.init_from=RUN)."
     )
   model_config = architectures.model_config(hf_dir)
-  for key in ("dtype", "remat", "scan_layers"):
+  for key in ("dtype", "param_dtype", "remat", "scan_layers"):
     model_config[key] = config.model.get(key, model_config[key])
   config.model = ml_collections.ConfigDict(model_config)
   config.data.tokenizer, config.data.hf_tokenizer = "hf", os.path.abspath(hf_dir)
@@ -38,8 +40,10 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   model = models.build_model(config.model, tokenizer.vocab_size)
   tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
   create, rng = state_lib.state_factory(config, model, tx)
-  params = jax.tree_util.tree_map(jnp.asarray, weights.load_params(hf_dir, config.model))
-  runs.check_params_fit(params, jax.eval_shape(create).params, hf_dir)
+  plan = parallel.Plan("jit")
+  abstract = jax.eval_shape(create).params
+  params = weights.load_params(hf_dir, config.model, plan.state_shardings(abstract))
+  runs.check_params_fit(params, abstract, hf_dir)
   state = state_lib.TrainState(
     jnp.array(0, jnp.int32), params, jax.jit(tx.init)(params), model.apply, tx
   )
@@ -47,7 +51,7 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
   tokenizers.save(tokenizer, os.path.join(workdir, "tokenizer.json"))
   ckpt = checkpoint.Checkpointer(workdir)
   try:
-    tree = parallel.Plan("jit").place(state_lib.checkpoint_tree(state, rng))
+    tree = plan.place(state_lib.checkpoint_tree(state, rng))
     ckpt.save(0, tree, meta={"step": 0, "seed": config.seed, "order": config.data.order})
   finally:
     ckpt.close()  # Waits for the save.
@@ -56,16 +60,21 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
 
 
 def export_hf(
-  workdir: str, out_dir: str, step: int | None = None, adapters: bool = False
+  workdir: str,
+  out_dir: str,
+  step: int | None = None,
+  adapters: bool = False,
+  dtype: str | None = None,
 ) -> list[str]:
   """Writes a run's newest (or given) checkpoint as a Hugging Face directory; returns notes.
 
-  A LoRA run is written merged (the adapted model), or with `adapters` as its adapters alone,
+  The weights are written in `dtype`, by default the run's model.param_dtype. A LoRA run is
+  written merged (the adapted model), or with `adapters` as its adapters alone,
   in PEFT's layout, for the model it started from.
   """
   if not adapters:
     _, model, tokenizer, state, _ = runs.load_run(workdir, step)
-    return weights.save_model(out_dir, model, state.params, tokenizer)
+    return weights.save_model(out_dir, model, state.params, tokenizer, dtype)
   config, model, _, state, _ = runs.load_run(workdir, step, merge=False)
   s = lora.settings(config.train.get("lora"))
   if s is None:

@@ -25,6 +25,7 @@ from lm_jax import UserError
 from lm_jax import config as config_lib
 
 REGISTRY = {
+  "gemma": "lm_jax.models.gemma:Gemma",
   "gpt": "lm_jax.models.gpt:GPT",
   "llama": "lm_jax.models.llama:Llama",
   "lstm": "lm_jax.models.lstm:LSTM",
@@ -101,8 +102,11 @@ def resolve_auto(model: nn.Module) -> tuple[nn.Module, dict]:
   from lm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
   dtype = layers.compute_dtype(model.dtype)
-  head_dim = model.d_model // model.num_heads
-  choice, reason = layers.resolve_attention(model.attention, dtype, model.dropout, head_dim)
+  head_dim = getattr(model, "head_width", model.d_model // model.num_heads)
+  softcap = getattr(model, "attn_softcap", 0.0)
+  choice, reason = layers.resolve_attention(
+    model.attention, dtype, model.dropout, head_dim, softcap=softcap
+  )
   info = {"compute_dtype": dtype.name, "attention": choice, "attention_reason": reason}
   return model.clone(dtype=dtype.name, attention=choice), info
 

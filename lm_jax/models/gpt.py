@@ -27,6 +27,7 @@ class CausalAttention(nn.Module):
   dropout: float
   use_bias: bool
   dtype: jnp.dtype
+  param_dtype: jnp.dtype = jnp.float32
   attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
@@ -35,7 +36,12 @@ class CausalAttention(nn.Module):
     H = self.num_heads
     K = D // H
     qkv_BxLx3xHxK = nn.DenseGeneral(
-      (3, H, K), use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name="qkv"
+      (3, H, K),
+      use_bias=self.use_bias,
+      kernel_init=_init(0.02),
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="qkv",
     )(x_BxLxD.reshape(B * L, D)).reshape(B, L, 3, H, K)
     q_BxHxLxK, k_BxHxSxK, v_BxHxSxK = jnp.unstack(qkv_BxLx3xHxK.transpose(2, 0, 3, 1, 4), axis=0)
     if kv is not None:
@@ -50,6 +56,7 @@ class CausalAttention(nn.Module):
       use_bias=self.use_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
+      param_dtype=self.param_dtype,
       name="proj",
     )(out_BxHxLxK.transpose(0, 2, 1, 3).reshape(B * L, H, K))
     return out_BxLxD.reshape(B, L, D), kv
@@ -65,12 +72,18 @@ class Mlp(nn.Module):
   use_bias: bool
   gelu: str
   dtype: jnp.dtype
+  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxLxD):
     B, L, D = x_BxLxD.shape
     h_NxF = nn.Dense(
-      4 * D, use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name="fc"
+      4 * D,
+      use_bias=self.use_bias,
+      kernel_init=_init(0.02),
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="fc",
     )(x_BxLxD.reshape(B * L, D))
     h_NxF = GELUS[self.gelu](h_NxF)
     return nn.Dense(
@@ -78,6 +91,7 @@ class Mlp(nn.Module):
       use_bias=self.use_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
+      param_dtype=self.param_dtype,
       name="proj",
     )(h_NxF).reshape(B, L, D)
 
@@ -92,12 +106,17 @@ class Block(nn.Module):
   gelu: str
   norm_eps: float
   dtype: jnp.dtype
+  param_dtype: jnp.dtype = jnp.float32
   attention: str = "reference"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
     ln = lambda name: nn.LayerNorm(
-      self.norm_eps, use_bias=self.use_bias, dtype=self.dtype, name=name
+      self.norm_eps,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
     )
     h, kv = CausalAttention(
       self.num_heads,
@@ -105,11 +124,12 @@ class Block(nn.Module):
       self.dropout,
       self.use_bias,
       self.dtype,
+      self.param_dtype,
       attention=self.attention,
       name="attn",
     )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
-    mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, name="mlp")
+    mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, self.param_dtype, name="mlp")
     h = mlp(ln("ln_2")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
@@ -131,8 +151,9 @@ class GPT(nn.Module):
   use_bias: bool = True
   gelu: str = "exact"  # The MLP's GELU: exact (erf), or tanh (GPT-2's approximation).
   norm_eps: float = 1e-5  # LayerNorm epsilon.
-  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
-  # and logits stay float32.
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); softmax and logits
+  # stay float32.
+  param_dtype: str = "float32"  # Parameters (and so the weights a checkpoint holds): or bfloat16.
   attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
@@ -159,9 +180,11 @@ class GPT(nn.Module):
     self.check()
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
-    dtype = layers.compute_dtype(self.dtype)
-    wte = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="wte")
-    wpe = nn.Embed(self.max_len, self.d_model, embedding_init=_init(0.02), name="wpe")
+    dtype, param_dtype = layers.compute_dtype(self.dtype), layers.param_dtype(self.param_dtype)
+    embed = lambda n, name: nn.Embed(
+      n, self.d_model, embedding_init=_init(0.02), param_dtype=param_dtype, name=name
+    )
+    wte, wpe = embed(self.vocab_size, "wte"), embed(self.max_len, "wpe")
     x_BxLxD = wte(tokens_BxL) + wpe(pos + jnp.arange(L))[None]
     x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
     block_kwargs = {
@@ -172,6 +195,7 @@ class GPT(nn.Module):
       "gelu": self.gelu,
       "norm_eps": self.norm_eps,
       "dtype": dtype,
+      "param_dtype": param_dtype,
       "attention": layers.resolve_attention(
         self.attention, dtype, self.dropout, self.d_model // self.num_heads
       )[0],
@@ -187,7 +211,9 @@ class GPT(nn.Module):
       None if cache is None else cache["layers"],
       pos,
     )
-    ln_f = nn.LayerNorm(self.norm_eps, use_bias=self.use_bias, dtype=dtype, name="ln_f")
+    ln_f = nn.LayerNorm(
+      self.norm_eps, use_bias=self.use_bias, dtype=dtype, param_dtype=param_dtype, name="ln_f"
+    )
     x_BxLxD = ln_f(x_BxLxD)
     logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
     if cache is None:

@@ -1,4 +1,4 @@
-"""What the Transformers share: cached causal attention, KV caches, remat and layer scan."""
+"""What the Transformers share: cached causal attention, KV caches, norms, remat and layer scan."""
 
 import math
 import re
@@ -6,11 +6,13 @@ import re
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
 
 DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on GPU and TPU, float32 on CPU.
+PARAM_DTYPES = ("float32", "bfloat16")  # model.param_dtype: how parameters are stored.
 ATTENTION = ("auto", "reference", "xla", "cudnn")
 
 # What the backward pass may keep from the forward pass of each block.
@@ -57,7 +59,7 @@ def _gelu_jvp(primals, tangents):
 
 
 def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
-  """The activation dtype named by `model.dtype`; parameters stay float32 regardless.
+  """The activation dtype named by `model.dtype` (parameters: `param_dtype`).
 
   'auto' is bfloat16 on accelerators (`platform`, default JAX's backend) and
   float32 on CPUs, where XLA computes bfloat16 dots in float32 unless told
@@ -70,6 +72,49 @@ def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def param_dtype(name: str) -> jnp.dtype:
+  """The parameter dtype named by `model.param_dtype`."""
+  if name not in PARAM_DTYPES:
+    raise UserError(f"unknown model.param_dtype {name!r}: use one of {list(PARAM_DTYPES)}.")
+  return jnp.dtype(name)
+
+
+def select(flag, if_true, if_false):
+  """`if_true if flag else if_false`, also for a traced flag (a scanned layer's)."""
+  if isinstance(flag, (bool, np.bool_)):
+    return if_true if flag else if_false
+  return jnp.where(flag, if_true, if_false)
+
+
+def local_layers(pattern: str, num_layers: int) -> tuple[bool, ...]:
+  """Which layers are local (attend within a sliding window), by model.layer_pattern: one
+  letter per layer, l (local) or g (global), the pattern repeated over the depth ('lg':
+  local, global, local, ...; 'lllllg': five local then one global, as Gemma 3)."""
+  if not pattern or set(pattern) - {"l", "g"}:
+    raise UserError(
+      f"model.layer_pattern={pattern!r} must be letters l (local) and g (global), "
+      "such as 'l' (every layer local) or 'lg' (alternating)."
+    )
+  return tuple(pattern[i % len(pattern)] == "l" for i in range(num_layers))
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * (offset + scale), in float32: Llama's offset is 0, Gemma's 1 (scale from 0)."""
+
+  eps: float
+  offset: float = 0.0
+  dtype: jnp.dtype = jnp.float32  # Of the output.
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.zeros if self.offset else nn.initializers.ones
+    scale = self.param("scale", init, (x.shape[-1],), self.param_dtype)
+    f = x.astype(jnp.float32)
+    f = f * jax.lax.rsqrt(jnp.mean(f * f, axis=-1, keepdims=True) + self.eps)
+    return (f * (self.offset + scale.astype(jnp.float32))).astype(self.dtype)
+
+
 def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
   """Writes the new keys and values into `kv` at [pos, pos + L); returns all S of them and kv."""
   write = lambda cache, new: jax.lax.dynamic_update_slice(
@@ -79,19 +124,37 @@ def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
   return kv["k"], kv["v"], kv
 
 
-def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
+def causal_mask(L: int, S: int, pos, window=0):
+  """LxS: which keys at [0, S) each query at [pos, pos + L) sees: those not after it and,
+  with a `window` > 0 (a sliding window), only the last `window` of them (its own included)."""
+  q_Lx1, k_1xS = pos + jnp.arange(L)[:, None], jnp.arange(S)[None, :]
+  mask_LxS = k_1xS <= q_Lx1
+  if isinstance(window, int) and window == 0:
+    return mask_LxS
+  return mask_LxS & ((window <= 0) | (k_1xS > q_Lx1 - window))
+
+
+def causal_attention(
+  q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale=None, softcap=0.0, window=0
+):
   """Softmax attention of queries at [pos, pos + L) over keys at [0, S), in float32.
 
   Each of the G key/value heads serves H // G query heads (grouped-query
-  attention; G == H is multi-head). `dropout` is applied to the probabilities.
+  attention; G == H is multi-head). Scores are q.k * `scale` (default
+  1/sqrt(K)), soft-capped to (-softcap, softcap) by softcap * tanh(s / softcap)
+  when `softcap` > 0, and masked by `causal_mask` with `window`. `dropout` is
+  applied to the probabilities.
   """
   B, H, L, K = q_BxHxLxK.shape
   G, S = k_BxGxSxK.shape[1], k_BxGxSxK.shape[2]
-  q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * (1.0 / math.sqrt(K))
+  scale = 1.0 / math.sqrt(K) if scale is None else scale
+  q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * scale
   logits_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, k_BxGxSxK.astype(dtype))
-  causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
+  logits_BxGxRxLxS = logits_BxGxRxLxS.astype(jnp.float32)
+  if softcap:
+    logits_BxGxRxLxS = softcap * jnp.tanh(logits_BxGxRxLxS / softcap)
   logits_BxGxRxLxS = jnp.where(
-    causal_LxS, logits_BxGxRxLxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
+    causal_mask(L, S, pos, window), logits_BxGxRxLxS, jnp.finfo(jnp.float32).min
   )
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
@@ -120,15 +183,17 @@ def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
   return None
 
 
-def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, device=None):
+def resolve_attention(
+  requested: str, dtype, dropout: float, head_dim: int, device=None, softcap: float = 0.0
+):
   """The attention implementation to run, and why: (choice, reason).
 
   An explicit choice runs as asked or is refused (UserError) with the reason;
   only 'auto' chooses: cuDNN on NVIDIA GPUs where dtype and head width allow,
   else XLA's fused attention on accelerators; on CPU, XLA's for heads at least
   CPU_XLA_MIN_HEAD_DIM wide and the einsum reference for narrower ones (see
-  that constant). Fused kernels do not drop attention probabilities, so with
-  dropout 'auto' takes the reference.
+  that constant). Fused kernels neither drop attention probabilities nor
+  soft-cap scores, so with dropout or `softcap` 'auto' takes the reference.
   """
   if requested not in ATTENTION:
     raise UserError(f"unknown model.attention {requested!r}: use one of {list(ATTENTION)}.")
@@ -138,6 +203,11 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
       f"model.attention={requested!r} cannot apply model.dropout={dropout} to attention "
       "probabilities: set model.attention='reference' (or 'auto'), or model.dropout=0."
     )
+  if requested in ("xla", "cudnn") and softcap > 0:
+    raise UserError(
+      f"model.attention={requested!r} cannot soft-cap attention scores "
+      f"(model.attn_softcap={softcap}): set model.attention='reference' (or 'auto')."
+    )
   if requested == "cudnn":
     problem = _cudnn_problem(dtype, head_dim, device)
     if problem:
@@ -146,6 +216,8 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
     return requested, "set in the config"
   if dropout > 0:
     return "reference", f"model.dropout={dropout}: the fused kernels cannot drop probabilities"
+  if softcap > 0:
+    return "reference", f"model.attn_softcap={softcap}: the fused kernels cannot soft-cap scores"
   problem = _cudnn_problem(dtype, head_dim, device)
   if problem is None:
     return "cudnn", f"{device.device_kind} supports cuDNN attention at this dtype and head width"
@@ -159,32 +231,47 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
   )
 
 
-def attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, implementation: str):
+def attention(
+  q_BxHxLxK,
+  k_BxGxSxK,
+  v_BxGxSxK,
+  pos,
+  dropout,
+  dtype,
+  implementation: str,
+  scale=None,
+  softcap=0.0,
+  window=0,
+):
   """causal_attention by `implementation`: 'reference', or jax.nn.dot_product_attention's
-  'xla' or 'cudnn' (no dropout; resolve_attention refuses them with it).
+  'xla' or 'cudnn' (no dropout, no softcap; resolve_attention refuses them with either).
 
-  Without a cache (S == L, `pos` the Python int 0) the fused kernels use their
-  own causal mask; with one, a single query (decoding) sees the first pos + 1
-  keys by length, and several queries get an explicit causal mask.
+  Without a cache (S == L, `pos` the Python int 0) and without a window the
+  fused kernels use their own causal mask; with one, a single query (decoding)
+  sees the first pos + 1 keys by length, and otherwise they get causal_mask.
   """
   if implementation == "reference":
-    return causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype)
+    return causal_attention(
+      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale, softcap, window
+    )
   if implementation not in ("xla", "cudnn"):
     raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
   B, H, L, K = q_BxHxLxK.shape
   S = k_BxGxSxK.shape[2]
   layout = lambda x: x.astype(dtype).transpose(0, 2, 1, 3)  # BxHxLxK -> BxLxHxK, as JAX takes it.
   kwargs = {}
-  if isinstance(pos, int) and pos == 0 and S == L:
+  no_window = isinstance(window, int) and window == 0
+  if no_window and isinstance(pos, int) and pos == 0 and S == L:
     kwargs["is_causal"] = True
-  elif L == 1:
+  elif no_window and L == 1:
     kwargs["key_value_seq_lengths"] = jnp.full((B,), pos + 1, jnp.int32)
   else:
-    kwargs["mask"] = (jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None])[None, None]
+    kwargs["mask"] = causal_mask(L, S, pos, window)[None, None]
   out_BxLxHxK = jax.nn.dot_product_attention(
     layout(q_BxHxLxK),
     layout(k_BxGxSxK),
     layout(v_BxGxSxK),
+    scale=scale,
     implementation=implementation,
     **kwargs,
   )
@@ -210,6 +297,7 @@ def apply_blocks(
   deterministic: bool,
   layers,
   pos,
+  per_layer=None,
 ):
   """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos) -> (x, kv)`.
 
@@ -217,29 +305,37 @@ def apply_blocks(
   block_0, block_1, ... and `layers` (the cache's) is a list of per-layer kv;
   scanned, one submodule 'blocks' holds every parameter with a leading layer
   axis, so compile time does not grow with depth, and `layers` is one kv
-  with that leading axis. Returns (x_BxLxD, layers); layers is None without a cache.
+  with that leading axis. `per_layer` (a sequence of num_layers bools, such as
+  which layers are local), when given, is passed to each block as a fifth
+  argument: its own Python bool unscanned, a traced one scanned. Returns
+  (x_BxLxD, layers); layers is None without a cache.
   """
   if remat not in REMAT_POLICIES:
     raise UserError(f"unknown model.remat {remat!r}: use one of {list(REMAT_POLICIES)}.")
   if remat != "none":
-    # Argument 2 (after self) is `deterministic`, a Python bool. Inside a scan the loop
-    # already keeps XLA from merging recomputation with the forward pass.
+    # Argument 2 (after self) is `deterministic`, a Python bool, and so is an unscanned
+    # per-layer one (5). Inside a scan the loop already keeps XLA from merging recomputation
+    # with the forward pass.
+    static = (2,) if per_layer is None or scan_layers else (2, 5)
     block_cls = nn.remat(
-      block_cls, policy=REMAT_POLICIES[remat], static_argnums=(2,), prevent_cse=not scan_layers
+      block_cls, policy=REMAT_POLICIES[remat], static_argnums=static, prevent_cse=not scan_layers
     )
+  extra = () if per_layer is None else (jnp.asarray(per_layer),)
   if scan_layers:
     stack = nn.scan(
       block_cls,
       variable_axes={"params": 0},
       split_rngs={"params": True, "dropout": True},
-      in_axes=(nn.broadcast, 0, nn.broadcast),
+      in_axes=(nn.broadcast, 0, nn.broadcast) + (0,) * len(extra),
       length=num_layers,
     )
-    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos)
+    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos, *extra)
   new_layers = []
   for i in range(num_layers):
     kv = None if layers is None else layers[i]
-    x_BxLxD, kv = block_cls(**block_kwargs, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
+    extra = () if per_layer is None else (bool(per_layer[i]),)
+    block = block_cls(**block_kwargs, name=f"block_{i}")
+    x_BxLxD, kv = block(x_BxLxD, deterministic, kv, pos, *extra)
     new_layers.append(kv)
   return x_BxLxD, None if layers is None else new_layers
 

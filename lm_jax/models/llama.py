@@ -1,4 +1,9 @@
-"""Llama: RMSNorm, rotary positions, SwiGLU and grouped-query attention, with a KV cache."""
+"""Llama: RMSNorm, rotary positions, SwiGLU and grouped-query attention, with a KV cache.
+
+Its options cover the Llama family's variants: Llama 3.1's rotary scaling (rope_type='llama3'),
+Qwen2's q/k/v biases (qkv_bias), Qwen3's per-head query/key norms (qk_norm) and free head
+width (head_dim), Mistral's sliding window (sliding_window, layer_pattern).
+"""
 
 import math
 
@@ -9,22 +14,11 @@ import jax.numpy as jnp
 from lm_jax import UserError
 from lm_jax import config as config_lib
 from lm_jax.models import layers
+from lm_jax.models import rope as rope_lib
 
 
 def _init(std: float):
   return nn.initializers.normal(stddev=std)
-
-
-def rope(x_BxHxLxK, pos, base: float):
-  """Rotates each (i, i + K/2) pair of features by angle position * base^(-2i/K)."""
-  L, K = x_BxHxLxK.shape[2:]
-  inv_freq = base ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
-  angles_LxK = (pos + jnp.arange(L, dtype=jnp.float32))[:, None] * jnp.tile(inv_freq, 2)[None]
-  f_BxHxLxK = x_BxHxLxK.astype(jnp.float32)  # Angles grow with position: rotate in float32.
-  x1, x2 = jnp.split(f_BxHxLxK, 2, axis=-1)
-  rotated_BxHxLxK = jnp.concatenate([-x2, x1], axis=-1)
-  out_BxHxLxK = f_BxHxLxK * jnp.cos(angles_LxK) + rotated_BxHxLxK * jnp.sin(angles_LxK)
-  return out_BxHxLxK.astype(x_BxHxLxK.dtype)
 
 
 class Attention(nn.Module):
@@ -32,54 +26,98 @@ class Attention(nn.Module):
 
   `kv` is {'k': BxGxSxK, 'v': BxGxSxK} holding positions [0, pos); the new
   keys and values are rotated to their positions and written at [pos, pos + L).
+  A `local` layer (the default) attends within `sliding_window` (0: no window)
+  and rotates by `local_rope` when one is given; `local` is a Python bool, or a
+  traced one in a scan (layers.apply_blocks).
   """
 
   num_heads: int
   num_kv_heads: int
+  head_dim: int
   num_layers: int
   dropout: float
-  rope_base: float
-  use_bias: bool
+  rope: rope_lib.Rope
   dtype: jnp.dtype
+  param_dtype: jnp.dtype = jnp.float32
+  qkv_bias: bool = False
+  out_bias: bool = False
+  qk_norm: bool = False  # RMSNorm over each head's K features of q and k, before the rotation.
+  norm_eps: float = 1e-6  # qk_norm's epsilon...
+  norm_offset: float = 0.0  # ...and its scale's offset (layers.RMSNorm).
+  query_scale: float = 0.0  # Scores are q.k * query_scale; 0: 1 / sqrt(head_dim).
+  softcap: float = 0.0  # Scores soft-capped to (-softcap, softcap); 0: not capped.
+  sliding_window: int = 0  # Keys a local layer's query sees, its own included; 0: all.
+  local_rope: rope_lib.Rope | None = None  # Local layers' rotation, when it differs.
   attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, local=True):
     D = x_BxLxD.shape[-1]
-    H, G = self.num_heads, self.num_kv_heads
-    K = D // H
+    H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
     dense = lambda features, name: nn.DenseGeneral(
-      features, use_bias=self.use_bias, kernel_init=_init(0.02), dtype=self.dtype, name=name
+      features,
+      use_bias=self.qkv_bias,
+      kernel_init=_init(0.02),
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name=name,
     )
     q_BxHxLxK = dense((H, K), "q")(x_BxLxD).transpose(0, 2, 1, 3)
     kv_BxLx2xGxK = dense((2, G, K), "kv")(x_BxLxD)
     k_BxGxLxK, v_BxGxLxK = jnp.unstack(kv_BxLx2xGxK.transpose(2, 0, 3, 1, 4), axis=0)
-    q_BxHxLxK = rope(q_BxHxLxK, pos, self.rope_base)
-    k_BxGxSxK, v_BxGxSxK = rope(k_BxGxLxK, pos, self.rope_base), v_BxGxLxK
+    if self.qk_norm:
+      norm = lambda name: layers.RMSNorm(
+        self.norm_eps, self.norm_offset, self.dtype, self.param_dtype, name=name
+      )
+      q_BxHxLxK, k_BxGxLxK = norm("q_norm")(q_BxHxLxK), norm("k_norm")(k_BxGxLxK)
+    inv_freq = self.rope.inv_freq(K)
+    if self.local_rope is not None:
+      inv_freq = layers.select(local, self.local_rope.inv_freq(K), inv_freq)
+    q_BxHxLxK = rope_lib.rotate(q_BxHxLxK, pos, inv_freq)
+    k_BxGxSxK, v_BxGxSxK = rope_lib.rotate(k_BxGxLxK, pos, inv_freq), v_BxGxLxK
     if kv is not None:
       k_BxGxSxK, v_BxGxSxK, kv = layers.write_kv(kv, k_BxGxSxK, v_BxGxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
     out_BxHxLxK = layers.attention(
-      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype, self.attention
+      q_BxHxLxK,
+      k_BxGxSxK,
+      v_BxGxSxK,
+      pos,
+      dropout,
+      self.dtype,
+      self.attention,
+      scale=self.query_scale or None,
+      softcap=self.softcap,
+      window=layers.select(local, self.sliding_window, 0) if self.sliding_window else 0,
     )
     out_BxLxD = nn.DenseGeneral(
       D,
       axis=(-2, -1),
-      use_bias=self.use_bias,
+      use_bias=self.out_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
+      param_dtype=self.param_dtype,
       name="o",
     )(out_BxHxLxK.transpose(0, 2, 1, 3))
     return out_BxLxD, kv
 
 
-class SwiGLU(nn.Module):
-  """Gated MLP: down(silu(gate(x)) * up(x)), `mlp_dim` wide."""
+ACTIVATIONS = {
+  "silu": nn.silu,  # SwiGLU (Llama, Qwen, Mistral).
+  "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # GeGLU (Gemma).
+  "gelu": layers.gelu,  # GeGLU with the exact (erf) GELU.
+}
+
+
+class GatedMlp(nn.Module):
+  """Gated MLP: down(act(gate(x)) * up(x)), `mlp_dim` wide: SwiGLU with silu, GeGLU with GELU."""
 
   mlp_dim: int
   num_layers: int
   use_bias: bool
   dtype: jnp.dtype
+  param_dtype: jnp.dtype = jnp.float32
+  activation: str = "silu"
 
   @nn.compact
   def __call__(self, x_BxLxD):
@@ -89,14 +127,17 @@ class SwiGLU(nn.Module):
       use_bias=self.use_bias,
       kernel_init=_init(0.02),
       dtype=self.dtype,
+      param_dtype=self.param_dtype,
       name="gate_up",
     )(x_BxLxD)
-    h_BxLxF = nn.silu(gate_up_BxLx2xF[..., 0, :]) * gate_up_BxLx2xF[..., 1, :]
+    act = ACTIVATIONS[self.activation]
+    h_BxLxF = act(gate_up_BxLx2xF[..., 0, :]) * gate_up_BxLx2xF[..., 1, :]
     return nn.Dense(
       D,
       use_bias=self.use_bias,
       kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
       dtype=self.dtype,
+      param_dtype=self.param_dtype,
       name="down",
     )(h_BxLxF)
 
@@ -106,33 +147,48 @@ class Block(nn.Module):
 
   num_heads: int
   num_kv_heads: int
+  head_dim: int
   num_layers: int
   mlp_dim: int
   dropout: float
-  rope_base: float
+  rope: rope_lib.Rope
   norm_eps: float
-  attention_bias: bool
+  qkv_bias: bool
+  out_bias: bool
   mlp_bias: bool
+  qk_norm: bool
+  sliding_window: int
   dtype: jnp.dtype
+  param_dtype: jnp.dtype
   attention: str = "reference"
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
-    norm = lambda name: nn.RMSNorm(self.norm_eps, dtype=self.dtype, name=name)
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, local=True):
+    norm = lambda name: layers.RMSNorm(
+      self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )
     attn = Attention(
       self.num_heads,
       self.num_kv_heads,
+      self.head_dim,
       self.num_layers,
       self.dropout,
-      self.rope_base,
-      self.attention_bias,
+      self.rope,
       self.dtype,
+      self.param_dtype,
+      qkv_bias=self.qkv_bias,
+      out_bias=self.out_bias,
+      qk_norm=self.qk_norm,
+      norm_eps=self.norm_eps,
+      sliding_window=self.sliding_window,
       attention=self.attention,
       name="attn",
     )
-    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
+    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, local)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
-    mlp = SwiGLU(self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, name="mlp")
+    mlp = GatedMlp(
+      self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, self.param_dtype, name="mlp"
+    )
     h = mlp(norm("mlp_norm")(x_BxLxD))
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
@@ -149,17 +205,28 @@ class Llama(nn.Module):
   num_layers: int = 4
   num_heads: int = 4
   num_kv_heads: int = 2  # Key/value heads, each shared by num_heads // num_kv_heads queries.
+  head_dim: int = 0  # Each head's width; 0: d_model / num_heads (Qwen3 sets its own).
   d_model: int = 128
   max_len: int = 256  # Longest context: the decode cache's limit (RoPE itself has none).
   mlp_dim: int = 0  # SwiGLU width; 0: 8/3 * d_model rounded up to a multiple of 8, as Llama.
   dropout: float = 0.0
   tie_embeddings: bool = False  # The head reuses the embedding table (Llama 1-3: no).
   rope_base: float = 10000.0
+  rope_type: str = "default"  # default, linear or llama3 (Llama 3.1): frequency scaling (rope.py).
+  rope_factor: float = 1.0  # linear, llama3: how far the context stretches (Llama 3.1: 8).
+  rope_low_freq_factor: float = 1.0  # llama3: wavelengths over original_max_len / this: / factor.
+  rope_high_freq_factor: float = 4.0  # llama3: wavelengths under original_max_len / this: kept.
+  rope_original_max_len: int = 8192  # llama3: the context the model was pre-trained on.
   norm_eps: float = 1e-5
   attention_bias: bool = False  # Biases in the q, k, v and output projections.
+  qkv_bias: bool = False  # Biases in the q, k and v projections only (Qwen2).
   mlp_bias: bool = False  # Biases in the SwiGLU's three projections.
-  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); parameters, softmax
-  # and logits stay float32.
+  qk_norm: bool = False  # RMSNorm on each head's queries and keys before the rotation (Qwen3).
+  sliding_window: int = 0  # Local layers see the last this many positions, their own too; 0: all.
+  layer_pattern: str = "l"  # Local (l) or global (g) layers, repeated over the depth (see layers).
+  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); softmax and logits
+  # stay float32.
+  param_dtype: str = "float32"  # Parameters (and so the weights a checkpoint holds): or bfloat16.
   attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
@@ -169,21 +236,32 @@ class Llama(nn.Module):
     """The SwiGLU width F."""
     return self.mlp_dim or 8 * math.ceil(self.d_model / 3)  # 8/3 * d_model, up to a multiple of 8.
 
+  @property
+  def head_width(self) -> int:
+    """Each head's width K."""
+    return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def rope(self) -> rope_lib.Rope:
+    return rope_lib.Rope(
+      self.rope_base,
+      self.rope_type,
+      self.rope_factor,
+      self.rope_low_freq_factor,
+      self.rope_high_freq_factor,
+      self.rope_original_max_len,
+    )
+
   def flops_per_token(self, params, seq_len: int) -> float:
     """6 per parameter that multiplies (the embedding only as a tied head), plus attention's."""
     n = sum(x.size for x in jax.tree_util.tree_leaves(params))
     if not self.tie_embeddings:
       n -= params["embed"]["embedding"].size
-    return 6.0 * n + 12.0 * self.num_layers * self.d_model * seq_len
+    return 6.0 * n + 12.0 * self.num_layers * self.num_heads * self.head_width * seq_len
 
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache of num_kv_heads heads for `length` positions (at most max_len)."""
-    shape = (
-      batch_size,
-      self.num_kv_heads,
-      min(length, self.max_len),
-      self.d_model // self.num_heads,
-    )
+    shape = (batch_size, self.num_kv_heads, min(length, self.max_len), self.head_width)
     return layers.init_kv_cache(
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
@@ -195,36 +273,52 @@ class Llama(nn.Module):
     config_lib.check_int("model.mlp_dim", self.mlp_dim, 0)
     config_lib.check_number("model.rope_base", self.rope_base, 0, above=True)
     H, G, D = self.num_heads, self.num_kv_heads, self.d_model
-    if D % H or (D // H) % 2:
+    if not self.head_dim and D % H or self.head_width % 2:
       raise UserError(
         f"model.d_model={D} must be num_heads={H} times an even head width "
-        "(RoPE rotates pairs): change d_model or num_heads."
+        "(RoPE rotates pairs), or model.head_dim even: change d_model, num_heads or head_dim."
       )
     if G < 1 or H % G:
       raise UserError(f"model.num_kv_heads={G} must divide num_heads={H}.")
+    if self.sliding_window < 0:
+      raise UserError(f"model.sliding_window={self.sliding_window} must be 0 (none) or more.")
+    self.rope.check()
 
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     self.check()
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
-    dtype = layers.compute_dtype(self.dtype)
-    embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="embed")
+    dtype, param_dtype = layers.compute_dtype(self.dtype), layers.param_dtype(self.param_dtype)
+    embed = nn.Embed(
+      self.vocab_size,
+      self.d_model,
+      embedding_init=_init(0.02),
+      param_dtype=param_dtype,
+      name="embed",
+    )
     x_BxLxD = nn.Dropout(self.dropout)(embed(tokens_BxL), deterministic).astype(dtype)
+    local = layers.local_layers(self.layer_pattern, self.num_layers)
+    window = self.sliding_window if any(local) else 0  # Layers alike: the window is static.
     block_kwargs = {
       "num_heads": self.num_heads,
       "num_kv_heads": self.num_kv_heads,
+      "head_dim": self.head_width,
       "num_layers": self.num_layers,
       "mlp_dim": self.hidden_dim,
       "dropout": self.dropout,
-      "rope_base": self.rope_base,
+      "rope": self.rope,
       "norm_eps": self.norm_eps,
-      "attention_bias": self.attention_bias,
+      "qkv_bias": self.qkv_bias or self.attention_bias,
+      "out_bias": self.attention_bias,
       "mlp_bias": self.mlp_bias,
+      "qk_norm": self.qk_norm,
+      "sliding_window": window,
       "dtype": dtype,
-      "attention": layers.resolve_attention(
-        self.attention, dtype, self.dropout, self.d_model // self.num_heads
-      )[0],
+      "param_dtype": param_dtype,
+      "attention": layers.resolve_attention(self.attention, dtype, self.dropout, self.head_width)[
+        0
+      ],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,
@@ -236,13 +330,19 @@ class Llama(nn.Module):
       deterministic,
       None if cache is None else cache["layers"],
       pos,
+      per_layer=local if window and not all(local) else None,
     )
-    x_BxLxD = nn.RMSNorm(self.norm_eps, dtype=dtype, name="norm")(x_BxLxD).astype(jnp.float32)
+    norm = layers.RMSNorm(self.norm_eps, dtype=dtype, param_dtype=param_dtype, name="norm")
+    x_BxLxD = norm(x_BxLxD).astype(jnp.float32)
     if self.tie_embeddings:
       logits_BxLxV = embed.attend(x_BxLxD)
     else:
       logits_BxLxV = nn.Dense(
-        self.vocab_size, use_bias=False, kernel_init=_init(0.02), name="head"
+        self.vocab_size,
+        use_bias=False,
+        kernel_init=_init(0.02),
+        param_dtype=param_dtype,
+        name="head",
       )(x_BxLxD)
     if cache is None:
       return logits_BxLxV

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import V, build, init
+from integration.models.test_models import MODELS, V, build, init
 
 from lm_jax import UserError, models, sample
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", MODELS)
 def test_cached_decoding_equals_full_forward(name):
   model = build(name)
   params, tokens = init(model, length=12, batch=3)

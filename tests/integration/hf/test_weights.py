@@ -235,7 +235,7 @@ def test_bad_directories_are_refused(hf_dirs, tmp_path):
   with pytest.raises(UserError, match="BertForMaskedLM .* supports GPT2LMHeadModel"):
     architectures.model_config(str(tmp_path / "bert"))
   llama = json.load(open(os.path.join(hf_dirs["llama_gqa"], "config.json")))
-  llama["rope_parameters"] = {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}
-  write(str(tmp_path / "llama31"), "config.json", llama)
-  with pytest.raises(UserError, match="RoPE type 'llama3'.* it imports llama with silu"):
-    architectures.model_config(str(tmp_path / "llama31"))
+  llama["rope_parameters"] = {"rope_type": "yarn", "factor": 8.0, "rope_theta": 5e5}
+  write(str(tmp_path / "yarn"), "config.json", llama)
+  with pytest.raises(UserError, match="RoPE type 'yarn'.* it imports llama with silu"):
+    architectures.model_config(str(tmp_path / "yarn"))

@@ -13,12 +13,36 @@ import pytest
 from lm_jax import UserError, losses, models
 
 V = 23
-# Small hyperparameters per model; a model missing here is built with its defaults.
+_LLAMA = dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16)
+_GEMMA = dict(_LLAMA, num_layers=3, head_dim=6, sliding_window=4)
+# Small hyperparameters per model; a model missing here is built with its defaults. Variants
+# (a 'name' of their own) are registered models with options, windows shorter than the inputs.
 SMALL = {
   "gpt": dict(num_layers=2, num_heads=2, d_model=16, max_len=16),
-  "llama": dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16),
+  "llama": _LLAMA,
   "lstm": dict(embed_size=16, hidden_size=16, num_layers=2),
+  "gemma": dict(_GEMMA, query_pre_attn_scalar=10, attn_softcap=3.0, final_softcap=4.0),
+  "gemma3": dict(
+    _GEMMA,
+    name="gemma",
+    qk_norm=True,
+    layer_pattern="llg",
+    rope_local_base=100.0,
+    rope_type="linear",
+    rope_factor=2.0,
+    attn_softcap=0.0,
+    final_softcap=0.0,
+  ),
+  "llama3": dict(
+    _LLAMA, name="llama", rope_type="llama3", rope_factor=8.0, rope_original_max_len=4
+  ),
+  "mistral": dict(_LLAMA, name="llama", sliding_window=4),
+  "qwen2": dict(
+    _LLAMA, name="llama", qkv_bias=True, tie_embeddings=True, sliding_window=4, layer_pattern="gl"
+  ),
+  "qwen3": dict(_LLAMA, name="llama", qk_norm=True, head_dim=6),
 }
+MODELS = sorted(SMALL)  # Causality, gradients and cached decoding hold for every variant too.
 
 
 def build(name, **overrides):
@@ -38,7 +62,7 @@ def loss_of(model, params, tokens):
   return loss_sum / n
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", MODELS)
 def test_output_shape_and_dtype(name):
   model = build(name)
   params, tokens = init(model)
@@ -47,7 +71,7 @@ def test_output_shape_and_dtype(name):
   assert logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", MODELS)
 def test_causal(name):
   model = build(name)
   params, tokens = init(model)
@@ -66,7 +90,7 @@ def test_initial_loss_near_log_vocab(name):
   assert abs(float(loss_of(model, params, tokens)) - math.log(V)) < 0.1 * math.log(V)
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", MODELS)
 def test_gradient_matches_finite_difference(name):
   model = build(name)
   params, tokens = init(model)
@@ -100,7 +124,8 @@ def test_overfits_one_batch(name):
   assert float(loss) < 0.5 * first
 
 
-TRANSFORMERS = ["gpt", "llama"]
+TRANSFORMERS = ["gemma", "gpt", "llama", "qwen2"]  # qwen2, gemma: local and global layers.
+FUSED = ["gemma3", "gpt", "llama", "qwen2"]  # Fused attention cannot soft-cap (gemma's default).
 
 
 def value_and_grad(model, params, tokens):
@@ -183,7 +208,8 @@ def test_scanned_cached_decoding_equals_full_forward(name):
   cache = model.init_cache(3, 12)
   small = SMALL[name]
   heads = small.get("num_kv_heads", small["num_heads"])  # Grouped-query: only G heads cached.
-  k_shape = (small["num_layers"], 3, heads, 12, small["d_model"] // small["num_heads"])
+  width = small.get("head_dim") or small["d_model"] // small["num_heads"]
+  k_shape = (small["num_layers"], 3, heads, 12, width)
   assert cache["layers"]["k"].shape == k_shape
   step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
   logits, cache = step_fn(tokens[:, :5], cache)  # Prefill, then one token at a time.
@@ -206,7 +232,7 @@ def scaled(tree):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", FUSED)
 def test_xla_attention_equals_reference(name, dtype):
   reference = build(name, dtype=dtype, attention="reference", num_layers=1)
   fused = reference.clone(attention="xla")
