@@ -69,14 +69,28 @@ def get_config():
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.
 
   config.optim = o = ml_collections.ConfigDict()
-  o.name = "adamw"  # adam, or adamw (decoupled weight decay).
+  # sgd, adam, adamw (decoupled weight decay), lion, adafactor, muon (hidden matrices; AdamW on
+  # embeddings, head, norms, biases), or 'package.module:function' (lm_jax/optim.py says how).
+  o.name = "adamw"
   o.learning_rate = 1e-3  # Peak, reached after warmup_steps.
-  o.min_learning_rate = 1e-4  # Cosine decay ends here at train.num_steps.
+  o.min_learning_rate = 1e-4  # cosine, linear and wsd decay end here at train.num_steps.
   o.warmup_steps = 100  # Linear warmup from 0.
+  # After warmup: cosine, linear, constant, wsd (stable, then linear decay over the last
+  # decay_fraction of the steps), plateau (constant, divided by plateau_factor whenever a
+  # validation loss does not beat the best so far: PyTorch's word_language_model rule).
+  o.schedule = "cosine"
+  o.decay_fraction = 0.2  # wsd: the share of train.num_steps spent decaying.
+  o.plateau_factor = 4.0  # plateau: the divisor.
+  o.momentum = 0.0  # sgd: 0 is plain SGD (W - lr * g, bit for bit).
+  o.nesterov = False  # sgd: Nesterov momentum.
+  o.muon_beta = 0.95  # muon: momentum of the hidden matrices (Nesterov, as modded-nanogpt).
+  o.muon_ns_steps = 5  # muon: Newton-Schulz iterations.
+  o.adam_learning_rate = 0.0  # muon: peak of the AdamW parameters; 0 = optim.learning_rate.
+  o.z_loss = 0.0  # Coefficient of PaLM's log(Z)^2 auxiliary loss (PaLM: 1e-4); 0 = off.
   o.b1 = 0.9
   o.b2 = 0.99
   o.eps = 1e-8
-  o.weight_decay = 0.1  # adamw only; matrices decay, biases and norm scales never do.
+  o.weight_decay = 0.1  # All but adam; matrices decay, biases and norm scales never do.
   o.decay_embeddings = False  # Decay embedding tables too (nanoGPT does; no gain measured here).
   o.grad_clip = 1.0  # Global-norm clipping; 0 turns it off.
 

@@ -1,5 +1,6 @@
-"""Next-token cross-entropy, shared by training and evaluation."""
+"""Next-token cross-entropy, shared by training and evaluation, and PaLM's z-loss."""
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -17,3 +18,10 @@ def cross_entropy_sums(logits_BxLxV, targets_BxL, weights_BxL=None):
     weights_BxL = jnp.ones_like(losses_BxL)
   weights_BxL = weights_BxL.astype(jnp.float32)
   return jnp.sum(losses_BxL * weights_BxL), jnp.sum(weights_BxL)
+
+
+def z_loss_sum(logits_BxLxV, weights_BxL):
+  """Sum over weighted tokens of log(Z)^2, Z the softmax's partition function (PaLM's
+  auxiliary loss, which keeps log Z near 0); float32."""
+  log_z_BxL = jax.nn.logsumexp(logits_BxLxV.astype(jnp.float32), axis=-1)
+  return jnp.sum(jnp.square(log_z_BxL) * weights_BxL.astype(jnp.float32))

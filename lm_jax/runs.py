@@ -40,6 +40,7 @@ def load_run(workdir: str, step: int | None = None):
     opt_state=tree["opt_state"],
     apply_fn=model.apply,
     tx=tx,
+    **{k: tree[k] for k in state_lib.OPTIONAL if k in tree},
   )
   return config, model, tokenizer, state, step
 

@@ -1,7 +1,9 @@
 """The TrainState, the tree a checkpoint holds, and how both are made from a config.
 
 A checkpoint holds {'step', 'params', 'opt_state', 'rng'}: the TrainState's arrays and the
-dropout key as raw key data (Orbax stores arrays, not typed keys). Training, evaluation,
+dropout key as raw key data (Orbax stores arrays, not typed keys); and 'schedule_state' when
+the learning-rate schedule has state (optim.schedule='plateau'), 'carry' when a recurrent model
+carries its state across steps (data.order='sequential'). Training, evaluation,
 sampling and the benchmark build the initial state the same way, from `config.seed`, through
 `state_factory`.
 """
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm_jax import parallel
+from lm_jax import models, optim, parallel
 
 
 @flax.struct.dataclass
@@ -24,9 +26,13 @@ class TrainState:
   opt_state: Any
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  schedule_state: Any = None  # A stateful schedule's arrays (optim.schedule_state), else None.
+  # A recurrent model's state after the last step, one row per batch row: the next step's
+  # initial state (data.order='sequential'), else None.
+  carry: Any = None
 
 
-def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
+def create_train_state(model, tx, rng, seq_len: int, schedule_state=None, carry=None) -> TrainState:
   params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
   return TrainState(
     step=jnp.array(0, jnp.int32),
@@ -34,20 +40,48 @@ def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
     opt_state=tx.init(params),
     apply_fn=model.apply,
     tx=tx,
+    schedule_state=schedule_state,
+    carry=carry,
   )
+
+
+def carries_state(config, model) -> bool:
+  """Whether training carries the model's state from step to step: a recurrent model (one
+  with `init_carry`) reading contiguous streams (data.order='sequential')."""
+  return config.data.order == "sequential" and models.has_carry(model)
 
 
 def state_factory(config, model, tx) -> tuple[Callable[[], TrainState], jax.Array]:
   """(a function creating the initial TrainState, the dropout key), both from config.seed."""
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
-  return lambda: create_train_state(model, tx, init_rng, config.data.seq_len), rng
+  carry = carries_state(config, model)
+  create = lambda: create_train_state(
+    model,
+    tx,
+    init_rng,
+    config.data.seq_len,
+    optim.schedule_state(config.optim),
+    model.init_carry(config.train.batch_size) if carry else None,
+  )
+  return create, rng
+
+
+# The TrainState's arrays besides the step, params and optimizer state, by checkpoint key; a
+# checkpoint holds those a run has (not None), so older checkpoints restore unchanged.
+OPTIONAL = ("schedule_state", "carry")
+
+
+def arrays(state: TrainState) -> dict:
+  """The state's arrays by checkpoint key (what Orbax saves and the loop restores)."""
+  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  return {**tree, **{k: getattr(state, k) for k in OPTIONAL if getattr(state, k) is not None}}
 
 
 def checkpoint_tree(state: TrainState, rng) -> dict:
   """What a checkpoint holds: the state's arrays and the dropout key's raw data."""
   if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
     rng = jax.random.key_data(rng)
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": rng}
+  return {**arrays(state), "rng": rng}
 
 
 def rng_from_tree(tree) -> jax.Array:

@@ -108,8 +108,10 @@ class LSTM(nn.Module):
   """The word-language-model LSTM: embedding, `num_layers` LSTMs, head.
 
   Initialised as PyTorch's nn.Embedding (N(0, 1)), nn.LSTM and nn.Linear
-  (U(+-1/sqrt(fan_in))). Dropout acts on the embeddings, between layers and
-  before the head, as in PyTorch's word-language-model example;
+  (U(+-1/sqrt(fan_in))); with `init_range` r > 0, the embedding and head weights
+  are U(-r, r) and the head bias 0 instead (word_language_model's init_weights, r = 0.1).
+  Dropout acts on the embeddings, between layers and before the head, as in PyTorch's
+  word-language-model example;
   `tie_weights` shares the embedding with the head and needs
   `embed_size == hidden_size`. With a cache from `init_cache` (the layers'
   (c, h) carries), `model.apply(v, tokens_BxL, cache=cache)` returns
@@ -122,6 +124,7 @@ class LSTM(nn.Module):
   num_layers: int = 1
   dropout: float = 0.0
   tie_weights: bool = False
+  init_range: float = 0.0
 
   def flops_per_token(self, params, seq_len: int) -> float:
     """6 per parameter, leaving out the embedding table unless it is the head too."""
@@ -135,6 +138,10 @@ class LSTM(nn.Module):
     zeros = lambda: jnp.zeros((batch_size, self.hidden_size), jnp.float32)
     return {"layers": [(zeros(), zeros()) for _ in range(self.num_layers)]}
 
+  def init_carry(self, batch_size: int):
+    """The state at the start of a stream (zeros); training and evaluation can carry it."""
+    return self.init_cache(batch_size, 0)
+
   @nn.compact
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     if self.tie_weights and self.embed_size != self.hidden_size:
@@ -143,8 +150,12 @@ class LSTM(nn.Module):
         f"({self.hidden_size}): make them equal or set model.tie_weights=False."
       )
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
+    r = self.init_range
     embed = nn.Embed(
-      self.vocab_size, self.embed_size, name="embed", embedding_init=nn.initializers.normal(1.0)
+      self.vocab_size,
+      self.embed_size,
+      name="embed",
+      embedding_init=_uniform(r) if r > 0 else nn.initializers.normal(1.0),
     )
     # Time-major inside: the recurrence steps over the leading axis.
     x_LxBxE = nn.Dropout(self.dropout)(embed(tokens_BxL.T), deterministic)
@@ -159,9 +170,10 @@ class LSTM(nn.Module):
       bias_V = self.param("head_bias", nn.initializers.zeros, (self.vocab_size,))
       logits_BxLxV = embed.attend(x_BxLxE) + bias_V
     else:
-      logits_BxLxV = nn.Dense(self.vocab_size, kernel_init=init, bias_init=init, name="head")(
-        x_BxLxE
-      )
+      head_init = (_uniform(r), nn.initializers.zeros) if r > 0 else (init, init)
+      logits_BxLxV = nn.Dense(
+        self.vocab_size, kernel_init=head_init[0], bias_init=head_init[1], name="head"
+      )(x_BxLxE)
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     if cache is None:
       return logits_BxLxV
