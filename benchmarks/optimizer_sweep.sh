@@ -24,7 +24,8 @@ names=(adamw muon lion sgd)
 sweep() {  # NAME LEARNING_RATES SEEDS
   # shellcheck disable=SC2086  # ${fixed[...]} holds several flags.
   python scripts/sweep.py --config "$config" --root "$root/$1" --seeds "$3" \
-    --grid "optim.learning_rate=$2" --config.optim.name="$1" ${fixed[$1]}
+    --grid "optim.learning_rate=$2" --config.optim.name="$1" ${fixed[$1]} ||
+    echo "$1: $? run(s) failed (see $root/$1/*/train.log)"
 }
 
 best() {  # NAME -> the grid value whose seed-0 run ended with the lowest validation loss
@@ -32,9 +33,11 @@ best() {  # NAME -> the grid value whose seed-0 run ended with the lowest valida
 import glob, json, os, re, sys
 found = {}
 for d in glob.glob(os.path.join(sys.argv[1], "learning_rate=*-seed=0")):
-  rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if l.strip()]
-  found[re.match(r"learning_rate=(.*)-seed=0", os.path.basename(d)).group(1)] = [
-    r["val_loss"] for r in rows if "val_loss" in r][-1]
+  path = os.path.join(d, "metrics.jsonl")
+  rows = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+  last = [r["val_loss"] for r in rows if "val_loss" in r and r["step"] == 2000]
+  if last:  # Runs that failed (a non-finite loss) have no final evaluation.
+    found[re.match(r"learning_rate=(.*)-seed=0", os.path.basename(d)).group(1)] = last[0]
 print(min(found, key=found.get))
 PY
 }

@@ -4,9 +4,11 @@
 
 The shape of PyTorch's word_language_model (2 x 200 LSTM, batch 20, bptt 35) and lm_jax's
 configs/word_lstm.py. Times (median ms over --repeats, after warm-up) for: the whole jitted
-train step (clip + SGD, as the recipe), the forward and backward pass of the model, the LSTM
-stack alone and the head with its softmax cross-entropy alone; and the same pieces in
-PyTorch eager when torch is installed (`--torch`). Prints one JSON line.
+train step (clip + SGD, the carried state, as the recipe trains), the forward and backward
+pass of the model, the LSTM stack alone and the head with its softmax cross-entropy alone
+(forward and backward, and forward only); and the same pieces in PyTorch eager
+(`--torch`: main.py's model, log_softmax + NLLLoss, clip_grad_norm_, the SGD loop).
+Prints one JSON line.
 """
 
 import argparse
@@ -42,8 +44,8 @@ def jax_pieces():
   import jax.numpy as jnp
   import numpy as np
 
-  from lm_jax import losses, models, optim, train
   from lm_jax import config as config_lib
+  from lm_jax import losses, models, optim, train
   from lm_jax import state as state_lib
 
   config = config_lib.load("configs/word_lstm.py")
@@ -53,7 +55,11 @@ def jax_pieces():
   create, rng = state_lib.state_factory(config, model, tx)
   state = jax.jit(create)()
   tokens = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.seq_len + 1))
-  batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:])}
+  batch = {
+    "inputs": jnp.asarray(tokens[:, :-1]),
+    "targets": jnp.asarray(tokens[:, 1:]),
+    "continues": jnp.ones(args.batch),  # The recipe carries the LSTM state across steps.
+  }
   step = jax.jit(train.train_step, donate_argnums=0)
   out = {}
 
@@ -79,7 +85,9 @@ def jax_pieces():
     return losses.cross_entropy_sums(logits[None], batch["targets"].reshape(1, -1))[0]
 
   head_grad = jax.jit(jax.grad(head_loss, argnums=(0, 1)))
-  out["head_and_loss"] = median_ms(lambda: head_grad(head, x_NxC), jax.block_until_ready, args.repeats)
+  out["head_and_loss"] = median_ms(
+    lambda: head_grad(head, x_NxC), jax.block_until_ready, args.repeats
+  )
   head_fwd = jax.jit(head_loss)
   out["head_and_loss_forward"] = median_ms(
     lambda: head_fwd(head, x_NxC), jax.block_until_ready, args.repeats
@@ -93,7 +101,9 @@ def jax_pieces():
     for i in range(len(p)):
       layer = p[f"lstm_{i}"]
       zeros = jnp.zeros((args.batch, args.width))
-      x, _ = lstm_lib.recurrence(x, layer["ih_kernel"], layer["bias"], layer["hh_kernel"], (zeros, zeros))
+      x, _ = lstm_lib.recurrence(
+        x, layer["ih_kernel"], layer["bias"], layer["hh_kernel"], (zeros, zeros)
+      )
     return jnp.sum(x)
 
   lstm_grad = jax.jit(jax.grad(lstm_sum, argnums=(0, 1)))
@@ -153,7 +163,12 @@ def torch_pieces():
 
 
 if __name__ == "__main__":
-  result = {"vocab": args.vocab, "batch": args.batch, "seq_len": args.seq_len, "jax_ms": jax_pieces()}
+  result = {
+    "vocab": args.vocab,
+    "batch": args.batch,
+    "seq_len": args.seq_len,
+    "jax_ms": jax_pieces(),
+  }
   if args.torch:
     result["torch_ms"] = torch_pieces()
   result["cpus"] = len(os.sched_getaffinity(0))

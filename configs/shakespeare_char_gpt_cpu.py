@@ -65,7 +65,10 @@ def get_config():
   # source keys (dataset, splits, text_files...) that NAME changes from these; empty: one source.
   d.mixture = ml_collections.ConfigDict()
   d.seq_len = 64  # Tokens of context per training example.
-  d.order = "random_windows"  # random_windows (nanoGPT), or epochs (seeded permutations).
+  # random_windows (nanoGPT), epochs (seeded permutations), or sequential: train.batch_size
+  # contiguous streams read window by window (PyTorch's batchify), a recurrent model's state
+  # carried from step to step (truncated backpropagation through time).
+  d.order = "random_windows"
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.
 
   config.optim = o = ml_collections.ConfigDict()
@@ -97,6 +100,10 @@ def get_config():
   config.train = t = ml_collections.ConfigDict()
   t.batch_size = 12  # Global: split over all devices.
   t.num_steps = 2000
+  # > 0: passes over the train split instead; num_steps becomes num_epochs x the steps of one
+  # (data.order sequential: before the streams wrap), and eval_every or checkpoint_every of 0
+  # become one epoch. The resolved values are what the run's config.json records.
+  t.num_epochs = 0
   t.log_every = 50  # Steps between train-metric lines in metrics.jsonl.
   t.eval_every = 500  # Steps between evaluations of the whole validation split.
   t.eval_batch_size = 0  # 0: the training batch size.
@@ -110,6 +117,13 @@ def get_config():
   t.init_from = ""  # A new run starts from this run's (or Hugging Face model dir's) parameters.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
+
+  # Evaluation protocol (every one scores each next-token prediction once, from exact sums).
+  config.eval = e = ml_collections.ConfigDict()
+  e.carry = False  # Recurrent models: eval_batch_size contiguous streams, state carried across
+  # windows (PyTorch's word_language_model); false: each window starts from zeros.
+  e.stride = 0  # > 0: windows every `stride` tokens, each scoring its last `stride` (Hugging
+  # Face's perplexity guide: more context per token); 0: consecutive windows.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.

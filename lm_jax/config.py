@@ -134,6 +134,11 @@ def for_workdir(
     return override(load(spec), overrides)
   stored = load(stored_path)
   config = override(load(spec) if spec else stored, overrides)
+  epochs = stored.train.get("num_epochs")
+  if epochs and config.train.get("num_epochs") == epochs:  # What they set, stored resolved.
+    for key in ("num_steps", "eval_every", "checkpoint_every"):
+      if key == "num_steps" or not config.train[key]:
+        config.train[key] = stored.train[key]
   changed = [k for k in differences(stored, config) if k not in may_change]
   if changed:
     raise UserError(

@@ -45,6 +45,26 @@ def load_run(workdir: str, step: int | None = None):
   return config, model, tokenizer, state, step
 
 
+def best_step(workdir: str) -> int:
+  """The checkpoint step with the lowest validation loss in metrics.jsonl (train.keep_best
+  keeps that checkpoint)."""
+  from lm_jax import records  # pylint: disable=g-import-not-at-top  (records imports TensorBoard)
+
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  try:
+    saved = set(ckpt.steps())
+  finally:
+    ckpt.close()
+  losses = {r["step"]: r["val_loss"] for r in records.read_metrics(workdir) if "val_loss" in r}
+  evaluated = [s for s in saved if s in losses]
+  if not evaluated:
+    raise UserError(
+      f"{workdir} holds no checkpoint with a validation loss: train with train.keep_best=true, "
+      "or name the step with --checkpoint_step."
+    )
+  return min(evaluated, key=lambda s: (losses[s], s))
+
+
 def check_params_fit(params, abstract_params, source: str) -> None:
   """Refuses parameters whose tree, shapes or dtypes differ from the config's model."""
   lines = checkpoint.mismatch(params, abstract_params, source)

@@ -30,6 +30,7 @@ from lm_jax import (
   records,
   runs,
 )
+from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import batches
 
@@ -159,7 +160,8 @@ class Setup:
   flops_per_token: float
   train_step: Callable
   eval_step: Callable
-  resolved: dict  # What 'auto' settings became on this device (run.json).
+  eval_protocol: evaluate.Protocol
+  resolved: dict  # What 'auto' settings became on this device, the eval protocol (run.json).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +204,8 @@ def setup(config, vocab_size: int) -> Setup:
   step = functools.partial(
     train_step, grad_accum_steps=c.grad_accum_steps, z_loss=config.optim.get("z_loss", 0.0)
   )
+  how = evaluate.protocol(config, model)
+  resolved["eval_protocol"] = how.describe(seq_len, c.eval_batch_size or c.batch_size)
   return Setup(
     config=config,
     model=model,
@@ -211,14 +215,37 @@ def setup(config, vocab_size: int) -> Setup:
     lr_schedule=lr_schedule,
     flops_per_token=flops_per_token,
     train_step=plan.compile_step(step, state=abstract),
-    eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
+    eval_step=how.compile(plan),
+    eval_protocol=how,
     resolved=resolved,
   )
 
 
+EPOCH_KEYS = ("num_steps", "eval_every", "checkpoint_every")  # What train.num_epochs sets.
+
+
+def with_epochs(config, train_split):
+  """`config` with train.num_steps = train.num_epochs x the steps of one pass over
+  `train_split`, and eval_every and checkpoint_every of 0 set to one pass; unchanged when
+  num_epochs is 0."""
+  c = config.train
+  if not c.get("num_epochs"):
+    zero = [k for k in EPOCH_KEYS[1:] if not c[k]]
+    if zero:
+      raise UserError(f"train.{zero[0]}=0 means once per epoch: set train.num_epochs too.")
+    return config
+  epoch = batches.steps_per_epoch(train_split, c.batch_size, config.data.seq_len, config.data.order)
+  config = config_lib.override(config, {})  # A copy.
+  config.train.num_steps = c.num_epochs * epoch
+  for key in EPOCH_KEYS[1:]:
+    config.train[key] = config.train[key] or epoch
+  return config
+
+
 def _setup(config, workdir: str) -> _Run:
-  """Data first (it gives the vocabulary), then `setup`."""
+  """Data first (it gives the vocabulary and the length of an epoch), then `setup`."""
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
+  config = with_epochs(config, tokens["train"])
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
   return _Run(**fields, workdir=workdir, tokens=tokens)
@@ -289,7 +316,13 @@ def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict
   c = run.config
   batch_size = c.train.eval_batch_size or c.train.batch_size
   m = evaluate.evaluate(
-    run.eval_step, state, run.tokens["validation"], c.data.seq_len, batch_size, run.plan
+    run.eval_step,
+    state.replace(carry=None),  # Training's carry is not evaluation's.
+    run.tokens["validation"],
+    c.data.seq_len,
+    batch_size,
+    run.plan,
+    run.eval_protocol,
   )
   writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
   return m

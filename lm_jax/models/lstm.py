@@ -28,16 +28,19 @@ def recurrence(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
 
 
 def _forward(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
-  def step(carry, x_BxE):
+  # The inputs' share of the gates for all steps in one matmul; the scan keeps only h @ w_hh.
+  gates_in_LxBx4C = x_LxBxE @ w_ih_Ex4C + b_4C
+
+  def step(carry, gates_in_Bx4C):
     c_BxC, h_BxC = carry
-    gates_Bx4C = x_BxE @ w_ih_Ex4C + h_BxC @ w_hh_Cx4C + b_4C
+    gates_Bx4C = gates_in_Bx4C + h_BxC @ w_hh_Cx4C
     i, f, g, o = jnp.split(gates_Bx4C, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c_BxC = f * c_BxC + i * g
     h_BxC = o * jnp.tanh(c_BxC)
     return (c_BxC, h_BxC), (h_BxC, c_BxC, jnp.concatenate([i, f, g, o], axis=-1))
 
-  final, (h_LxBxC, c_LxBxC, acts_LxBx4C) = jax.lax.scan(step, carry, x_LxBxE)
+  final, (h_LxBxC, c_LxBxC, acts_LxBx4C) = jax.lax.scan(step, carry, gates_in_LxBx4C)
   return (h_LxBxC, final), (h_LxBxC, c_LxBxC, acts_LxBx4C)
 
 
