@@ -1,11 +1,18 @@
 """Truncated backpropagation through time: data.order='sequential' carries an LSTM's state from
 step to step, equal to one pass over the joined windows, in every layout, and resumes exactly."""
 
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import ROOT
 
 from lm_jax import config as config_lib
 from lm_jax import models, optim, records, runs, train
@@ -147,3 +154,51 @@ def test_carry_follows_its_rows_in_every_layout(config, tmp_path):
       np.testing.assert_allclose(x, y, atol=2e-5, rtol=2e-5)
     np.testing.assert_allclose(found["jit"][1]["loss"], found[mode][1]["loss"], rtol=1e-5)
   assert found["jit"][0].carry["layers"][0][0].shape == (8, 16)  # Global rows.
+
+
+def launch(config_path, workdir, devices, *flags):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return subprocess.Popen(
+    [sys.executable, "scripts/train.py", "--config", config_path, "--workdir", workdir, *flags],
+    cwd=ROOT,
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["pmap", "sharded"])
+def test_two_processes_carry_their_own_rows(config, tmp_path, mode):
+  """Each process holds the carry of its rows; the checkpoint they write together is one run's."""
+  c = word_config(config)
+  c.train.update(num_steps=6, eval_every=3, checkpoint_every=3, parallel=mode)
+  c.mesh.update(data=2, fsdp=2)
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(c.to_dict()))
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  procs = [launch(str(path), str(tmp_path / "one"), 4)] + [
+    launch(
+      str(path),
+      str(tmp_path / "two"),
+      2,
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    )
+    for i in range(2)
+  ]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  one, two = (records.read_metrics(str(tmp_path / d)) for d in ("one", "two"))
+  for key in ("train_loss", "val_loss"):
+    np.testing.assert_allclose(
+      [r[key] for r in two if key in r], [r[key] for r in one if key in r], rtol=1e-5
+    )
+  a, b = runs.load_run(str(tmp_path / "one"))[3], runs.load_run(str(tmp_path / "two"))[3]
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
