@@ -221,31 +221,14 @@ def setup(config, vocab_size: int) -> Setup:
   )
 
 
-EPOCH_KEYS = ("num_steps", "eval_every", "checkpoint_every")  # What train.num_epochs sets.
-
-
-def with_epochs(config, train_split):
-  """`config` with train.num_steps = train.num_epochs x the steps of one pass over
-  `train_split`, and eval_every and checkpoint_every of 0 set to one pass; unchanged when
-  num_epochs is 0."""
-  c = config.train
-  if not c.get("num_epochs"):
-    zero = [k for k in EPOCH_KEYS[1:] if not c[k]]
-    if zero:
-      raise UserError(f"train.{zero[0]}=0 means once per epoch: set train.num_epochs too.")
-    return config
-  epoch = batches.steps_per_epoch(train_split, c.batch_size, config.data.seq_len, config.data.order)
-  config = config_lib.override(config, {})  # A copy.
-  config.train.num_steps = c.num_epochs * epoch
-  for key in EPOCH_KEYS[1:]:
-    config.train[key] = config.train[key] or epoch
-  return config
-
-
 def _setup(config, workdir: str) -> _Run:
   """Data first (it gives the vocabulary and the length of an epoch), then `setup`."""
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-  config = with_epochs(config, tokens["train"])
+  c, d = config.train, config.data
+  if c.get("num_epochs"):
+    epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
+    config = config_lib.with_epochs(config, epoch)
+  config_lib.check_epoch_keys(config)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
   return _Run(**fields, workdir=workdir, tokens=tokens)
