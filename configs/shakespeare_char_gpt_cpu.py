@@ -66,18 +66,35 @@ def get_config():
   # source keys (dataset, splits, text_files...) that NAME changes from these; empty: one source.
   d.mixture = ml_collections.ConfigDict()
   d.seq_len = 64  # Tokens of context per training example.
-  d.order = "random_windows"  # random_windows (nanoGPT), or epochs (seeded permutations).
+  # random_windows (nanoGPT), epochs (seeded permutations), or sequential: train.batch_size
+  # contiguous streams read window by window (PyTorch's batchify), a recurrent model's state
+  # carried from step to step (truncated backpropagation through time).
+  d.order = "random_windows"
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.
 
   config.optim = o = ml_collections.ConfigDict()
-  o.name = "adamw"  # adam, or adamw (decoupled weight decay).
+  # sgd, adam, adamw (decoupled weight decay), lion, adafactor, muon (hidden matrices; AdamW on
+  # embeddings, head, norms, biases), or 'package.module:function' (lm_jax/optim.py says how).
+  o.name = "adamw"
   o.learning_rate = 1e-3  # Peak, reached after warmup_steps.
-  o.min_learning_rate = 1e-4  # Cosine decay ends here at train.num_steps.
+  o.min_learning_rate = 1e-4  # cosine, linear and wsd decay end here at train.num_steps.
   o.warmup_steps = 100  # Linear warmup from 0.
+  # After warmup: cosine, linear, constant, wsd (stable, then linear decay over the last
+  # decay_fraction of the steps), plateau (constant, divided by plateau_factor whenever a
+  # validation loss does not beat the best so far: PyTorch's word_language_model rule).
+  o.schedule = "cosine"
+  o.decay_fraction = 0.2  # wsd: the share of train.num_steps spent decaying.
+  o.plateau_factor = 4.0  # plateau: the divisor.
+  o.momentum = 0.0  # sgd: 0 is plain SGD (W - lr * g, bit for bit).
+  o.nesterov = False  # sgd: Nesterov momentum.
+  o.muon_beta = 0.95  # muon: momentum of the hidden matrices (Nesterov, as modded-nanogpt).
+  o.muon_ns_steps = 5  # muon: Newton-Schulz iterations.
+  o.adam_learning_rate = 0.0  # muon: peak of the AdamW parameters; 0 = optim.learning_rate.
+  o.z_loss = 0.0  # Coefficient of PaLM's log(Z)^2 auxiliary loss (PaLM: 1e-4); 0 = off.
   o.b1 = 0.9
   o.b2 = 0.99
   o.eps = 1e-8
-  o.weight_decay = 0.1  # adamw only; matrices decay, biases and norm scales never do.
+  o.weight_decay = 0.1  # All but adam; matrices decay, biases and norm scales never do.
   o.decay_embeddings = False  # Decay embedding tables too (nanoGPT does; no gain measured here).
   o.grad_clip = 1.0  # Global-norm clipping; 0 turns it off.
   o.state_dtype = "float32"  # Adam's moments and the update math, whatever model.param_dtype.
@@ -85,6 +102,10 @@ def get_config():
   config.train = t = ml_collections.ConfigDict()
   t.batch_size = 12  # Global: split over all devices.
   t.num_steps = 2000
+  # > 0: passes over the train split instead; num_steps becomes num_epochs x the steps of one
+  # (data.order sequential: before the streams wrap), and eval_every or checkpoint_every of 0
+  # become one epoch. The resolved values are what the run's config.json records.
+  t.num_epochs = 0
   t.log_every = 50  # Steps between train-metric lines in metrics.jsonl.
   t.eval_every = 500  # Steps between evaluations of the whole validation split.
   t.eval_batch_size = 0  # 0: the training batch size (also the harness's rows per batch).
@@ -111,6 +132,13 @@ def get_config():
   t.lora.dropout = 0.0  # On the adapters' inputs, while training.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
+
+  # Evaluation protocol (every one scores each next-token prediction once, from exact sums).
+  config.eval = e = ml_collections.ConfigDict()
+  e.carry = False  # Recurrent models: eval_batch_size contiguous streams, state carried across
+  # windows (PyTorch's word_language_model); false: each window starts from zeros.
+  e.stride = 0  # > 0: windows every `stride` tokens, each scoring its last `stride` (Hugging
+  # Face's perplexity guide: more context per token); 0: consecutive windows.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.

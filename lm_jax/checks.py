@@ -29,8 +29,12 @@ def check_config(config, devices: bool = True) -> None:
 
 def _check(config, devices: bool) -> None:
   c, d = config.train, config.data
+  epochs = c.get("num_epochs", 0)
+  config_lib.check_int("train.num_epochs", epochs, 0)
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-    config_lib.check_int(f"train.{key}", c[key], 1)
+    config_lib.check_int(
+      f"train.{key}", c[key], 0 if epochs and key in config_lib.EPOCH_KEYS else 1
+    )
   config_lib.check_int("train.grad_accum_steps", c.grad_accum_steps, 1)
   config_lib.check_bool("train.keep_best", c.keep_best)
   config_lib.check_bool("train.compilation_cache", c.get("compilation_cache", True))
@@ -43,6 +47,9 @@ def _check(config, devices: bool) -> None:
   config_lib.check_int("data.seq_len", d.seq_len, 1)
   config_lib.check_int("data.prefetch", d.prefetch, 1)
   config_lib.check_choice("data.order", d.order, batches.ORDERS)
+  e = config.get("eval") or {}
+  config_lib.check_bool("eval.carry", e.get("carry", False))
+  config_lib.check_int("eval.stride", e.get("stride", 0), 0)
   profiling.check_profile_steps(c.get("profile_steps"))
   parallel.check_config(c, config.mesh, devices)
   data.check_config(config.data)

@@ -170,6 +170,26 @@ def get(config, key: str):
   return list(config) if isinstance(config, tuple) else config
 
 
+EPOCH_KEYS = ("num_steps", "eval_every", "checkpoint_every")  # What train.num_epochs sets.
+
+
+def with_epochs(config, steps_per_epoch: int) -> ml_collections.ConfigDict:
+  """A copy of `config` with train.num_steps = train.num_epochs x `steps_per_epoch`, and
+  eval_every and checkpoint_every of 0 set to one epoch."""
+  config = override(config, {})
+  config.train.num_steps = config.train.num_epochs * steps_per_epoch
+  for key in EPOCH_KEYS[1:]:
+    config.train[key] = config.train[key] or steps_per_epoch
+  return config
+
+
+def check_epoch_keys(config) -> None:
+  """Refuses an eval_every or checkpoint_every of 0 (once per epoch) without epochs."""
+  zero = [k for k in EPOCH_KEYS[1:] if not config.train[k]]
+  if zero:
+    raise UserError(f"train.{zero[0]}=0 means once per epoch: set train.num_epochs too.")
+
+
 def for_workdir(
   workdir: str, spec: str | None, overrides: dict[str, str], may_change: list[str]
 ) -> ml_collections.ConfigDict:
@@ -190,6 +210,11 @@ def for_workdir(
       "directory?): import one with scripts/import_hf.py, or pass another --workdir."
     )
   config = override(load(spec) if spec else stored, overrides)
+  epochs = stored.train.get("num_epochs")
+  if epochs and config.train.get("num_epochs") == epochs:  # What they set, stored resolved.
+    for key in EPOCH_KEYS:
+      if key == "num_steps" or not config.train[key]:
+        config.train[key] = stored.train[key]
   changed = [k for k in differences(stored, config) if k not in may_change]
   if changed:
     raise UserError(

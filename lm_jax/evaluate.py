@@ -1,34 +1,114 @@
-"""Evaluation from exact sums: loss, perplexity and bits per byte over a whole split."""
+"""Evaluation from exact sums: loss, perplexity and bits per byte over a whole split.
 
+Three protocols (config.eval) cut a split into model inputs: consecutive windows of seq_len,
+each from an empty context (the default); `eval.carry`: eval_batch_size contiguous streams
+whose recurrent state is carried from window to window (PyTorch's word_language_model); and
+`eval.stride`: sliding windows every `stride` tokens, each token scored once (Hugging Face's
+perplexity guide). Every figure is recorded with the protocol that produced it.
+"""
+
+import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 
 import jax
 
-from lm_jax import UserError, data, losses, parallel, runs
+from lm_jax import UserError, data, losses, models, parallel, runs
 from lm_jax.data import batches, streams
 
 
 def eval_step(state, batch, axis_name=None):
   """Sums of token losses and weights on `batch` (no dropout)."""
   logits = state.apply_fn(state.variables(state.params), batch["inputs"], deterministic=True)
+  return _sums(logits, batch, axis_name)
+
+
+def carried_eval_step(state, batch, carry, axis_name=None):
+  """eval_step from a recurrent model's `carry`; returns (sums, the carry after the batch)."""
+  logits, carry = state.apply_fn(
+    state.variables(state.params), batch["inputs"], deterministic=True, cache=carry
+  )
+  return _sums(logits, batch, axis_name), carry
+
+
+def _sums(logits, batch, axis_name):
   loss_sum, weight_sum = losses.cross_entropy_sums(logits, batch["targets"], batch["weights"])
   return parallel.psum({"loss_sum": loss_sum, "weight_sum": weight_sum}, axis_name)
 
 
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """How a split becomes model inputs: 'windows', 'carried' or 'strided' (module docstring)."""
+
+  kind: str = "windows"
+  stride: int = 0
+  init_carry: Callable | None = None  # carried: rows -> the model's state at a stream's start.
+
+  def describe(self, seq_len: int, batch_size: int) -> str:
+    """The protocol in words, as recorded beside its figures."""
+    if self.kind == "carried":
+      return (
+        f"carried: {batch_size} contiguous streams, the state carried across windows of "
+        f"{seq_len} tokens"
+      )
+    if self.kind == "strided":
+      return (
+        f"strided: windows of {seq_len} tokens every {self.stride}, each token scored once "
+        f"after at least {seq_len - self.stride} tokens of context (or all before it)"
+      )
+    return f"windows: consecutive windows of {seq_len} tokens, each from an empty context"
+
+  def compile(self, plan: parallel.Plan):
+    """The eval step this protocol runs, compiled for `plan`."""
+    if self.kind == "carried":
+      return plan.compile_step(carried_eval_step, in_axes=(0, 0, 0), donate=False)
+    return plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
+
+
+def protocol(config, model) -> Protocol:
+  """The protocol config.eval names for `model`."""
+  e = config.get("eval") or {}
+  carry, stride = bool(e.get("carry", False)), int(e.get("stride", 0))
+  if carry and stride:
+    raise UserError("eval.carry and eval.stride exclude each other: set one of them.")
+  if carry:
+    if not models.has_carry(model):
+      raise UserError(
+        f"eval.carry=true needs a recurrent model (one with init_carry); {type(model).__name__} "
+        "has none: use eval.stride for a Transformer."
+      )
+    return Protocol("carried", init_carry=model.init_carry)
+  if stride:
+    if not 1 <= stride <= config.data.seq_len:
+      raise UserError(
+        f"eval.stride={stride} is not in [1, data.seq_len={config.data.seq_len}]: "
+        f"e.g. {max(config.data.seq_len // 2, 1)}."
+      )
+    return Protocol("strided", stride=stride)
+  return Protocol()
+
+
 def evaluate(
-  p_eval_step, state, split: streams.Mixture, seq_len: int, batch_size: int, plan: parallel.Plan
+  p_eval_step,
+  state,
+  split: streams.Mixture,
+  seq_len: int,
+  batch_size: int,
+  plan: parallel.Plan,
+  how: Protocol = Protocol(),
 ) -> dict:
   """Loss and perplexity over every next-token prediction of each of the split's streams.
 
   Token-loss sums and counts are added up in float64 on the host, so the result does not
-  depend on the batch size or the device count. The 'loss' is the mean of the sources' losses
-  weighted as configured (a plain config's one source: its own); named sources (a mixture)
-  are reported one by one in 'sources' ({name: metrics}).
+  depend on the device count (nor, for consecutive and strided windows, on the batch size).
+  The 'loss' is the mean of the sources' losses weighted as configured (a plain config's one
+  source: its own); named sources (a mixture) are reported one by one in 'sources'
+  ({name: metrics}). `p_eval_step` is `how.compile(plan)`.
   """
   per = {
-    n: _evaluate_stream(p_eval_step, state, s, seq_len, batch_size, plan)
+    n: _evaluate_stream(p_eval_step, state, s, seq_len, batch_size, plan, how)
     for n, s in split.streams.items()
   }
   loss = split.weighted({n: m["loss"] for n, m in per.items()})
@@ -40,12 +120,23 @@ def evaluate(
   return {**result, "sources": per} if split.named else result
 
 
-def _evaluate_stream(p_eval_step, state, tokens, seq_len: int, batch_size: int, plan) -> dict:
+def _evaluate_stream(p_eval_step, state, tokens, seq_len, batch_size, plan, how) -> dict:
   loss_sum, weight_sum = 0.0, 0.0
   rows = plan.rows(batch_size)
-  for batch in batches.eval_batches(tokens, seq_len, batch_size):
-    batch = jax.tree_util.tree_map(lambda x: x[rows], batch)
-    sums = plan.to_host(p_eval_step(state, plan.shard(batch)))
+  local = lambda tree: plan.shard(jax.tree_util.tree_map(lambda x: x[rows], tree))
+  if how.kind == "carried":
+    carry = local(jax.device_get(how.init_carry(batch_size)))
+    found = batches.carried_eval_batches(tokens, seq_len, batch_size)
+  elif how.kind == "strided":
+    found = batches.strided_eval_batches(tokens, seq_len, batch_size, how.stride)
+  else:
+    found = batches.eval_batches(tokens, seq_len, batch_size)
+  for batch in found:
+    if how.kind == "carried":
+      sums, carry = p_eval_step(state, local(batch), carry)
+    else:
+      sums = p_eval_step(state, local(batch))
+    sums = plan.to_host(sums)
     loss_sum += float(sums["loss_sum"])
     weight_sum += float(sums["weight_sum"])
   return _metrics(loss_sum, weight_sum)
@@ -77,11 +168,12 @@ def evaluate_run(
 
   Returns {'split', 'step', 'loss' (nats per token), 'perplexity',
   'bits_per_byte' (total nats / ln 2 / UTF-8 bytes of the predicted text),
-  'tokens', 'bytes'}. A mixture adds 'sources' ({name: the same keys}); its loss and
-  bits_per_byte are the sources' weighted as configured, its tokens and bytes their sums,
-  and its perplexity exp(loss). The word tokenizer adds 'word_perplexity' (each end of
-  document counts as a word, as in PyTorch's word_language_model) and a
-  'note'; its bits_per_byte and bytes are None, since <unk> hides the text.
+  'tokens', 'bytes', 'protocol' (config.eval's, in words)}. A mixture adds 'sources'
+  ({name: the same keys}); its loss and bits_per_byte are the sources' weighted as
+  configured, its tokens and bytes their sums, and its perplexity exp(loss). The word
+  tokenizer adds 'word_perplexity' (each end of document counts as a word, as in PyTorch's
+  word_language_model) and a 'note'; its bits_per_byte and bytes are None, since <unk>
+  hides the text.
   """
   if split not in data.SPLITS:
     raise UserError(f"unknown split {split!r}: use one of {list(data.SPLITS)}.")
@@ -89,7 +181,7 @@ def evaluate_run(
     raise UserError(f"--parallel={parallel_mode}: use one of {list(parallel.MODES)}.")
   if batch_size < 0:
     raise UserError(f"--batch_size={batch_size}: give rows per batch, or 0 for the run's own.")
-  config, _, tokenizer, state, step = runs.load_run(workdir, step)
+  config, model, tokenizer, state, step = runs.load_run(workdir, step)
   _, tokens = data.prepare(config.data, workdir, is_writer=False)
   if split not in tokens:
     raise UserError(
@@ -99,9 +191,11 @@ def evaluate_run(
   plan = parallel.make_plan(parallel_mode or config.train.parallel, config.mesh)
   batch_size = batch_size or config.train.eval_batch_size or config.train.batch_size
   plan.check_batch(batch_size, "the eval batch size")
-  p_eval_step = plan.compile_step(eval_step, in_axes=(0, 0), donate=False)
-  m = evaluate(p_eval_step, plan.put(state), tokens[split], config.data.seq_len, batch_size, plan)
+  how = protocol(config, model)
+  state = plan.put(state.replace(carry=None))  # Training's carry is not evaluation's.
+  m = evaluate(how.compile(plan), state, tokens[split], config.data.seq_len, batch_size, plan, how)
   result = {"split": split, "step": step, **_report(m, tokenizer, tokens[split])}
+  result["protocol"] = how.describe(config.data.seq_len, batch_size)
   if tokenizer.unit != "token":  # Each id is a word: the perplexity per word.
     result[f"{tokenizer.unit}_perplexity"] = m["perplexity"]
   if tokenizer.note:

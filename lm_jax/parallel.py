@@ -30,6 +30,14 @@ from lm_jax import config as config_lib
 AXIS = "batch"
 MODES = ("auto", "jit", "pmap", "sharded")
 MESH_AXES = ("data", "fsdp")
+# State subtrees holding a row per batch row (a recurrent model's carry): split over the
+# devices with the batch's rows in every mode, never replicated or split FSDP-wise.
+ROW_KEYS = ("carry",)
+
+
+def _holds_rows(path) -> bool:
+  first = path[0] if path else None
+  return getattr(first, "key", getattr(first, "name", None)) in ROW_KEYS
 
 
 def check_config(train_config, mesh_config, devices: bool = True) -> None:
@@ -109,16 +117,21 @@ class Plan:
   # State.
 
   def state_shardings(self, abstract_tree):
-    """Shardings of the global (checkpointed) arrays of a state tree."""
+    """Shardings of the global (checkpointed) arrays of a state tree (ROW_KEYS: by rows)."""
     if self.mode == "jit":
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       return jax.tree_util.tree_map(lambda _: device, abstract_tree)
     if self.mode == "pmap":
-      replicated = NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
-      return jax.tree_util.tree_map(lambda _: replicated, abstract_tree)
+      mesh = Mesh(np.asarray(jax.devices()), ("all",))
+      return jax.tree_util.tree_map_with_path(
+        lambda path, _: NamedSharding(mesh, P("all") if _holds_rows(path) else P()), abstract_tree
+      )
     fsdp = self.mesh.shape["fsdp"]
-    return jax.tree_util.tree_map(
-      lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, fsdp)), abstract_tree
+    return jax.tree_util.tree_map_with_path(
+      lambda path, x: NamedSharding(
+        self.mesh, P(MESH_AXES) if _holds_rows(path) else fsdp_spec(x.shape, fsdp)
+      ),
+      abstract_tree,
     )
 
   def init(self, fn):
@@ -144,19 +157,38 @@ class Plan:
     """Host or global arrays -> the layout the compiled step takes."""
     if self.mode != "pmap":
       return self.place(tree)
-    local = lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x
-    return jax_utils.replicate(jax.tree_util.tree_map(local, tree))
+
+    def one(path, x):
+      if _holds_rows(path):  # This process's rows, a block per local device.
+        rows = self._local_rows(x)
+        blocks = rows.reshape(jax.local_device_count(), -1, *rows.shape[1:])
+        return jax.device_put_sharded(list(blocks), jax.local_devices())
+      return jax_utils.replicate(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+  def _local_rows(self, x) -> np.ndarray:
+    """This process's rows of a global array or of a whole host value."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+      return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
+    return np.asarray(x)[self.rows(x.shape[0])]
 
   def get(self, tree):
-    """The step's layout -> global arrays (what Orbax saves); pmap keeps one replica."""
+    """The step's layout -> global arrays (what Orbax saves); pmap keeps one replica, and
+    joins the devices' rows of ROW_KEYS subtrees."""
     if self.mode != "pmap":
       return tree
 
-    def one(x, s):
+    def one(path, x, s):
+      if _holds_rows(path):
+        shape = (jax.device_count() * x.shape[1], *x.shape[2:])
+        shards = [a.data.reshape(a.data.shape[1:]) for a in x.addressable_shards]
+        return jax.make_array_from_single_device_arrays(shape, s, shards)
       shards = [a.data[0] for a in x.addressable_shards]
       return jax.make_array_from_single_device_arrays(x.shape[1:], s, shards)
 
-    return jax.tree_util.tree_map(one, tree, self.state_shardings(tree))
+    return jax.tree_util.tree_map_with_path(one, tree, self.state_shardings(tree))
 
   # Batches and metrics.
 

@@ -44,6 +44,7 @@ def load_run(workdir: str, step: int | None = None, merge: bool = True):
     opt_state=tree["opt_state"],
     apply_fn=jax.eval_shape(create).apply_fn,
     tx=tx,
+    **{k: tree[k] for k in state_lib.OPTIONAL if k in tree},
   )
   frozen = state_lib.frozen_targets(parallel.Plan("jit"), create)
   if frozen is not None:
@@ -52,6 +53,26 @@ def load_run(workdir: str, step: int | None = None, merge: bool = True):
       params = state_lib.adapted_params(state, config)
       state = state_lib.TrainState(state.step, params, None, model.apply, tx)
   return config, model, tokenizer, state, step
+
+
+def best_step(workdir: str) -> int:
+  """The checkpoint step with the lowest validation loss in metrics.jsonl (train.keep_best
+  keeps that checkpoint)."""
+  from lm_jax import records  # pylint: disable=g-import-not-at-top  (records imports TensorBoard)
+
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  try:
+    saved = set(ckpt.steps())
+  finally:
+    ckpt.close()
+  losses = {r["step"]: r["val_loss"] for r in records.read_metrics(workdir) if "val_loss" in r}
+  evaluated = [s for s in saved if s in losses]
+  if not evaluated:
+    raise UserError(
+      f"{workdir} holds no checkpoint with a validation loss: train with train.keep_best=true, "
+      "or name the step with --checkpoint_step."
+    )
+  return min(evaluated, key=lambda s: (losses[s], s))
 
 
 def check_params_fit(params, abstract_params, source: str) -> None:

@@ -1,10 +1,12 @@
 """The TrainState, the tree a checkpoint holds, and how both are made from a config.
 
 A checkpoint holds {'step', 'params', 'opt_state', 'rng'}: the TrainState's arrays and the
-dropout key as raw key data (Orbax stores arrays, not typed keys). Parameters a run reads but
-never trains (`frozen`: a LoRA run's model, lm_jax/lora.py) are saved once, when the run
-starts, in WORKDIR/frozen. Training, evaluation, sampling and the benchmark build the initial
-state the same way, from `config.seed`, through `state_factory`.
+dropout key as raw key data (Orbax stores arrays, not typed keys); and 'schedule_state' when
+the learning-rate schedule has state (optim.schedule='plateau'), 'carry' when a recurrent model
+carries its state across steps (data.order='sequential'). Parameters a run reads but never
+trains (`frozen`: a LoRA run's model, lm_jax/lora.py) are saved once, when the run starts, in
+WORKDIR/frozen. Training, evaluation, sampling and the benchmark build the initial state the
+same way, from `config.seed`, through `state_factory`.
 """
 
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm_jax import lora, parallel
+from lm_jax import lora, models, optim, parallel
 
 
 @flax.struct.dataclass
@@ -35,9 +37,13 @@ class TrainState:
   # reads it with the metrics, so every step is watched without a device-to-host copy of its
   # own; not checkpointed.
   diverged_at: Any = 0
+  schedule_state: Any = None  # A stateful schedule's arrays (optim.schedule_state), else None.
+  # A recurrent model's state after the last step, one row per batch row: the next step's
+  # initial state (data.order='sequential'), else None.
+  carry: Any = None
 
 
-def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
+def create_train_state(model, tx, rng, seq_len: int, schedule_state=None, carry=None) -> TrainState:
   params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
   return TrainState(
     step=jnp.array(0, jnp.int32),
@@ -46,7 +52,15 @@ def create_train_state(model, tx, rng, seq_len: int) -> TrainState:
     apply_fn=model.apply,
     tx=tx,
     diverged_at=jnp.array(0, jnp.int32),
+    schedule_state=schedule_state,
+    carry=carry,
   )
+
+
+def carries_state(config, model) -> bool:
+  """Whether training carries the model's state from step to step: a recurrent model (one
+  with `init_carry`) reading contiguous streams (data.order='sequential')."""
+  return config.data.order == "sequential" and models.has_carry(model)
 
 
 def state_factory(config, model, tx) -> tuple[Callable[[], TrainState], jax.Array]:
@@ -56,14 +70,21 @@ def state_factory(config, model, tx) -> tuple[Callable[[], TrainState], jax.Arra
   """
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   seq_len = config.data.seq_len
+  extra = dict(
+    schedule_state=optim.schedule_state(config.optim),
+    carry=model.init_carry(config.train.batch_size) if carries_state(config, model) else None,
+  )
   adapters = lora.settings(config.train.get("lora"))
   if adapters is None:
-    return lambda: create_train_state(model, tx, init_rng, seq_len), rng
+    return lambda: create_train_state(model, tx, init_rng, seq_len, **extra), rng
   apply_fn = lora.apply_fn(model, adapters)  # One function: jit keys on it.
 
   def create():
     frozen, params = lora.init(model, adapters, init_rng, seq_len)
-    return TrainState(jnp.array(0, jnp.int32), params, tx.init(params), apply_fn, tx, frozen)
+    step = jnp.array(0, jnp.int32)
+    return TrainState(
+      step, params, tx.init(params), apply_fn, tx, frozen=frozen, diverged_at=step, **extra
+    )
 
   return create, rng
 
@@ -89,11 +110,22 @@ def with_model_params(state: TrainState, params) -> TrainState:
   return state.replace(params=params) if state.frozen is None else state.replace(frozen=params)
 
 
+# The TrainState's arrays besides the step, params and optimizer state, by checkpoint key; a
+# checkpoint holds those a run has (not None), so older checkpoints restore unchanged.
+OPTIONAL = ("schedule_state", "carry")
+
+
+def arrays(state: TrainState) -> dict:
+  """The state's arrays by checkpoint key (what Orbax saves and the loop restores)."""
+  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+  return {**tree, **{k: getattr(state, k) for k in OPTIONAL if getattr(state, k) is not None}}
+
+
 def checkpoint_tree(state: TrainState, rng) -> dict:
   """What a checkpoint holds: the state's arrays and the dropout key's raw data."""
   if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
     rng = jax.random.key_data(rng)
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": rng}
+  return {**arrays(state), "rng": rng}
 
 
 def rng_from_tree(tree) -> jax.Array:

@@ -31,54 +31,80 @@ from lm_jax import (
   records,
   runs,
 )
+from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import batches
 
 
-def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_accum_steps: int = 1):
+def train_step(
+  state: state_lib.TrainState,
+  batch,
+  rng,
+  axis_name=None,
+  grad_accum_steps: int = 1,
+  z_loss: float = 0.0,
+):
   """One optimizer step on `batch`; returns (new state, scalar metrics).
 
   The loss is the mean over every target token of the global batch: token-loss
   sums are divided by the global token count, so summing gradients over
   replicas (pmap) or over microbatches (`grad_accum_steps`, scanned here)
-  gives exactly the one-device, one-batch gradient up to rounding.
+  gives exactly the one-device, one-batch gradient up to rounding. `z_loss`
+  adds that coefficient times the mean log(Z)^2 (losses.z_loss_sum), reported
+  apart as 'z_loss'; 'train_loss' stays the cross-entropy. A stateful schedule's
+  'lr_scale' multiplies the updates. With a carry in the state (a recurrent model on
+  contiguous streams), the step starts from it where `batch['continues']` is 1 and returns
+  the state after its last token as the next step's carry.
   """
   rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   if "weights" not in batch:
     batch = {**batch, "weights": jnp.ones(batch["targets"].shape, jnp.float32)}
+  if state.carry is not None:  # Rows starting a stream over ('continues' 0) start from zeros.
+    batch = {**batch, "carry": _continued(state.carry, batch["continues"])}
   num_tokens = parallel.psum(batch["weights"].sum(), axis_name)
 
   def loss_fn(params, micro, rng):
-    logits = state.apply_fn(
-      state.variables(params), micro["inputs"], deterministic=False, rngs={"dropout": rng}
-    )
+    kwargs = {"deterministic": False, "rngs": {"dropout": rng}}
+    if "carry" in micro:  # The carry is an input, not a parameter: no gradient crosses it.
+      logits, carry = state.apply_fn(
+        state.variables(params), micro["inputs"], cache=micro["carry"], **kwargs
+      )
+    else:
+      logits, carry = state.apply_fn(state.variables(params), micro["inputs"], **kwargs), None
     loss_sum, _ = losses.cross_entropy_sums(logits, micro["targets"], micro["weights"])
-    return loss_sum / num_tokens, loss_sum
+    z_sum = z_loss * losses.z_loss_sum(logits, micro["weights"]) if z_loss else jnp.zeros(())
+    return (loss_sum + z_sum) / num_tokens, ((loss_sum, z_sum), carry)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
-    (_, loss_sum), grads = grad_fn(state.params, batch, rng)
+    (_, (sums, carry)), grads = grad_fn(state.params, batch, rng)
   else:
-    # Row i goes to microbatch i % n, so each device keeps its own rows.
+    # Row i goes to microbatch i % n, so each device keeps its own rows (and their carry).
     n = grad_accum_steps
-    micro = jax.tree_util.tree_map(
-      lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch
-    )
+    split = lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+    micro = jax.tree_util.tree_map(split, batch)
 
-    def accumulate(carry, xs):
+    def accumulate(total, xs):
       i, m = xs
-      (_, loss_sum), grads = grad_fn(state.params, m, jax.random.fold_in(rng, i))
-      return jax.tree_util.tree_map(jnp.add, carry, (loss_sum, grads)), None
+      (_, (sums, carry)), grads = grad_fn(state.params, m, jax.random.fold_in(rng, i))
+      return jax.tree_util.tree_map(jnp.add, total, (sums, grads)), carry
 
-    zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, state.params))
-    (loss_sum, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
+    zero = jnp.zeros((), jnp.float32)
+    zeros = ((zero, zero), jax.tree_util.tree_map(jnp.zeros_like, state.params))
+    (sums, grads), carries = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
+    join = lambda x: x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+    carry = jax.tree_util.tree_map(join, carries)
   grads = parallel.psum(grads, axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  if state.schedule_state is not None:
+    scale = state.schedule_state["lr_scale"]
+    updates = jax.tree_util.tree_map(lambda u: u * scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
+  loss_sum, z_sum = parallel.psum(sums, axis_name)
   metrics = {
-    "train_loss": parallel.psum(loss_sum, axis_name) / num_tokens,
+    "train_loss": loss_sum / num_tokens,
     "grad_norm": optax.tree.norm(grads),
     "update_norm": optax.tree.norm(updates),
   }
@@ -86,10 +112,18 @@ def train_step(state: state_lib.TrainState, batch, rng, axis_name=None, grad_acc
   finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
   diverged_at = jnp.where(finite | (state.diverged_at > 0), state.diverged_at, state.step + 1)
   metrics["diverged_at"] = diverged_at
-  new_state = state.replace(
-    step=state.step + 1, params=params, opt_state=opt_state, diverged_at=diverged_at
+  if z_loss:
+    metrics["z_loss"] = z_sum / num_tokens
+  new = state.replace(
+    step=state.step + 1, params=params, opt_state=opt_state, carry=carry, diverged_at=diverged_at
   )
-  return new_state, metrics
+  return new, metrics
+
+
+def _continued(carry, continues_B):
+  """The carry where a row continues its stream, zeros where one starts."""
+  keep = lambda x: x * continues_B.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
+  return jax.tree_util.tree_map(keep, carry)
 
 
 class Preempted(Exception):
@@ -133,7 +167,8 @@ class Setup:
   flops_per_token: float
   train_step: Callable
   eval_step: Callable
-  resolved: dict  # What 'auto' settings became on this device (run.json).
+  eval_protocol: evaluate.Protocol
+  resolved: dict  # What 'auto' settings became on this device, the eval protocol (run.json).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +210,11 @@ def setup(config, vocab_size: int) -> Setup:
       f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
       f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
     )
-  step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps)
+  step = functools.partial(
+    train_step, grad_accum_steps=c.grad_accum_steps, z_loss=config.optim.get("z_loss", 0.0)
+  )
+  how = evaluate.protocol(config, model)
+  resolved["eval_protocol"] = how.describe(seq_len, c.eval_batch_size or c.batch_size)
   return Setup(
     config=config,
     model=model,
@@ -185,15 +224,21 @@ def setup(config, vocab_size: int) -> Setup:
     lr_schedule=lr_schedule,
     flops_per_token=flops_per_token,
     train_step=plan.compile_step(step, state=abstract),
-    eval_step=plan.compile_step(evaluate.eval_step, in_axes=(0, 0), donate=False),
+    eval_step=how.compile(plan),
+    eval_protocol=how,
     resolved=resolved,
   )
 
 
 def _setup(config, workdir: str) -> _Run:
-  """Data first (it gives the vocabulary), then `setup`."""
+  """Data first (it gives the vocabulary and the length of an epoch), then `setup`."""
   checks.check_config(config)
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
+  c, d = config.train, config.data
+  if c.get("num_epochs"):
+    epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
+    config = config_lib.with_epochs(config, epoch)
+  config_lib.check_epoch_keys(config)
   s = setup(config, tokenizer.vocab_size)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
   harness = None
@@ -215,7 +260,7 @@ def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWri
   restored = ckpt.restore(state_lib.restore_targets(plan, run.create, rng))
   if restored is not None:
     step, tree, meta = restored
-    state = state.replace(**plan.put({k: tree[k] for k in ("step", "params", "opt_state")}))
+    state = state.replace(**plan.put({k: tree[k] for k in state_lib.arrays(state)}))
     if state.frozen is not None:  # Saved once, when the run started.
       frozen = checkpoint.restore_frozen(run.workdir, state_lib.frozen_targets(plan, run.create))
       state = state.replace(frozen=plan.put(frozen))
@@ -286,10 +331,34 @@ def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict
   c = run.config
   batch_size = c.train.eval_batch_size or c.train.batch_size
   m = evaluate.evaluate(
-    run.eval_step, state, run.tokens["validation"], c.data.seq_len, batch_size, run.plan
+    run.eval_step,
+    state.replace(carry=None),  # Training's carry is not evaluation's.
+    run.tokens["validation"],
+    c.data.seq_len,
+    batch_size,
+    run.plan,
+    run.eval_protocol,
   )
   writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
   return m
+
+
+def _learning_rate(run: _Run, state, step: int) -> float:
+  """The learning rate of `step`: the schedule's, times a stateful schedule's factor."""
+  lr = float(run.lr_schedule(step))
+  if state.schedule_state is not None:
+    lr *= float(run.plan.to_host(state.schedule_state)["lr_scale"])
+  return lr
+
+
+def _after_validation(run: _Run, state, val_loss: float):
+  """A stateful schedule's decision (plateau) once a validation loss is known."""
+  if state.schedule_state is None:
+    return state
+  host = run.plan.to_host(state.schedule_state)
+  return state.replace(
+    schedule_state=run.plan.put(optim.after_validation(run.config.optim, host, val_loss))
+  )
 
 
 def _meta(run: _Run) -> dict:
@@ -368,7 +437,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
           rates = meter.read(done, prefetcher)
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})
-          writer.write(done, **metrics, learning_rate=run.lr_schedule(step), **rates)
+          writer.write(done, **metrics, learning_rate=_learning_rate(run, state, step), **rates)
           progress.log(
             done,
             loss=f"{metrics['train_loss']:.4f}",
@@ -377,6 +446,7 @@ def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
           )
         eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
         if eval_metrics:
+          state = _after_validation(run, state, eval_metrics["loss"])
           progress.write(
             f"step {done}: val_loss {eval_metrics['loss']:.4f} "
             f"val_ppl {eval_metrics['perplexity']:.2f}"

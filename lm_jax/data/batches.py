@@ -22,7 +22,7 @@ import numpy as np
 from lm_jax import UserError
 from lm_jax.data import streams
 
-ORDERS = ("random_windows", "epochs")
+ORDERS = ("random_windows", "epochs", "sequential")
 
 
 def rows_before(w: dict[str, fractions.Fraction], total: int) -> dict[str, int]:
@@ -106,9 +106,21 @@ def train_batch(
   gives its block of rows (row_counts), drawn from its own stream by that scheme
   with its own seed (source_seed).
 
+  order='sequential' cuts the one stream into batch_size contiguous streams
+  (PyTorch's batchify) and reads the (step mod windows)-th window of each, so row b
+  continues row b of the step before (see `sequential_batch`).
+
   Returns:
-    {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}.
+    {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}; 'sequential' adds
+    'continues': float32[rows].
   """
+  if order == "sequential":
+    if split.named:
+      raise UserError(
+        "data.order='sequential' reads one stream as train.batch_size contiguous streams, "
+        "and a mixture has several: use data.order='random_windows' or 'epochs'."
+      )
+    return sequential_batch(split.streams[""], step, batch_size, seq_len, rows)
   counts = row_counts(split.weights, step, batch_size)
   before = rows_before(split.weights, step * batch_size)
   lo, hi, _ = rows.indices(batch_size)
@@ -124,6 +136,99 @@ def train_batch(
     )
     parts.append(_windows(tokens, starts, seq_len))
   return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets")}
+
+
+def _stream_length(tokens, batch_size: int, seq_len: int, what: str) -> int:
+  """Tokens per contiguous stream when `tokens` is cut into batch_size of them."""
+  length = len(tokens) // batch_size
+  if length < seq_len + 1:
+    raise UserError(
+      f"{len(tokens)} tokens cut into {what} contiguous streams give {length} tokens each, "
+      f"fewer than data.seq_len + 1 = {seq_len + 1}: lower {what} or data.seq_len."
+    )
+  return length
+
+
+def windows_per_epoch(tokens, batch_size: int, seq_len: int) -> int:
+  """Steps of data.order='sequential' before the streams wrap around."""
+  return (_stream_length(tokens, batch_size, seq_len, "train.batch_size") - 1) // seq_len
+
+
+def steps_per_epoch(split: streams.Mixture, batch_size: int, seq_len: int, order: str) -> int:
+  """Steps of one pass over a train split: every window once ('sequential': before the
+  streams wrap; other orders: the split's whole windows over the batch, rounded up)."""
+  if order == "sequential":
+    return windows_per_epoch(split.streams[""], batch_size, seq_len)
+  num_windows = sum((len(t) - 1) // seq_len for t in split.streams.values())
+  return max(-(-num_windows // batch_size), 1)
+
+
+def sequential_batch(tokens, step: int, batch_size: int, seq_len: int, rows=slice(None)) -> dict:
+  """Window (step mod windows_per_epoch) of each of batch_size contiguous streams.
+
+  Stream b is tokens[b * n : (b + 1) * n], n = len(tokens) // batch_size (the remainder is
+  never read, as PyTorch's batchify drops it). 'continues' is 1 where row b follows on from
+  the previous step's row b and 0 at the first window, where a carried state starts over.
+  """
+  length = _stream_length(tokens, batch_size, seq_len, "train.batch_size")
+  window = step % ((length - 1) // seq_len)
+  starts = (np.arange(batch_size) * length + window * seq_len)[rows]
+  out = _windows(tokens, starts, seq_len)
+  out["continues"] = np.full(len(starts), float(window > 0), np.float32)
+  return out
+
+
+def carried_eval_batches(tokens, seq_len: int, batch_size: int):
+  """Yields the windows of batch_size contiguous streams, in order: PyTorch's evaluation.
+
+  Streams as `sequential_batch` cuts them; each predicts its tokens after the first, in
+  windows of seq_len (the last one shorter, padded with weight 0), so a state carried from
+  window to window has seen the whole stream before each token.
+  """
+  length = _stream_length(tokens, batch_size, seq_len, "the eval batch size")
+  streams_BxN = np.asarray(tokens[: batch_size * length], np.int32).reshape(batch_size, length)
+  for start in range(0, length - 1, seq_len):
+    stop = min(start + seq_len, length - 1)
+    pad = ((0, 0), (0, seq_len - (stop - start)))
+    weights = np.ones((batch_size, stop - start), np.float32)
+    yield {
+      "inputs": np.pad(streams_BxN[:, start:stop], pad),
+      "targets": np.pad(streams_BxN[:, start + 1 : stop + 1], pad),
+      "weights": np.pad(weights, pad),
+    }
+
+
+def strided_eval_batches(tokens, seq_len: int, batch_size: int, stride: int):
+  """Yields sliding windows of seq_len tokens every `stride` tokens; each window scores only
+  the predictions no earlier window made (the first: all of its own), so each token is
+  predicted once, after at least seq_len - stride tokens of context (or all tokens before
+  it). Hugging Face's perplexity guide's convention; stride = seq_len gives eval_batches'
+  windows. Rows of `batch_size` windows, the last batch padded with weight-0 rows.
+  """
+  if not 1 <= stride <= seq_len:
+    raise UserError(
+      f"eval.stride={stride} is not in [1, data.seq_len={seq_len}]: e.g. {seq_len // 2}."
+    )
+  n = len(tokens) - 1  # Predictions: of tokens 1..n.
+  rows, scored = [], 0  # Predictions up to token `scored` are made.
+  for start in range(0, n, stride):
+    part = np.zeros(seq_len + 1, np.int32)
+    got = np.asarray(tokens[start : start + seq_len + 1], np.int32)
+    part[: len(got)] = got
+    predicted = start + 1 + np.arange(seq_len)  # The token each position predicts.
+    weights = ((predicted > scored) & (predicted <= n)).astype(np.float32)
+    rows.append((part[:-1], part[1:], weights))
+    scored = min(start + seq_len, n)
+    if scored == n:
+      break
+  for i in range(0, len(rows), batch_size):
+    chunk = rows[i : i + batch_size]
+    chunk += [(np.zeros(seq_len, np.int32),) * 2 + (np.zeros(seq_len, np.float32),)] * (
+      batch_size - len(chunk)
+    )
+    yield {
+      k: np.stack([r[j] for r in chunk]) for j, k in enumerate(("inputs", "targets", "weights"))
+    }
 
 
 def eval_batches(tokens, seq_len: int, batch_size: int):

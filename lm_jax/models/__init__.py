@@ -73,6 +73,13 @@ def build_model(model_config, vocab_size: int) -> nn.Module:
   return cls(vocab_size=vocab_size, **kwargs)
 
 
+def has_carry(model: nn.Module) -> bool:
+  """A recurrent model: it defines `init_carry(batch_size)`, and `model.apply(v, tokens_BxL,
+  cache=carry)` returns (logits_BxLxV, the carry after the last token). Training can carry
+  it across steps (data.order='sequential') and evaluation across windows (eval.carry)."""
+  return callable(getattr(model, "init_carry", None))
+
+
 _TYPE_CHECKS = {
   int: config_lib.check_int,
   float: config_lib.check_number,

@@ -29,16 +29,19 @@ def recurrence(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
 
 
 def _forward(x_LxBxE, w_ih_Ex4C, b_4C, w_hh_Cx4C, carry):
-  def step(carry, x_BxE):
+  # The inputs' share of the gates for all steps in one matmul; the scan keeps only h @ w_hh.
+  gates_in_LxBx4C = x_LxBxE @ w_ih_Ex4C + b_4C
+
+  def step(carry, gates_in_Bx4C):
     c_BxC, h_BxC = carry
-    gates_Bx4C = x_BxE @ w_ih_Ex4C + h_BxC @ w_hh_Cx4C + b_4C
+    gates_Bx4C = gates_in_Bx4C + h_BxC @ w_hh_Cx4C
     i, f, g, o = jnp.split(gates_Bx4C, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c_BxC = f * c_BxC + i * g
     h_BxC = o * jnp.tanh(c_BxC)
     return (c_BxC, h_BxC), (h_BxC, c_BxC, jnp.concatenate([i, f, g, o], axis=-1))
 
-  final, (h_LxBxC, c_LxBxC, acts_LxBx4C) = jax.lax.scan(step, carry, x_LxBxE)
+  final, (h_LxBxC, c_LxBxC, acts_LxBx4C) = jax.lax.scan(step, carry, gates_in_LxBx4C)
   return (h_LxBxC, final), (h_LxBxC, c_LxBxC, acts_LxBx4C)
 
 
@@ -109,8 +112,10 @@ class LSTM(nn.Module):
   """The word-language-model LSTM: embedding, `num_layers` LSTMs, head.
 
   Initialised as PyTorch's nn.Embedding (N(0, 1)), nn.LSTM and nn.Linear
-  (U(+-1/sqrt(fan_in))). Dropout acts on the embeddings, between layers and
-  before the head, as in PyTorch's word-language-model example;
+  (U(+-1/sqrt(fan_in))); with `init_range` r > 0, the embedding and head weights
+  are U(-r, r) and the head bias 0 instead (word_language_model's init_weights, r = 0.1).
+  Dropout acts on the embeddings, between layers and before the head, as in PyTorch's
+  word-language-model example;
   `tie_weights` shares the embedding with the head and needs
   `embed_size == hidden_size`. With a cache from `init_cache` (the layers'
   (c, h) carries), `model.apply(v, tokens_BxL, cache=cache)` returns
@@ -123,6 +128,7 @@ class LSTM(nn.Module):
   num_layers: int = 1
   dropout: float = 0.0
   tie_weights: bool = False
+  init_range: float = 0.0
 
   def flops_per_token(self, params, seq_len: int) -> float:
     """6 per parameter, leaving out the embedding table unless it is the head too."""
@@ -135,6 +141,10 @@ class LSTM(nn.Module):
     del length
     zeros = lambda: jnp.zeros((batch_size, self.hidden_size), jnp.float32)
     return {"layers": [(zeros(), zeros()) for _ in range(self.num_layers)]}
+
+  def init_carry(self, batch_size: int):
+    """The state at the start of a stream (zeros); training and evaluation can carry it."""
+    return self.init_cache(batch_size, 0)
 
   def check(self) -> None:
     """Refuses settings outside their range (UserError)."""
@@ -151,8 +161,12 @@ class LSTM(nn.Module):
   def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
     self.check()
     init = _uniform(1.0 / math.sqrt(self.hidden_size))
+    r = self.init_range
     embed = nn.Embed(
-      self.vocab_size, self.embed_size, name="embed", embedding_init=nn.initializers.normal(1.0)
+      self.vocab_size,
+      self.embed_size,
+      name="embed",
+      embedding_init=_uniform(r) if r > 0 else nn.initializers.normal(1.0),
     )
     # Time-major inside: the recurrence steps over the leading axis.
     x_LxBxE = nn.Dropout(self.dropout)(embed(tokens_BxL.T), deterministic)
@@ -167,9 +181,10 @@ class LSTM(nn.Module):
       bias_V = self.param("head_bias", nn.initializers.zeros, (self.vocab_size,))
       logits_BxLxV = embed.attend(x_BxLxE) + bias_V
     else:
-      logits_BxLxV = nn.Dense(self.vocab_size, kernel_init=init, bias_init=init, name="head")(
-        x_BxLxE
-      )
+      head_init = (_uniform(r), nn.initializers.zeros) if r > 0 else (init, init)
+      logits_BxLxV = nn.Dense(
+        self.vocab_size, kernel_init=head_init[0], bias_init=head_init[1], name="head"
+      )(x_BxLxE)
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     if cache is None:
       return logits_BxLxV

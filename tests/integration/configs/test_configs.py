@@ -52,6 +52,7 @@ def test_config_trains_two_steps(path, corpus, tmp_path):
       "train.eval_batch_size": "0",
       "train.grad_accum_steps": "1",
       "train.num_steps": "2",
+      "train.num_epochs": "0",
       "train.log_every": "1",
       "train.eval_every": "2",
       "train.checkpoint_every": "2",
