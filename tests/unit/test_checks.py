@@ -27,7 +27,7 @@ OUT_OF_RANGE = [
   ("train.parallel", "tpu", "one of \\['auto', 'jit', 'pmap', 'sharded'\\]"),
   ("data.seq_len", "0", "an integer >= 1"),
   ("data.prefetch", "0", "an integer >= 1"),
-  ("data.order", "shuffle", "one of \\['random_windows', 'epochs'\\]"),
+  ("data.order", "shuffle", "one of \\['random_windows', 'epochs', 'sequential'\\]"),
   ("data.tokenizer", "bpe", "one of \\[.*'sentencepiece', 'word'\\]"),
   ("data.vocab_size", "0", "an integer >= 1"),
   ("data.documents", "paragraph", "one of \\['file', 'blank_line', 'line'\\]"),
@@ -39,7 +39,7 @@ OUT_OF_RANGE = [
   ("data.synthetic_tokens", "0", "an integer >= 1"),
   ("data.sentencepiece_type", "wordpiece", "one of \\['bpe', 'unigram'\\]"),
   ("data.tokenizer_train_bytes", "0", "an integer >= 1"),
-  ("optim.name", "sgd", "one of \\['adam', 'adamw'\\]"),
+  ("optim.schedule", "step", "one of \\['cosine', 'linear', 'constant', 'wsd', 'plateau'\\]"),
   ("optim.learning_rate", "-1", "a number > 0"),
   ("optim.learning_rate", "0", "a number > 0"),
   ("optim.learning_rate", "nan", "a number > 0"),
@@ -169,3 +169,10 @@ def test_init_from_must_be_a_run_or_a_hugging_face_directory(tmp_path):
 def test_every_shipped_config_passes():
   for module in (tiny, shakespeare_char_llama, shakespeare_char_lstm):
     checks.check_config(module.get_config())
+
+
+def test_an_unknown_optimizer_is_refused_with_the_registry_and_the_plugin_form():
+  config = config_lib.override(tiny.get_config(), {"optim.name": "sgdd"})
+  with pytest.raises(UserError, match=r"unknown optimizer 'sgdd': set optim.name to one of \['ada"):
+    checks.check_config(config)
+  checks.check_config(config_lib.override(tiny.get_config(), {"optim.name": "lion"}))
