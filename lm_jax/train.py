@@ -26,6 +26,7 @@ from lm_jax import (
   models,
   optim,
   parallel,
+  placement,
   profiling,
   records,
   runs,
@@ -136,12 +137,22 @@ class _Run(Setup):
   tokens: dict = dataclasses.field(default_factory=dict)
 
 
-def setup(config, vocab_size: int) -> Setup:
-  """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
+def setup(config, vocab_size: int, tokenizer=None, devices=None) -> Setup:
+  """The model, optimizer, their layout on the devices and the compiled steps of `config`.
+
+  `tokenizer` gives the end-of-document ids of data.document_masking; without one
+  (synthetic benchmarks, compile checks) id 0 stands in, which costs the same. `devices`
+  (default: JAX's) are what the layout covers and what 'auto' settings are resolved for:
+  scripts/compile_check.py passes a TPU topology's compile-only devices.
+  """
   c, seq_len = config.train, config.data.seq_len
-  model = models.build_model(config.model, vocab_size)
+  if tokenizer is not None:
+    eod_ids = models.document_ids(config.data, tokenizer)
+  else:
+    eod_ids = (0,) if config.data.get("document_masking", False) else ()
+  model = models.build_model(config.model, vocab_size, eod_ids)
   requested_attention = config.model.get("attention")
-  model, resolved = models.resolve_auto(model)
+  model, resolved = models.resolve_auto(model, devices[0] if devices is not None else None)
   if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
     print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
   max_len = getattr(model, "max_len", None)
@@ -154,9 +165,21 @@ def setup(config, vocab_size: int) -> Setup:
   create, rng = state_lib.state_factory(config, model, tx)
   abstract = jax.eval_shape(create)
   flops_per_token = models.flops_per_token(model, abstract.params, seq_len)
-  mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
+  mode, reason = parallel.resolve_mode(
+    c.parallel,
+    flops_per_token * c.batch_size * seq_len,
+    devices[0].platform if devices is not None else None,
+    len(devices) if devices is not None else None,
+  )
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
-  plan = parallel.make_plan(mode, config.mesh)
+  plan = parallel.make_plan(mode, config.mesh, devices=devices)
+  if plan.mesh is not None:
+    shapes = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
+    placement.check_tensor_parallel(
+      [(placement.path_str(p), x.shape) for p, x in shapes],
+      plan.mesh.shape["tensor"],
+      config.model.name,
+    )
   plan.check_batch(c.batch_size)
   plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas
@@ -183,7 +206,7 @@ def setup(config, vocab_size: int) -> Setup:
 def _setup(config, workdir: str) -> _Run:
   """Data first (it gives the vocabulary), then `setup`."""
   tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-  s = setup(config, tokenizer.vocab_size)
+  s = setup(config, tokenizer.vocab_size, tokenizer)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
   return _Run(**fields, workdir=workdir, tokens=tokens)
 

@@ -62,19 +62,47 @@ def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
   return kv["k"], kv["v"], kv
 
 
-def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
+def document_starts(tokens_BxL, eod_ids, pos=0, start_B=None):
+  """The position at which each token's document starts: that of its latest end-of-document id.
+
+  An end-of-document token opens the document after it (the token cache writes one before
+  each document), so a document's first token is its end-of-document token. Tokens before
+  any in the window continue the document that started at `start_B` (a cache's open one),
+  or at the window's start. A start is a segment id that a KV cache can carry: a query
+  at position p with start t sees the keys at [t, p], its own document's.
+  """
+  at_L = pos + jnp.arange(tokens_BxL.shape[1], dtype=jnp.int32)
+  is_eod_BxL = jnp.isin(tokens_BxL, jnp.asarray(eod_ids, jnp.int32))
+  if start_B is None:
+    start_B = jnp.zeros(tokens_BxL.shape[:1], jnp.int32) + jnp.int32(pos)
+  return jax.lax.cummax(jnp.where(is_eod_BxL, at_L[None], start_B[:, None]), axis=1)
+
+
+def visible(L: int, S: int, pos, starts_BxL=None):
+  """Which keys at [0, S) each query at [pos, pos + L) sees: LxS causal, or BxLxS inside
+  each query's document when `starts_BxL` (document_starts) is given."""
+  at_L = pos + jnp.arange(L)
+  causal_LxS = jnp.arange(S)[None, :] <= at_L[:, None]
+  if starts_BxL is None:
+    return causal_LxS
+  return causal_LxS[None] & (jnp.arange(S)[None, None, :] >= starts_BxL[:, :, None])
+
+
+def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, starts_BxL=None):
   """Softmax attention of queries at [pos, pos + L) over keys at [0, S), in float32.
 
   Each of the G key/value heads serves H // G query heads (grouped-query
   attention; G == H is multi-head). `dropout` is applied to the probabilities.
+  With `starts_BxL` (document_starts) each query sees only its own document.
   """
   B, H, L, K = q_BxHxLxK.shape
   G, S = k_BxGxSxK.shape[1], k_BxGxSxK.shape[2]
   q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * (1.0 / math.sqrt(K))
   logits_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, k_BxGxSxK.astype(dtype))
-  causal_LxS = jnp.arange(S)[None, :] <= pos + jnp.arange(L)[:, None]
+  mask = visible(L, S, pos, starts_BxL)
+  mask = mask if starts_BxL is None else mask[:, None, None]  # BxLxS -> Bx1x1xLxS.
   logits_BxGxRxLxS = jnp.where(
-    causal_LxS, logits_BxGxRxLxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
+    mask, logits_BxGxRxLxS.astype(jnp.float32), jnp.finfo(jnp.float32).min
   )
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
@@ -88,8 +116,15 @@ def causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype):
 CPU_XLA_MIN_HEAD_DIM = 64
 
 
-def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
+def _cudnn_problem(dtype, head_dim: int, device, documents: bool = False) -> str | None:
   """Why cuDNN's fused attention cannot run here, or None when it can."""
+  if documents:
+    # cuDNN has packed-sequence (segment offset) attention, but jax.nn.dot_product_attention
+    # does not reach it: it would hand cuDNN the document mask as a dense L x S bias per row.
+    return (
+      "jax.nn.dot_product_attention passes cuDNN no segments, so it cannot keep attention "
+      "inside documents (data.document_masking) without a dense bias"
+    )
   if device.platform != "gpu" or "nvidia" not in device.device_kind.lower():
     return f"it needs an NVIDIA GPU, and this is a {device.platform} ({device.device_kind})"
   capability = float(getattr(device, "compute_capability", "0") or 0)
@@ -103,7 +138,9 @@ def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
   return None
 
 
-def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, device=None):
+def resolve_attention(
+  requested: str, dtype, dropout: float, head_dim: int, device=None, documents: bool = False
+):
   """The attention implementation to run, and why: (choice, reason).
 
   An explicit choice runs as asked or is refused (UserError) with the reason;
@@ -111,7 +148,7 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
   else XLA's fused attention on accelerators; on CPU, XLA's for heads at least
   CPU_XLA_MIN_HEAD_DIM wide and the einsum reference for narrower ones (see
   that constant). Fused kernels do not drop attention probabilities, so with
-  dropout 'auto' takes the reference.
+  dropout 'auto' takes the reference. `documents` (document masking) rules out cuDNN.
   """
   if requested not in ATTENTION:
     raise UserError(f"unknown model.attention {requested!r}: use one of {list(ATTENTION)}.")
@@ -122,14 +159,14 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
       "probabilities: set model.attention='reference' (or 'auto'), or model.dropout=0."
     )
   if requested == "cudnn":
-    problem = _cudnn_problem(dtype, head_dim, device)
+    problem = _cudnn_problem(dtype, head_dim, device, documents)
     if problem:
       raise UserError(f"model.attention='cudnn' cannot run: {problem}; use 'auto' or 'xla'.")
   if requested != "auto":
     return requested, "set in the config"
   if dropout > 0:
     return "reference", f"model.dropout={dropout}: the fused kernels cannot drop probabilities"
-  problem = _cudnn_problem(dtype, head_dim, device)
+  problem = _cudnn_problem(dtype, head_dim, device, documents)
   if problem is None:
     return "cudnn", f"{device.device_kind} supports cuDNN attention at this dtype and head width"
   if device.platform != "cpu":
@@ -142,23 +179,28 @@ def resolve_attention(requested: str, dtype, dropout: float, head_dim: int, devi
   )
 
 
-def attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, implementation: str):
+def attention(
+  q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, implementation: str, starts_BxL=None
+):
   """causal_attention by `implementation`: 'reference', or jax.nn.dot_product_attention's
   'xla' or 'cudnn' (no dropout; resolve_attention refuses them with it).
 
   Without a cache (S == L, `pos` the Python int 0) the fused kernels use their
   own causal mask; with one, a single query (decoding) sees the first pos + 1
-  keys by length, and several queries get an explicit causal mask.
+  keys by length, and several queries get an explicit causal mask. Document
+  starts (`starts_BxL`) always make an explicit mask.
   """
   if implementation == "reference":
-    return causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype)
+    return causal_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, starts_BxL)
   if implementation not in ("xla", "cudnn"):
     raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
   B, H, L, K = q_BxHxLxK.shape
   S = k_BxGxSxK.shape[2]
   layout = lambda x: x.astype(dtype).transpose(0, 2, 1, 3)  # BxHxLxK -> BxLxHxK, as JAX takes it.
   kwargs = {}
-  if isinstance(pos, int) and pos == 0 and S == L:
+  if starts_BxL is not None:
+    kwargs["mask"] = visible(L, S, pos, starts_BxL)[:, None]  # Bx1xLxS: every head alike.
+  elif isinstance(pos, int) and pos == 0 and S == L:
     kwargs["is_causal"] = True
   elif L == 1:
     kwargs["key_value_seq_lengths"] = jnp.full((B,), pos + 1, jnp.int32)
@@ -193,8 +235,10 @@ def apply_blocks(
   deterministic: bool,
   layers,
   pos,
+  starts_BxL=None,
 ):
-  """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos) -> (x, kv)`.
+  """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos, starts_BxL)
+  -> (x, kv)`; `starts_BxL` are document_starts under document masking, else None.
 
   Call inside a compact method. Unscanned, the blocks are submodules
   block_0, block_1, ... and `layers` (the cache's) is a list of per-layer kv;
@@ -215,14 +259,15 @@ def apply_blocks(
       block_cls,
       variable_axes={"params": 0},
       split_rngs={"params": True, "dropout": True},
-      in_axes=(nn.broadcast, 0, nn.broadcast),
+      in_axes=(nn.broadcast, 0, nn.broadcast, nn.broadcast),
       length=num_layers,
     )
-    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos)
+    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos, starts_BxL)
   new_layers = []
   for i in range(num_layers):
     kv = None if layers is None else layers[i]
-    x_BxLxD, kv = block_cls(**block_kwargs, name=f"block_{i}")(x_BxLxD, deterministic, kv, pos)
+    block = block_cls(**block_kwargs, name=f"block_{i}")
+    x_BxLxD, kv = block(x_BxLxD, deterministic, kv, pos, starts_BxL)
     new_layers.append(kv)
   return x_BxLxD, None if layers is None else new_layers
 

@@ -14,11 +14,18 @@ def _init(std: float):
   return nn.initializers.normal(stddev=std)
 
 
-def rope(x_BxHxLxK, pos, base: float):
-  """Rotates each (i, i + K/2) pair of features by angle position * base^(-2i/K)."""
+def rope(x_BxHxLxK, pos, base: float, starts_BxL=None):
+  """Rotates each (i, i + K/2) pair of features by angle position * base^(-2i/K).
+
+  Positions run from `pos`; with `starts_BxL` (layers.document_starts) they count from
+  each token's document start.
+  """
   L, K = x_BxHxLxK.shape[2:]
   inv_freq = base ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
-  angles_LxK = (pos + jnp.arange(L, dtype=jnp.float32))[:, None] * jnp.tile(inv_freq, 2)[None]
+  positions = pos + jnp.arange(L, dtype=jnp.float32)
+  if starts_BxL is not None:
+    positions = (positions[None] - starts_BxL)[:, None]  # Bx1xL: every head alike.
+  angles_LxK = positions[..., None] * jnp.tile(inv_freq, 2)  # LxK, or Bx1xLxK.
   f_BxHxLxK = x_BxHxLxK.astype(jnp.float32)  # Angles grow with position: rotate in float32.
   x1, x2 = jnp.split(f_BxHxLxK, 2, axis=-1)
   rotated_BxHxLxK = jnp.concatenate([-x2, x1], axis=-1)
@@ -43,7 +50,7 @@ class Attention(nn.Module):
   attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None):
     D = x_BxLxD.shape[-1]
     H, G = self.num_heads, self.num_kv_heads
     K = D // H
@@ -53,13 +60,13 @@ class Attention(nn.Module):
     q_BxHxLxK = dense((H, K), "q")(x_BxLxD).transpose(0, 2, 1, 3)
     kv_BxLx2xGxK = dense((2, G, K), "kv")(x_BxLxD)
     k_BxGxLxK, v_BxGxLxK = jnp.unstack(kv_BxLx2xGxK.transpose(2, 0, 3, 1, 4), axis=0)
-    q_BxHxLxK = rope(q_BxHxLxK, pos, self.rope_base)
-    k_BxGxSxK, v_BxGxSxK = rope(k_BxGxLxK, pos, self.rope_base), v_BxGxLxK
+    q_BxHxLxK = rope(q_BxHxLxK, pos, self.rope_base, starts_BxL)
+    k_BxGxSxK, v_BxGxSxK = rope(k_BxGxLxK, pos, self.rope_base, starts_BxL), v_BxGxLxK
     if kv is not None:
       k_BxGxSxK, v_BxGxSxK, kv = layers.write_kv(kv, k_BxGxSxK, v_BxGxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
     out_BxHxLxK = layers.attention(
-      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype, self.attention
+      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, self.dtype, self.attention, starts_BxL
     )
     out_BxLxD = nn.DenseGeneral(
       D,
@@ -116,7 +123,7 @@ class Block(nn.Module):
   attention: str = "reference"
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None):
     norm = lambda name: nn.RMSNorm(self.norm_eps, dtype=self.dtype, name=name)
     attn = Attention(
       self.num_heads,
@@ -129,7 +136,7 @@ class Block(nn.Module):
       attention=self.attention,
       name="attn",
     )
-    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos)
+    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, starts_BxL)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     mlp = SwiGLU(self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, name="mlp")
     h = mlp(norm("mlp_norm")(x_BxLxD))
@@ -162,6 +169,7 @@ class Llama(nn.Module):
   attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
+  eod_ids: tuple = ()  # Set from data.document_masking: attention and positions restart at these.
 
   @property
   def hidden_dim(self) -> int:
@@ -183,9 +191,10 @@ class Llama(nn.Module):
       min(length, self.max_len),
       self.d_model // self.num_heads,
     )
-    return layers.init_kv_cache(
+    cache = layers.init_kv_cache(
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
+    return {**cache, "start": jnp.zeros((batch_size,), jnp.int32)} if self.eod_ids else cache
 
   def _check(self):
     H, G, D = self.num_heads, self.num_kv_heads, self.d_model
@@ -203,6 +212,10 @@ class Llama(nn.Module):
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype = layers.compute_dtype(self.dtype)
+    starts_BxL = None
+    if self.eod_ids:
+      start_B = None if cache is None else cache["start"]
+      starts_BxL = layers.document_starts(tokens_BxL, self.eod_ids, pos, start_B)
     embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init(0.02), name="embed")
     x_BxLxD = nn.Dropout(self.dropout)(embed(tokens_BxL), deterministic).astype(dtype)
     block_kwargs = {
@@ -217,7 +230,11 @@ class Llama(nn.Module):
       "mlp_bias": self.mlp_bias,
       "dtype": dtype,
       "attention": layers.resolve_attention(
-        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+        self.attention,
+        dtype,
+        self.dropout,
+        self.d_model // self.num_heads,
+        documents=bool(self.eod_ids),
       )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
@@ -230,6 +247,7 @@ class Llama(nn.Module):
       deterministic,
       None if cache is None else cache["layers"],
       pos,
+      starts_BxL,
     )
     x_BxLxD = nn.RMSNorm(self.norm_eps, dtype=dtype, name="norm")(x_BxLxD).astype(jnp.float32)
     if self.tie_embeddings:
@@ -240,4 +258,5 @@ class Llama(nn.Module):
       )(x_BxLxD)
     if cache is None:
       return logits_BxLxV
-    return logits_BxLxV, {"pos": pos + L, "layers": kv_layers}
+    cache = {"pos": pos + L, "layers": kv_layers}
+    return logits_BxLxV, cache if starts_BxL is None else {**cache, "start": starts_BxL[:, -1]}

@@ -1,0 +1,186 @@
+"""A run's train step compiled for a TPU slice this host lacks: memory, FLOPs, collectives.
+
+With libtpu installed (`pip install -e .[tpu-compile]`), JAX compiles for a TPU topology
+ahead of time on any host: `jax.experimental.topologies` gives the slice's compile-only
+devices, `train.setup` lays the config's real step (model, optimizer, remat, mesh, batch)
+out over them, and XLA's TPU compiler reports what one chip needs. Nothing runs and no
+corpus is read: the vocabulary comes from the run's tokenizer, the Hugging Face tokenizer
+the config names, or data.vocab_size. The only module that talks to libtpu.
+"""
+
+import contextlib
+import importlib.util
+import os
+import re
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lm_jax import UserError, parallel
+from lm_jax.data import tokenizers
+
+INSTALL = "pip install -e .[tpu-compile]"
+KNOWN_FORMS = (
+  "GENERATION:CHIPS with the chips along each axis, e.g. v5e:2x4, v5e:16x16, v6e:4x4 (two "
+  "axes), v4:2x2x2, v5p:2x2x1, v5p:4x4x4 (three); v5e and v6e slices start at 2x2"
+)
+# High-bandwidth memory of one JAX device (a chip; a core on v2 and v3), from Google's Cloud
+# TPU system architecture pages.
+HBM_BYTES = {
+  "TPU v2": 8 * 2**30,
+  "TPU v3": 16 * 2**30,
+  "TPU v4": 32 * 2**30,
+  "TPU v5 lite": 16 * 2**30,  # v5e
+  "TPU v5": 95 * 2**30,  # v5p
+  "TPU v6 lite": 32 * 2**30,  # v6e (Trillium)
+}
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+MEMORY_KEYS = "mesh.fsdp, mesh.tensor, model.remat, train.batch_size (or train.grad_accum_steps)"
+
+
+def available() -> bool:
+  return importlib.util.find_spec("libtpu") is not None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Drops what native code writes to stderr (libtpu's complaints about a missing TPU host);
+  its failures still arrive as exceptions."""
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as sink:
+    os.dup2(sink.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def topology_devices(name: str) -> list:
+  """The compile-only devices of a TPU slice named like 'v5e:2x4'."""
+  if not available():
+    raise UserError(f"compiling for a TPU needs libtpu: {INSTALL}.")
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+
+  if not re.fullmatch(r"v[0-9a-z]+:[0-9]+(x[0-9]+){1,2}", name):
+    raise UserError(f"unknown TPU topology {name!r}: use {KNOWN_FORMS}.")
+  try:
+    with _quiet_stderr():
+      return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
+  except Exception as e:  # pylint: disable=broad-except  (libtpu's own error types)
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    raise UserError(f"unknown TPU topology {name!r} ({first}): use {KNOWN_FORMS}.") from e
+
+
+def vocabulary(config, workdir: str = ""):
+  """(vocab_size, tokenizer or None, where it came from), without reading any corpus."""
+  path = os.path.join(workdir, "tokenizer.json") if workdir else ""
+  if path and os.path.exists(path):
+    tokenizer = tokenizers.load(path)
+    return tokenizer.vocab_size, tokenizer, path
+  d = config.data
+  if d.tokenizer == "hf" and d.dataset != "synthetic":
+    tokenizer = tokenizers.train("hf", (), d)  # Reads data.hf_tokenizer; trains nothing.
+    return tokenizer.vocab_size, tokenizer, f"data.hf_tokenizer ({d.hf_tokenizer})"
+  if d.tokenizer == "byte" and d.dataset != "synthetic":
+    tokenizer = tokenizers.train("byte", (), d)
+    return tokenizer.vocab_size, tokenizer, "the byte tokenizer"
+  return int(d.vocab_size), None, "data.vocab_size"
+
+
+def collectives(hlo_text: str) -> dict:
+  """How many of each collective the compiled HLO holds (async pairs counted once)."""
+  return {
+    op: len(re.findall(rf"\s{op}(?:-start)?\(", hlo_text))
+    for op in COLLECTIVES
+    if re.search(rf"\s{op}(?:-start)?\(", hlo_text)
+  }
+
+
+def all_gather_shapes(hlo_text: str) -> list[tuple]:
+  """The array shapes each all-gather in the compiled HLO produces (and, async, takes)."""
+  shapes = []
+  for result in re.findall(r"=\s*(.+?)\s+all-gather(?:-start)?\(", hlo_text):
+    for dims in re.findall(r"\w+\[([\d,]*)\]", result):
+      shapes.append(tuple(int(d) for d in dims.split(",") if d))
+  return shapes
+
+
+def _abstract(tree, shardings):
+  return jax.tree_util.tree_map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )
+
+
+def compile_step(config, topology: str, workdir: str = "") -> dict:
+  """Compiles `config`'s train step for the TPU slice `topology`; what one chip needs.
+
+  The step is laid out as train.parallel='sharded' over the slice with config.mesh
+  (pmap's data parallelism is the mesh mesh.data=-1, mesh.fsdp=1), whatever the config's
+  train.parallel, since that is how a TPU slice runs it compiled ahead of time.
+  """
+  from lm_jax import train  # pylint: disable=g-import-not-at-top  (train imports the data stack)
+
+  devices = topology_devices(topology)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.parallel = "sharded"
+  vocab_size, tokenizer, vocab_source = vocabulary(config, workdir)
+  built = train.setup(config, vocab_size, tokenizer, devices=devices)
+  plan, c = built.plan, config.train
+  state = jax.eval_shape(built.create)
+  state = _abstract(state, plan.state_shardings(state))
+  rows = NamedSharding(plan.mesh, P(parallel.BATCH_AXES))
+  tokens = jax.ShapeDtypeStruct((c.batch_size, config.data.seq_len), jnp.int32, sharding=rows)
+  whole = NamedSharding(plan.mesh, P())
+  rng = jax.ShapeDtypeStruct(built.rng.shape, built.rng.dtype, sharding=whole)
+  t = time.perf_counter()
+  with _quiet_stderr():
+    compiled = built.train_step.lower(state, {"inputs": tokens, "targets": tokens}, rng).compile()
+  seconds = time.perf_counter() - t
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis() or {}
+  cost = cost[0] if isinstance(cost, list) else cost
+  per_chip = {
+    "arguments": int(memory.argument_size_in_bytes),
+    "outputs": int(memory.output_size_in_bytes),
+    "temporaries": int(memory.temp_size_in_bytes),
+  }
+  # Donated state: outputs that reuse their argument's buffer are counted once.
+  per_chip["total"] = (
+    per_chip["arguments"] + per_chip["outputs"] - int(memory.alias_size_in_bytes)
+  ) + per_chip["temporaries"]
+  kind = devices[0].device_kind
+  hbm = HBM_BYTES.get(kind)
+  return {
+    "topology": topology,
+    "chips": len(devices),
+    "device_kind": kind,
+    "mesh": dict(plan.mesh.shape),
+    "vocab_size": vocab_size,
+    "vocab_source": vocab_source,
+    "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params))),
+    "per_chip_bytes": per_chip,
+    "hbm_bytes": hbm,
+    "fits": None if hbm is None else per_chip["total"] <= hbm,
+    # XLA counts one chip's program; the slice runs one per chip.
+    "flops_per_step": float(cost.get("flops", 0.0)) * len(devices),
+    "collectives": collectives(compiled.as_text()),
+    "compile_seconds": round(seconds, 1),
+  }
+
+
+def shortfall(result: dict) -> str:
+  """The one sentence of a step that does not fit a chip."""
+  gib = lambda b: f"{b / 2**30:.2f} GiB"
+  need, have = result["per_chip_bytes"]["total"], result["hbm_bytes"]
+  return (
+    f"the step needs {gib(need)} per chip and a {result['device_kind']} holds {gib(have)} "
+    f"({gib(need - have)} short) on {result['topology']}: raise {MEMORY_KEYS.split(', ')[0]} "
+    f"or mesh.tensor, set model.remat='block', or lower the rows per chip (keys that reduce "
+    f"memory: {MEMORY_KEYS})."
+  )
