@@ -256,12 +256,6 @@ def make_plan(
       f"{jax.process_count()} processes: use 'pmap' or 'sharded'."
     )
   mesh_config = mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1}
-  tensor = int(mesh_config.get("tensor", 1))
-  if tensor != 1 and parallel != "sharded":
-    raise UserError(
-      f"mesh.tensor={tensor} splits layers over devices only in train.parallel='sharded', "
-      f"and this run is {parallel!r}: set train.parallel='sharded', or mesh.tensor=1."
-    )
   mesh = make_mesh(mesh_config, devices) if parallel == "sharded" else None
   return Plan(parallel, mesh)
 

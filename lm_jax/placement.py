@@ -81,6 +81,8 @@ def spec(path: str, shape, fsdp: int, tensor: int) -> P:
   tensor == 1 this is plain FSDP, rules or not.
   """
   shape = tuple(shape)
+  if path == "rng":  # A checkpoint's dropout key: two words that every process reads whole.
+    return P()
   mesh = [None] * len(shape)
   sizes = {"tensor": tensor, "fsdp": fsdp}
   for d, name in enumerate(logical_axes(path, len(shape)) if tensor > 1 else ()):

@@ -172,6 +172,12 @@ def setup(config, vocab_size: int, tokenizer=None, devices=None) -> Setup:
     len(devices) if devices is not None else None,
   )
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
+  tensor = int(config.mesh.get("tensor", 1))
+  if tensor != 1 and mode != "sharded":
+    raise UserError(
+      f"mesh.tensor={tensor} splits layers over devices only in train.parallel='sharded', "
+      f"and this run is {mode!r}: set train.parallel='sharded', or mesh.tensor=1."
+    )
   plan = parallel.make_plan(mode, config.mesh, devices=devices)
   if plan.mesh is not None:
     shapes = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
