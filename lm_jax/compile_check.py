@@ -149,11 +149,11 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
     "arguments": int(memory.argument_size_in_bytes),
     "outputs": int(memory.output_size_in_bytes),
     "temporaries": int(memory.temp_size_in_bytes),
+    "aliased": int(memory.alias_size_in_bytes),  # Outputs in their donated argument's buffer.
   }
-  # Donated state: outputs that reuse their argument's buffer are counted once.
   per_chip["total"] = (
-    per_chip["arguments"] + per_chip["outputs"] - int(memory.alias_size_in_bytes)
-  ) + per_chip["temporaries"]
+    per_chip["arguments"] + per_chip["outputs"] - per_chip["aliased"] + per_chip["temporaries"]
+  )
   kind = devices[0].device_kind
   hbm = HBM_BYTES.get(kind)
   return {
