@@ -10,6 +10,7 @@ the config names, or data.vocab_size. The only module that talks to libtpu.
 
 import contextlib
 import importlib.util
+import math
 import os
 import re
 import tempfile
@@ -40,7 +41,6 @@ HBM_BYTES = {
   "TPU v6 lite": 32 * 2**30,  # v6e (Trillium)
 }
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-MEMORY_KEYS = "mesh.fsdp, mesh.tensor, model.remat, train.batch_size (or train.grad_accum_steps)"
 
 
 def available() -> bool:
@@ -111,6 +111,39 @@ def all_gather_shapes(hlo_text: str) -> list[tuple]:
   return shapes
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}  # XLA prints binary units.
+
+
+def _bytes(text: str) -> int:
+  number, unit = re.fullmatch(r"([\d.]+)\s*([KMGT]?)i?B?", text.strip()).groups()
+  return int(float(number) * _UNITS[unit])
+
+
+def _out_of_memory(message: str) -> dict | None:
+  """What XLA's TPU compiler said when a step does not fit: {'temporaries', 'available'}."""
+  if "RESOURCE_EXHAUSTED" not in message:
+    return None
+  size = r"([\d.]+\s*[KMGT]?i?B?)"
+  for pattern in (
+    rf"required for HLO temporaries \({size}\) exceeds available HBM \({size}\)",
+    rf"Used {size} of {size} hbm",
+  ):
+    m = re.search(pattern, message)
+    if m:
+      return {"temporaries": _bytes(m.group(1)), "available": _bytes(m.group(2))}
+  return {"temporaries": None, "available": None}
+
+
+def _shard_bytes(tree) -> int:
+  """Bytes of one device's shards of abstract arrays with shardings."""
+  return sum(
+    math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+    if jnp.issubdtype(x.dtype, jnp.number) or x.dtype == bool
+    else math.prod(x.sharding.shard_shape(x.shape)) * 8  # A typed PRNG key: its key data.
+    for x in jax.tree_util.tree_leaves(tree)
+  )
+
+
 def _abstract(tree, shardings):
   return jax.tree_util.tree_map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
@@ -138,9 +171,44 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
   tokens = jax.ShapeDtypeStruct((c.batch_size, config.data.seq_len), jnp.int32, sharding=rows)
   whole = NamedSharding(plan.mesh, P())
   rng = jax.ShapeDtypeStruct(built.rng.shape, built.rng.dtype, sharding=whole)
+  batch = {"inputs": tokens, "targets": tokens}
+  kind = devices[0].device_kind
+  result = {
+    "topology": topology,
+    "chips": len(devices),
+    "device_kind": kind,
+    "mesh": dict(plan.mesh.shape),
+    "vocab_size": vocab_size,
+    "vocab_source": vocab_source,
+    "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params))),
+    "hbm_bytes": HBM_BYTES.get(kind),
+  }
   t = time.perf_counter()
-  with _quiet_stderr():
-    compiled = built.train_step.lower(state, {"inputs": tokens, "targets": tokens}, rng).compile()
+  try:
+    compiled = built.train_step.lower(state, batch, rng).compile()
+  except Exception as e:  # pylint: disable=broad-except  (XLA's runtime error type)
+    oom = _out_of_memory(str(e))
+    if oom is None:
+      raise
+    # XLA stops at the first shortfall: arguments (counted here) and what it reported.
+    arguments = _shard_bytes((state, batch, rng))
+    temporaries = oom["temporaries"]
+    return {
+      **result,
+      "per_chip_bytes": {
+        "arguments": arguments,
+        "outputs": None,
+        "temporaries": temporaries,
+        "aliased": None,
+        "total": None if temporaries is None else arguments + temporaries,
+      },
+      "xla_available_bytes": oom["available"],
+      "fits": False,
+      "flops_per_step": None,
+      "collectives": None,
+      "compile_seconds": round(time.perf_counter() - t, 1),
+      "compile_error": str(e).strip().splitlines()[0][:300],
+    }
   seconds = time.perf_counter() - t
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis() or {}
@@ -154,18 +222,10 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
   per_chip["total"] = (
     per_chip["arguments"] + per_chip["outputs"] - per_chip["aliased"] + per_chip["temporaries"]
   )
-  kind = devices[0].device_kind
-  hbm = HBM_BYTES.get(kind)
+  hbm = result["hbm_bytes"]
   return {
-    "topology": topology,
-    "chips": len(devices),
-    "device_kind": kind,
-    "mesh": dict(plan.mesh.shape),
-    "vocab_size": vocab_size,
-    "vocab_source": vocab_source,
-    "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params))),
+    **result,
     "per_chip_bytes": per_chip,
-    "hbm_bytes": hbm,
     "fits": None if hbm is None else per_chip["total"] <= hbm,
     # XLA counts one chip's program; the slice runs one per chip.
     "flops_per_step": float(cost.get("flops", 0.0)) * len(devices),
@@ -177,10 +237,13 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
 def shortfall(result: dict) -> str:
   """The one sentence of a step that does not fit a chip."""
   gib = lambda b: f"{b / 2**30:.2f} GiB"
-  need, have = result["per_chip_bytes"]["total"], result["hbm_bytes"]
+  need = result["per_chip_bytes"]["total"]
+  have = result.get("xla_available_bytes") or result["hbm_bytes"]
+  short = f" ({gib(need - have)} short)" if need is not None and have is not None else ""
+  needs = f"needs {gib(need)}" if need is not None else "needs more than the memory"
   return (
-    f"the step needs {gib(need)} per chip and a {result['device_kind']} holds {gib(have)} "
-    f"({gib(need - have)} short) on {result['topology']}: raise {MEMORY_KEYS.split(', ')[0]} "
-    f"or mesh.tensor, set model.remat='block', or lower the rows per chip (keys that reduce "
-    f"memory: {MEMORY_KEYS})."
+    f"the step {needs} per chip and a {result['device_kind']} of {result['topology']} "
+    f"holds {gib(have)}{short}: split the parameters over more chips (mesh.fsdp, "
+    "mesh.tensor), recompute blocks (model.remat='block') or put fewer rows on each "
+    "(train.batch_size, train.grad_accum_steps)."
   )

@@ -46,16 +46,27 @@ def test_a_small_config_compiles_for_a_slice_and_fits():
 
 
 @needs_libtpu
-def test_a_step_too_large_for_the_chip_exits_1_naming_the_shortfall(monkeypatch):
+def test_a_step_too_large_for_the_chip_exits_1_naming_the_shortfall():
+  # 1.6B parameters, every chip holding them all with their Adam moments (data parallel).
+  wide = ["--config.model.d_model=8192", "--config.model.num_heads=64"]
+  r = compile_script("--config", "configs/tiny.py", "--topology", "v5e:2x4", *SMALL, *wide)
+  assert r.returncode == 1, r.stderr[-3000:]
+  out = json.loads(r.stdout)
+  assert out["fits"] is False and out["per_chip_bytes"]["arguments"] > 16 * 2**30
+  error = r.stderr.strip().splitlines()[-1]
+  assert error.startswith("error: the step needs ") and "per chip and a TPU v5 lite" in error
+  for key in ("mesh.fsdp", "mesh.tensor", "model.remat", "train.batch_size"):
+    assert key in error
+
+
+@needs_libtpu
+def test_fits_compares_the_compiled_step_with_the_chips_memory(monkeypatch):
   config = tiny.get_config()
   config.data.update(dataset="synthetic", vocab_size=256)
   monkeypatch.setitem(compile_check.HBM_BYTES, "TPU v5 lite", 2**16)  # A 64 KiB chip.
   out = compile_check.compile_step(config, "v5e:2x4")
-  assert out["fits"] is False and out["hbm_bytes"] == 2**16
-  sentence = compile_check.shortfall(out)
-  assert "per chip and a TPU v5 lite holds 0.00 GiB" in sentence
-  for key in ("mesh.fsdp", "mesh.tensor", "model.remat", "train.batch_size"):
-    assert key in sentence
+  assert out["fits"] is False and out["per_chip_bytes"]["total"] > out["hbm_bytes"] == 2**16
+  assert "holds 0.00 GiB (" in compile_check.shortfall(out)
 
 
 @needs_libtpu
@@ -85,3 +96,17 @@ def test_collectives_are_counted_from_the_hlo_text():
     "collective-permute": 1,
   }
   assert compile_check.all_gather_shapes(hlo) == [(8, 4), (4, 4), (8, 4)]
+
+
+def test_the_tpu_compilers_out_of_memory_report_is_read():
+  message = (
+    "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+    "temporaries (136.41G) exceeds available HBM (15.75G)."
+  )
+  assert compile_check._out_of_memory(message) == {
+    "temporaries": int(136.41 * 2**30),
+    "available": int(15.75 * 2**30),
+  }
+  used = "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 20.5G of 15.48G hbm."
+  assert compile_check._out_of_memory(used)["available"] == int(15.48 * 2**30)
+  assert compile_check._out_of_memory("INVALID_ARGUMENT: no") is None
