@@ -23,6 +23,7 @@ trailing dimensions.
 import math
 import re
 
+import jax
 from jax.sharding import PartitionSpec as P
 
 from lm_jax import UserError
@@ -113,16 +114,19 @@ def path_str(path) -> str:
   return "/".join(str(k) for k in keys)
 
 
-def check_tensor_parallel(paths_and_shapes, tensor: int, model_name: str) -> None:
-  """Refuses mesh.tensor > 1 for a model with nothing tensor parallelism splits (the LSTM)."""
-  if tensor <= 1:
+def check_tensor_parallel(params, tensor: int, mode: str, model_name: str) -> None:
+  """Refuses mesh.tensor > 1 outside the sharded mode, or for a model with nothing it splits."""
+  if tensor == 1:
     return
-  split = any(
-    name in MUST_DIVIDE
-    for path, shape in paths_and_shapes
-    for name in logical_axes(path, len(shape))
-  )
-  if not split:
+  if mode != "sharded":
+    raise UserError(
+      f"mesh.tensor={tensor} splits layers over devices only in train.parallel='sharded', "
+      f"and this run is {mode!r}: set train.parallel='sharded', or mesh.tensor=1."
+    )
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  if not any(
+    name in MUST_DIVIDE for p, x in leaves for name in logical_axes(path_str(p), len(x.shape))
+  ):
     raise UserError(
       f"mesh.tensor={tensor} splits attention heads and MLP widths, and model "
       f"{model_name!r} has neither: set mesh.tensor=1 (mesh.fsdp splits its parameters)."

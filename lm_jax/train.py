@@ -173,19 +173,8 @@ def setup(config, vocab_size: int, tokenizer=None, devices=None) -> Setup:
   )
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
   tensor = int(config.mesh.get("tensor", 1))
-  if tensor != 1 and mode != "sharded":
-    raise UserError(
-      f"mesh.tensor={tensor} splits layers over devices only in train.parallel='sharded', "
-      f"and this run is {mode!r}: set train.parallel='sharded', or mesh.tensor=1."
-    )
+  placement.check_tensor_parallel(abstract.params, tensor, mode, config.model.name)
   plan = parallel.make_plan(mode, config.mesh, devices=devices)
-  if plan.mesh is not None:
-    shapes = jax.tree_util.tree_flatten_with_path(abstract.params)[0]
-    placement.check_tensor_parallel(
-      [(placement.path_str(p), x.shape) for p, x in shapes],
-      plan.mesh.shape["tensor"],
-      config.model.name,
-    )
   plan.check_batch(c.batch_size)
   plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas

@@ -22,13 +22,16 @@ MODELS = {
 }
 
 
-def params(model_config, vocab_size=64, **changes):
+def abstract(model_config, vocab_size=64, **changes):
+  """A model's parameters as shapes only: nothing compiles."""
   model = models.build_model({**model_config, **changes}, vocab_size)
   init = lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
-  tree = jax.eval_shape(init)["params"]  # Shapes only: nothing compiles.
-  return [
-    (placement.path_str(p), x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-  ]
+  return jax.eval_shape(init)["params"]
+
+
+def params(model_config, vocab_size=64, **changes):
+  leaves = jax.tree_util.tree_flatten_with_path(abstract(model_config, vocab_size, **changes))[0]
+  return [(placement.path_str(p), x.shape) for p, x in leaves]
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])
@@ -91,11 +94,13 @@ def test_without_tensor_parallelism_it_is_plain_fsdp():
 
 
 def test_a_model_with_nothing_to_split_refuses_tensor_parallelism():
-  lstm = params(dict(name="lstm", embed_size=16, hidden_size=16))
+  lstm = abstract(dict(name="lstm", embed_size=16, hidden_size=16))
   with pytest.raises(UserError, match="model 'lstm' has neither: set mesh.tensor=1"):
-    placement.check_tensor_parallel(lstm, 2, "lstm")
-  placement.check_tensor_parallel(lstm, 1, "lstm")
-  placement.check_tensor_parallel(params(MODELS["gpt"]), 2, "gpt")
+    placement.check_tensor_parallel(lstm, 2, "sharded", "lstm")
+  placement.check_tensor_parallel(lstm, 1, "sharded", "lstm")
+  placement.check_tensor_parallel(abstract(MODELS["gpt"]), 2, "sharded", "gpt")
+  with pytest.raises(UserError, match="mesh.tensor=2 splits layers over devices only in"):
+    placement.check_tensor_parallel(abstract(MODELS["gpt"]), 2, "pmap", "gpt")
 
 
 @pytest.mark.parametrize(
