@@ -229,6 +229,7 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
     "fits": None if hbm is None else per_chip["total"] <= hbm,
     # XLA counts one chip's program; the slice runs one per chip.
     "flops_per_step": float(cost.get("flops", 0.0)) * len(devices),
+    "model_flops_per_step": built.flops_per_token * c.batch_size * config.data.seq_len,
     "collectives": collectives(compiled.as_text()),
     "compile_seconds": round(seconds, 1),
   }

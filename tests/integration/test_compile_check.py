@@ -9,6 +9,7 @@ from conftest import ROOT
 
 from configs import tiny
 from lm_jax import UserError, compile_check
+from lm_jax.data import tokenizers
 
 needs_libtpu = pytest.mark.skipif(
   not compile_check.available(), reason=f"libtpu is not installed: {compile_check.INSTALL}"
@@ -110,3 +111,13 @@ def test_the_tpu_compilers_out_of_memory_report_is_read():
   used = "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 20.5G of 15.48G hbm."
   assert compile_check._out_of_memory(used)["available"] == int(15.48 * 2**30)
   assert compile_check._out_of_memory("INVALID_ARGUMENT: no") is None
+
+
+def test_the_vocabulary_comes_from_the_run_or_the_config_without_a_corpus(tmp_path):
+  config = tiny.get_config()  # The char tokenizer: its vocabulary needs the corpus.
+  assert compile_check.vocabulary(config)[::2] == (1024, "data.vocab_size")
+  config.data.tokenizer = "byte"
+  assert compile_check.vocabulary(config)[::2] == (257, "the byte tokenizer")
+  tokenizers.save(tokenizers.CharTokenizer("\nab"), str(tmp_path / "tokenizer.json"))
+  size, tokenizer, source = compile_check.vocabulary(config, str(tmp_path))
+  assert (size, tokenizer.kind, source) == (3, "char", str(tmp_path / "tokenizer.json"))
