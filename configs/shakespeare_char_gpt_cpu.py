@@ -70,6 +70,10 @@ def get_config():
   # contiguous streams read window by window (PyTorch's batchify), a recurrent model's state
   # carried from step to step (truncated backpropagation through time).
   d.order = "random_windows"
+  # Attention and positions restart at each end-of-document token of a packed window (the
+  # tokenizer's; with 'char', the newline): a document sees only itself. Off: windows attend
+  # across the documents they cross, as GPT-2 pretraining does.
+  d.document_masking = False
   d.prefetch = 2  # Batches a background thread prepares ahead of the train step.
 
   config.optim = o = ml_collections.ConfigDict()
@@ -143,4 +147,7 @@ def get_config():
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
   config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.
   config.mesh.fsdp = 1  # Batch split too, and each parameter split along its largest dim.
+  # Tensor parallelism: attention split by heads, the MLP by width, embeddings and head by
+  # vocabulary, over groups of this many devices (lm_jax/placement.py); rows are not split.
+  config.mesh.tensor = 1
   return config

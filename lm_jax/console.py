@@ -6,6 +6,8 @@ down where lm_jax calls them, through the functions below; `--verbose` on any
 script, or LM_JAX_VERBOSE=1, brings all of it back for debugging.
 """
 
+import glob
+import importlib.util
 import logging
 import os
 import sys
@@ -26,6 +28,30 @@ def setup(verbose_flag: bool = False) -> None:
   if verbose_flag:
     os.environ[VERBOSE_ENV] = "1"
   absl_logging.set_verbosity(absl_logging.INFO if verbose() else absl_logging.WARNING)
+  skip_absent_tpu()
+
+
+def _pci_vendors() -> set:
+  vendors = set()
+  for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      with open(path) as f:
+        vendors.add(f.read().strip())
+    except OSError:
+      pass
+  return vendors
+
+
+def skip_absent_tpu() -> None:
+  """Before JAX starts: with libtpu installed (for compile checks) on a host that has no TPU
+  and no GPU, JAX would try the TPU first, print libtpu's complaints about the missing TPU
+  environment and fall back to the CPU; JAX_PLATFORMS=cpu goes there directly. A TPU host
+  (Google's PCI vendor id, as JAX checks), a GPU host or a set JAX_PLATFORMS is left alone."""
+  if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+    return
+  gpu = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd"))
+  if not gpu and "0x1ae0" not in _pci_vendors():
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def is_terminal(stream=None) -> bool:

@@ -4,10 +4,13 @@
   pmap     one replica per local device (jax.pmap); the batch is split on its
            first axis and gradients are summed over the `batch` axis by the
            step itself. Across hosts, each process feeds its own devices.
-  sharded  jax.jit over a Mesh with axes ('data', 'fsdp'): the batch is split
-           over both axes; each parameter and its optimizer state is split over
-           'fsdp' along its largest divisible dimension (FSDP / ZeRO-3), and
-           XLA inserts the collectives. What MaxText and the Flax examples use.
+  sharded  jax.jit over a Mesh with axes ('data', 'fsdp', 'tensor'): the batch
+           is split over 'data' and 'fsdp'; each parameter and its optimizer
+           state is split over 'tensor' as Megatron-LM splits layers (by heads,
+           MLP width and vocabulary) and over 'fsdp' along its largest remaining
+           divisible dimension (FSDP / ZeRO-3), by the rules of
+           lm_jax/placement.py; XLA inserts the collectives. What MaxText and
+           the Flax examples use.
 
 The step functions take `axis_name`: the pmap axis under pmap, else None.
 A `Plan` places state and batches for its mode and brings them back as
@@ -24,12 +27,13 @@ from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lm_jax import UserError
+from lm_jax import UserError, placement
 from lm_jax import config as config_lib
 
 AXIS = "batch"
 MODES = ("auto", "jit", "pmap", "sharded")
-MESH_AXES = ("data", "fsdp")
+MESH_AXES = ("data", "fsdp", "tensor")  # Tensor innermost: its groups are neighbouring devices.
+BATCH_AXES = ("data", "fsdp")  # The batch is split over these; 'tensor' sees whole rows.
 # State subtrees holding a row per batch row (a recurrent model's carry): split over the
 # devices with the batch's rows in every mode, never replicated or split FSDP-wise.
 ROW_KEYS = ("carry",)
@@ -59,32 +63,34 @@ def check_config(train_config, mesh_config, devices: bool = True) -> None:
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
-  """A ('data', 'fsdp') mesh over all devices; one size may be -1 (the rest)."""
+  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default all); one size may be -1."""
   devices = np.asarray(devices if devices is not None else jax.devices())
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
+  named = lambda sizes: " x ".join(f"mesh.{a}={s}" for a, s in zip(MESH_AXES, sizes))
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise UserError(
-      f"mesh sizes {dict(zip(MESH_AXES, sizes))} are invalid: give positive "
-      "sizes, at most one of them -1 (fills the remaining devices)."
+      f"{named(sizes)} is invalid: give positive sizes, at most one of them -1 "
+      "(fills the remaining devices)."
     )
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
-    sizes[sizes.index(-1)] = devices.size // known if devices.size % known == 0 else -1
+    if devices.size % known:
+      raise UserError(
+        f"{named(sizes)} does not cover the {devices.size} devices: the other sizes make "
+        f"{known}, which does not divide {devices.size}; pick sizes whose product does."
+      )
+    sizes[sizes.index(-1)] = devices.size // known
   if int(np.prod(sizes)) != devices.size:
     raise UserError(
-      f"mesh {dict(zip(MESH_AXES, sizes))} does not cover the {devices.size} "
-      "devices: set config.mesh.data x config.mesh.fsdp to the device count."
+      f"{named(sizes)} makes {int(np.prod(sizes))} and does not cover the {devices.size} "
+      "devices: set mesh.data x mesh.fsdp x mesh.tensor to the device count (one may be -1)."
     )
   return Mesh(devices.reshape(sizes), MESH_AXES)
 
 
 def fsdp_spec(shape, fsdp_size: int) -> P:
   """Splits the largest dimension divisible by the fsdp size; replicates otherwise."""
-  if fsdp_size > 1:
-    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
-      if shape[dim] % fsdp_size == 0:
-        return P(*[("fsdp" if d == dim else None) for d in range(len(shape))])
-  return P()
+  return placement.spec("", shape, fsdp_size, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,14 +102,17 @@ class Plan:
 
   @property
   def num_replicas(self) -> int:
-    """Devices the batch is split over, in all processes."""
-    return {"jit": 1, "pmap": jax.device_count(), "sharded": jax.device_count()}[self.mode]
+    """Devices the batch is split over, in all processes (a tensor group counts once)."""
+    if self.mode == "sharded":
+      return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    return {"jit": 1, "pmap": jax.device_count()}[self.mode]
 
   def check_batch(self, batch_size: int, what: str = "train.batch_size") -> None:
     n = self.num_replicas
     if batch_size % n:
+      over = "mesh.data x mesh.fsdp" if self.mode == "sharded" else "devices"
       raise UserError(
-        f"{what}={batch_size} is not divisible by the {n} devices of a "
+        f"{what}={batch_size} is not divisible by the {n} {over} of a "
         f"{self.mode} run: use a multiple of {n}, or train.parallel='jit'."
       )
 
@@ -126,10 +135,11 @@ class Plan:
       return jax.tree_util.tree_map_with_path(
         lambda path, _: NamedSharding(mesh, P("all") if _holds_rows(path) else P()), abstract_tree
       )
-    fsdp = self.mesh.shape["fsdp"]
+    fsdp, tensor = self.mesh.shape["fsdp"], self.mesh.shape["tensor"]
+    spec = lambda path, x: placement.spec(placement.path_str(path), x.shape, fsdp, tensor)
     return jax.tree_util.tree_map_with_path(
       lambda path, x: NamedSharding(
-        self.mesh, P(MESH_AXES) if _holds_rows(path) else fsdp_spec(x.shape, fsdp)
+        self.mesh, P(BATCH_AXES) if _holds_rows(path) else spec(path, x)
       ),
       abstract_tree,
     )
@@ -198,7 +208,7 @@ class Plan:
       n = jax.local_device_count()
       return jax.tree_util.tree_map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
     if self.mode == "sharded":
-      sharding = NamedSharding(self.mesh, P(MESH_AXES))
+      sharding = NamedSharding(self.mesh, P(BATCH_AXES))
       return jax.tree_util.tree_map(
         lambda x: jax.make_array_from_process_local_data(sharding, x), batch
       )
@@ -278,17 +288,24 @@ def resolve_mode(
   )
 
 
-def make_plan(parallel: str, mesh_config=None, flops_per_step: float | None = None) -> Plan:
-  """A plan for a train.parallel mode; 'auto' as resolve_mode decides."""
-  parallel, _ = resolve_mode(parallel, flops_per_step)
+def make_plan(
+  parallel: str, mesh_config=None, flops_per_step: float | None = None, devices=None
+) -> Plan:
+  """A plan for a train.parallel mode; 'auto' as resolve_mode decides.
+
+  `devices` (default: all of JAX's) are what a sharded plan's mesh covers: the compile-only
+  devices of a TPU topology lay a run out for a slice this host does not have.
+  """
+  n = len(devices) if devices is not None else None
+  platform = devices[0].platform if devices is not None else None
+  parallel, _ = resolve_mode(parallel, flops_per_step, platform, n)
   if parallel == "jit" and jax.process_count() > 1:
     raise UserError(
       "train.parallel='jit' runs on one device, but this run has "
       f"{jax.process_count()} processes: use 'pmap' or 'sharded'."
     )
-  mesh = None
-  if parallel == "sharded":
-    mesh = make_mesh(mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1})
+  mesh_config = mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1}
+  mesh = make_mesh(mesh_config, devices) if parallel == "sharded" else None
   return Plan(parallel, mesh)
 
 

@@ -27,6 +27,7 @@ from lm_jax import (
   models,
   optim,
   parallel,
+  placement,
   profiling,
   records,
   runs,
@@ -180,13 +181,23 @@ class _Run(Setup):
   harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
 
 
-def setup(config, vocab_size: int) -> Setup:
-  """The model, optimizer, their layout on the devices and the compiled steps of `config`."""
-  checks.check_config(config)
+def setup(config, vocab_size: int, tokenizer=None, devices=None) -> Setup:
+  """The model, optimizer, their layout on the devices and the compiled steps of `config`.
+
+  `tokenizer` gives the end-of-document ids of data.document_masking; without one
+  (synthetic benchmarks, compile checks) id 0 stands in, which costs the same. `devices`
+  (default: JAX's) are what the layout covers and what 'auto' settings are resolved for:
+  scripts/compile_check.py passes a TPU topology's compile-only devices.
+  """
+  checks.check_config(config, devices=devices is None)
   c, seq_len = config.train, config.data.seq_len
-  model = models.build_model(config.model, vocab_size)
+  if tokenizer is not None:
+    eod_ids = models.document_ids(config.data, tokenizer)
+  else:
+    eod_ids = (0,) if config.data.get("document_masking", False) else ()
+  model = models.build_model(config.model, vocab_size, eod_ids)
   requested_attention = config.model.get("attention")
-  model, resolved = models.resolve_auto(model)
+  model, resolved = models.resolve_auto(model, devices[0] if devices is not None else None)
   if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
     print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
   max_len = getattr(model, "max_len", None)
@@ -199,9 +210,16 @@ def setup(config, vocab_size: int) -> Setup:
   create, rng = state_lib.state_factory(config, model, tx)
   abstract = jax.eval_shape(create)
   flops_per_token = lora.flops_per_token(model, abstract.params, abstract.frozen, seq_len)
-  mode, reason = parallel.resolve_mode(c.parallel, flops_per_token * c.batch_size * seq_len)
+  mode, reason = parallel.resolve_mode(
+    c.parallel,
+    flops_per_token * c.batch_size * seq_len,
+    devices[0].platform if devices is not None else None,
+    len(devices) if devices is not None else None,
+  )
   resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
-  plan = parallel.make_plan(mode, config.mesh)
+  tensor = int(config.mesh.get("tensor", 1))
+  placement.check_tensor_parallel(abstract.params, tensor, mode, config.model.name)
+  plan = parallel.make_plan(mode, config.mesh, devices=devices)
   plan.check_batch(c.batch_size)
   plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
   per_replica = c.batch_size // plan.num_replicas
@@ -239,7 +257,7 @@ def _setup(config, workdir: str) -> _Run:
     epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
     config = config_lib.with_epochs(config, epoch)
   config_lib.check_epoch_keys(config)
-  s = setup(config, tokenizer.vocab_size)
+  s = setup(config, tokenizer.vocab_size, tokenizer)
   fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
   harness = None
   if config.train.get("eval_tasks"):

@@ -6,6 +6,9 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 )
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from lm_jax import console  # noqa: E402  (imports no JAX)
+
+console.skip_absent_tpu()  # With libtpu installed (compile checks), the CPU without its noise.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # Where scripts/ lies.
 
 import numpy as np  # noqa: E402

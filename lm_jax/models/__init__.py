@@ -54,14 +54,25 @@ def get_model_class(name: str) -> type[nn.Module]:
   return cls
 
 
-def build_model(model_config, vocab_size: int) -> nn.Module:
-  """Builds `Class(vocab_size=V, **kwargs)` from `config.model`."""
+def build_model(model_config, vocab_size: int, eod_ids: tuple = ()) -> nn.Module:
+  """Builds `Class(vocab_size=V, **kwargs)` from `config.model`.
+
+  `eod_ids` (from `document_ids`): tokens at which the model's attention and positions
+  restart, passed as its `eod_ids` field; models without one cannot mask documents.
+  """
   kwargs = dict(model_config)
   cls = get_model_class(kwargs.pop("name"))
   fields = {f.name for f in getattr(cls, "__dataclass_fields__", {}).values()}
+  if eod_ids:
+    if "eod_ids" not in fields:
+      raise UserError(
+        f"model {cls.__name__} cannot keep attention inside documents: set "
+        "data.document_masking=False."
+      )
+    kwargs["eod_ids"] = tuple(int(i) for i in eod_ids)
   unknown = sorted(set(kwargs) - fields)
   if unknown:
-    valid = sorted(fields - {"parent", "name", "vocab_size"})
+    valid = sorted(fields - {"parent", "name", "vocab_size", "eod_ids"})
     raise UserError(
       f"model {cls.__name__} has no hyperparameter(s) {unknown}; "
       f"its fields are {valid}: remove the key from config.model."
@@ -97,8 +108,20 @@ def check_config(model_config) -> None:
     model.check()
 
 
-def resolve_auto(model: nn.Module) -> tuple[nn.Module, dict]:
-  """Settles a Transformer's 'auto' dtype and attention for this device, once.
+def document_ids(data_config, tokenizer) -> tuple:
+  """The tokenizer's end-of-document ids when data.document_masking is on, else ()."""
+  if not data_config.get("document_masking", False):
+    return ()
+  if len(tokenizer.eod_ids) == 0:
+    raise UserError(
+      "data.document_masking=True needs an end-of-document token, and the "
+      f"{tokenizer.kind!r} tokenizer has none: set data.document_masking=False."
+    )
+  return tuple(int(i) for i in tokenizer.eod_ids)
+
+
+def resolve_auto(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
+  """Settles a Transformer's 'auto' dtype and attention for `device` (default JAX's first).
 
   Returns the model with concrete values and what was chosen and why (for
   run.json); explicit values pass through or are refused as unsupported.
@@ -108,11 +131,16 @@ def resolve_auto(model: nn.Module) -> tuple[nn.Module, dict]:
     return model, {}
   from lm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
-  dtype = layers.compute_dtype(model.dtype)
+  dtype = layers.compute_dtype(model.dtype, device.platform if device is not None else None)
   head_dim = getattr(model, "head_width", model.d_model // model.num_heads)
-  softcap = getattr(model, "attn_softcap", 0.0)
   choice, reason = layers.resolve_attention(
-    model.attention, dtype, model.dropout, head_dim, softcap=softcap
+    model.attention,
+    dtype,
+    model.dropout,
+    head_dim,
+    device,
+    softcap=getattr(model, "attn_softcap", 0.0),
+    documents=bool(getattr(model, "eod_ids", ())),
   )
   info = {"compute_dtype": dtype.name, "attention": choice, "attention_reason": reason}
   return model.clone(dtype=dtype.name, attention=choice), info

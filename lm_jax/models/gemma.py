@@ -40,7 +40,7 @@ class Block(nn.Module):
   attention: str = "reference"
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, local=True):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None, local=True):
     norm = lambda name: layers.RMSNorm(self.norm_eps, 1.0, self.dtype, self.param_dtype, name=name)
     attn = llama.Attention(
       self.num_heads,
@@ -61,7 +61,7 @@ class Block(nn.Module):
       attention=self.attention,
       name="attn",
     )
-    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, local)
+    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, starts_BxL, local)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(norm("attn_post_norm")(h), deterministic)
     mlp = llama.GatedMlp(
       self.mlp_dim,

@@ -31,7 +31,7 @@ class CausalAttention(nn.Module):
   attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None):
     B, L, D = x_BxLxD.shape
     H = self.num_heads
     K = D // H
@@ -48,7 +48,14 @@ class CausalAttention(nn.Module):
       k_BxHxSxK, v_BxHxSxK, kv = layers.write_kv(kv, k_BxHxSxK, v_BxHxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
     out_BxHxLxK = layers.attention(
-      q_BxHxLxK, k_BxHxSxK, v_BxHxSxK, pos, dropout, self.dtype, self.attention
+      q_BxHxLxK,
+      k_BxHxSxK,
+      v_BxHxSxK,
+      pos,
+      dropout,
+      self.dtype,
+      self.attention,
+      starts_BxL=starts_BxL,
     )
     out_BxLxD = nn.DenseGeneral(
       D,
@@ -110,7 +117,7 @@ class Block(nn.Module):
   attention: str = "reference"
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None):
     ln = lambda name: nn.LayerNorm(
       self.norm_eps,
       use_bias=self.use_bias,
@@ -127,7 +134,7 @@ class Block(nn.Module):
       self.param_dtype,
       attention=self.attention,
       name="attn",
-    )(ln("ln_1")(x_BxLxD), deterministic, kv, pos)
+    )(ln("ln_1")(x_BxLxD), deterministic, kv, pos, starts_BxL)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     mlp = Mlp(self.num_layers, self.use_bias, self.gelu, self.dtype, self.param_dtype, name="mlp")
     h = mlp(ln("ln_2")(x_BxLxD))
@@ -157,6 +164,7 @@ class GPT(nn.Module):
   attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
+  eod_ids: tuple = ()  # Set from data.document_masking: attention and positions restart at these.
 
   def flops_per_token(self, params, seq_len: int) -> float:
     """6 per non-position-embedding parameter plus attention's 12 * layers * width * context."""
@@ -166,9 +174,10 @@ class GPT(nn.Module):
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache for `length` positions (at most max_len)."""
     shape = (batch_size, self.num_heads, min(length, self.max_len), self.d_model // self.num_heads)
-    return layers.init_kv_cache(
+    cache = layers.init_kv_cache(
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
+    return {**cache, "start": jnp.zeros((batch_size,), jnp.int32)} if self.eod_ids else cache
 
   def check(self) -> None:
     """Refuses settings outside their range (UserError)."""
@@ -185,7 +194,14 @@ class GPT(nn.Module):
       n, self.d_model, embedding_init=_init(0.02), param_dtype=param_dtype, name=name
     )
     wte, wpe = embed(self.vocab_size, "wte"), embed(self.max_len, "wpe")
-    x_BxLxD = wte(tokens_BxL) + wpe(pos + jnp.arange(L))[None]
+    positions_1xL = (pos + jnp.arange(L))[None]
+    starts_BxL = None
+    if self.eod_ids:  # Positions count from each document's start.
+      starts_BxL = layers.document_starts(
+        tokens_BxL, self.eod_ids, pos, None if cache is None else cache["start"]
+      )
+      positions_1xL = positions_1xL - starts_BxL  # Now BxL.
+    x_BxLxD = wte(tokens_BxL) + wpe(positions_1xL)
     x_BxLxD = nn.Dropout(self.dropout)(x_BxLxD, deterministic).astype(dtype)
     block_kwargs = {
       "num_heads": self.num_heads,
@@ -197,7 +213,11 @@ class GPT(nn.Module):
       "dtype": dtype,
       "param_dtype": param_dtype,
       "attention": layers.resolve_attention(
-        self.attention, dtype, self.dropout, self.d_model // self.num_heads
+        self.attention,
+        dtype,
+        self.dropout,
+        self.d_model // self.num_heads,
+        documents=bool(self.eod_ids),
       )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
@@ -210,6 +230,7 @@ class GPT(nn.Module):
       deterministic,
       None if cache is None else cache["layers"],
       pos,
+      starts_BxL,
     )
     ln_f = nn.LayerNorm(
       self.norm_eps, use_bias=self.use_bias, dtype=dtype, param_dtype=param_dtype, name="ln_f"
@@ -218,4 +239,5 @@ class GPT(nn.Module):
     logits_BxLxV = wte.attend(x_BxLxD.astype(jnp.float32))
     if cache is None:
       return logits_BxLxV
-    return logits_BxLxV, {"pos": pos + L, "layers": kv_layers}
+    cache = {"pos": pos + L, "layers": kv_layers}
+    return logits_BxLxV, cache if starts_BxL is None else {**cache, "start": starts_BxL[:, -1]}

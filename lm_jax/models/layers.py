@@ -124,26 +124,54 @@ def write_kv(kv, k_BxGxLxK, v_BxGxLxK, pos):
   return kv["k"], kv["v"], kv
 
 
-def causal_mask(L: int, S: int, pos, window=0):
-  """LxS: which keys at [0, S) each query at [pos, pos + L) sees: those not after it and,
-  with a `window` > 0 (a sliding window), only the last `window` of them (its own included)."""
+def document_starts(tokens_BxL, eod_ids, pos=0, start_B=None):
+  """The position at which each token's document starts: that of its latest end-of-document id.
+
+  An end-of-document token opens the document after it (the token cache writes one before
+  each document), so a document's first token is its end-of-document token. Tokens before
+  any in the window continue the document that started at `start_B` (a cache's open one),
+  or at the window's start. A start is a segment id that a KV cache can carry: a query
+  at position p with start t sees the keys at [t, p], its own document's.
+  """
+  at_L = pos + jnp.arange(tokens_BxL.shape[1], dtype=jnp.int32)
+  is_eod_BxL = jnp.isin(tokens_BxL, jnp.asarray(eod_ids, jnp.int32))
+  if start_B is None:
+    start_B = jnp.zeros(tokens_BxL.shape[:1], jnp.int32) + jnp.int32(pos)
+  return jax.lax.cummax(jnp.where(is_eod_BxL, at_L[None], start_B[:, None]), axis=1)
+
+
+def causal_mask(L: int, S: int, pos, window=0, starts_BxL=None):
+  """Which keys at [0, S) each query at [pos, pos + L) sees: those not after it and, with a
+  `window` > 0 (a sliding window), only the last `window` of them (its own included). LxS, or
+  BxLxS inside each query's document when `starts_BxL` (document_starts) is given."""
   q_Lx1, k_1xS = pos + jnp.arange(L)[:, None], jnp.arange(S)[None, :]
   mask_LxS = k_1xS <= q_Lx1
-  if isinstance(window, int) and window == 0:
+  if not (isinstance(window, int) and window == 0):
+    mask_LxS = mask_LxS & ((window <= 0) | (k_1xS > q_Lx1 - window))
+  if starts_BxL is None:
     return mask_LxS
-  return mask_LxS & ((window <= 0) | (k_1xS > q_Lx1 - window))
+  return mask_LxS[None] & (jnp.arange(S)[None, None, :] >= starts_BxL[:, :, None])
 
 
 def causal_attention(
-  q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale=None, softcap=0.0, window=0
+  q_BxHxLxK,
+  k_BxGxSxK,
+  v_BxGxSxK,
+  pos,
+  dropout,
+  dtype,
+  scale=None,
+  softcap=0.0,
+  window=0,
+  starts_BxL=None,
 ):
   """Softmax attention of queries at [pos, pos + L) over keys at [0, S), in float32.
 
   Each of the G key/value heads serves H // G query heads (grouped-query
   attention; G == H is multi-head). Scores are q.k * `scale` (default
   1/sqrt(K)), soft-capped to (-softcap, softcap) by softcap * tanh(s / softcap)
-  when `softcap` > 0, and masked by `causal_mask` with `window`. `dropout` is
-  applied to the probabilities.
+  when `softcap` > 0, and masked by `causal_mask` with `window` and `starts_BxL` (each
+  query inside its own document). `dropout` is applied to the probabilities.
   """
   B, H, L, K = q_BxHxLxK.shape
   G, S = k_BxGxSxK.shape[1], k_BxGxSxK.shape[2]
@@ -153,9 +181,9 @@ def causal_attention(
   logits_BxGxRxLxS = logits_BxGxRxLxS.astype(jnp.float32)
   if softcap:
     logits_BxGxRxLxS = softcap * jnp.tanh(logits_BxGxRxLxS / softcap)
-  logits_BxGxRxLxS = jnp.where(
-    causal_mask(L, S, pos, window), logits_BxGxRxLxS, jnp.finfo(jnp.float32).min
-  )
+  mask = causal_mask(L, S, pos, window, starts_BxL)
+  mask = mask if starts_BxL is None else mask[:, None, None]  # BxLxS -> Bx1x1xLxS.
+  logits_BxGxRxLxS = jnp.where(mask, logits_BxGxRxLxS, jnp.finfo(jnp.float32).min)
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
   return out_BxGxRxLxK.reshape(B, H, L, K)
@@ -168,8 +196,15 @@ def causal_attention(
 CPU_XLA_MIN_HEAD_DIM = 64
 
 
-def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
+def _cudnn_problem(dtype, head_dim: int, device, documents: bool = False) -> str | None:
   """Why cuDNN's fused attention cannot run here, or None when it can."""
+  if documents:
+    # cuDNN has packed-sequence (segment offset) attention, but jax.nn.dot_product_attention
+    # does not reach it: it would hand cuDNN the document mask as a dense L x S bias per row.
+    return (
+      "jax.nn.dot_product_attention passes cuDNN no segments, so it cannot keep attention "
+      "inside documents (data.document_masking) without a dense bias"
+    )
   if device.platform != "gpu" or "nvidia" not in device.device_kind.lower():
     return f"it needs an NVIDIA GPU, and this is a {device.platform} ({device.device_kind})"
   capability = float(getattr(device, "compute_capability", "0") or 0)
@@ -184,7 +219,13 @@ def _cudnn_problem(dtype, head_dim: int, device) -> str | None:
 
 
 def resolve_attention(
-  requested: str, dtype, dropout: float, head_dim: int, device=None, softcap: float = 0.0
+  requested: str,
+  dtype,
+  dropout: float,
+  head_dim: int,
+  device=None,
+  softcap: float = 0.0,
+  documents: bool = False,
 ):
   """The attention implementation to run, and why: (choice, reason).
 
@@ -194,6 +235,7 @@ def resolve_attention(
   CPU_XLA_MIN_HEAD_DIM wide and the einsum reference for narrower ones (see
   that constant). Fused kernels neither drop attention probabilities nor
   soft-cap scores, so with dropout or `softcap` 'auto' takes the reference.
+  `documents` (document masking) rules out cuDNN.
   """
   if requested not in ATTENTION:
     raise UserError(f"unknown model.attention {requested!r}: use one of {list(ATTENTION)}.")
@@ -209,7 +251,7 @@ def resolve_attention(
       f"(model.attn_softcap={softcap}): set model.attention='reference' (or 'auto')."
     )
   if requested == "cudnn":
-    problem = _cudnn_problem(dtype, head_dim, device)
+    problem = _cudnn_problem(dtype, head_dim, device, documents)
     if problem:
       raise UserError(f"model.attention='cudnn' cannot run: {problem}; use 'auto' or 'xla'.")
   if requested != "auto":
@@ -218,7 +260,7 @@ def resolve_attention(
     return "reference", f"model.dropout={dropout}: the fused kernels cannot drop probabilities"
   if softcap > 0:
     return "reference", f"model.attn_softcap={softcap}: the fused kernels cannot soft-cap scores"
-  problem = _cudnn_problem(dtype, head_dim, device)
+  problem = _cudnn_problem(dtype, head_dim, device, documents)
   if problem is None:
     return "cudnn", f"{device.device_kind} supports cuDNN attention at this dtype and head width"
   if device.platform != "cpu":
@@ -242,6 +284,7 @@ def attention(
   scale=None,
   softcap=0.0,
   window=0,
+  starts_BxL=None,
 ):
   """causal_attention by `implementation`: 'reference', or jax.nn.dot_product_attention's
   'xla' or 'cudnn' (no dropout, no softcap; resolve_attention refuses them with either).
@@ -249,10 +292,11 @@ def attention(
   Without a cache (S == L, `pos` the Python int 0) and without a window the
   fused kernels use their own causal mask; with one, a single query (decoding)
   sees the first pos + 1 keys by length, and otherwise they get causal_mask.
+  Document starts (`starts_BxL`) always make an explicit mask.
   """
   if implementation == "reference":
     return causal_attention(
-      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale, softcap, window
+      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale, softcap, window, starts_BxL
     )
   if implementation not in ("xla", "cudnn"):
     raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
@@ -261,7 +305,9 @@ def attention(
   layout = lambda x: x.astype(dtype).transpose(0, 2, 1, 3)  # BxHxLxK -> BxLxHxK, as JAX takes it.
   kwargs = {}
   no_window = isinstance(window, int) and window == 0
-  if no_window and isinstance(pos, int) and pos == 0 and S == L:
+  if starts_BxL is not None:  # Bx1xLxS: every head alike.
+    kwargs["mask"] = causal_mask(L, S, pos, window, starts_BxL)[:, None]
+  elif no_window and isinstance(pos, int) and pos == 0 and S == L:
     kwargs["is_causal"] = True
   elif no_window and L == 1:
     kwargs["key_value_seq_lengths"] = jnp.full((B,), pos + 1, jnp.int32)
@@ -297,16 +343,18 @@ def apply_blocks(
   deterministic: bool,
   layers,
   pos,
+  starts_BxL=None,
   per_layer=None,
 ):
-  """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos) -> (x, kv)`.
+  """Runs `num_layers` blocks `block_cls(**block_kwargs)(x, deterministic, kv, pos, starts_BxL)
+  -> (x, kv)`; `starts_BxL` are document_starts under document masking, else None.
 
   Call inside a compact method. Unscanned, the blocks are submodules
   block_0, block_1, ... and `layers` (the cache's) is a list of per-layer kv;
   scanned, one submodule 'blocks' holds every parameter with a leading layer
   axis, so compile time does not grow with depth, and `layers` is one kv
   with that leading axis. `per_layer` (a sequence of num_layers bools, such as
-  which layers are local), when given, is passed to each block as a fifth
+  which layers are local), when given, is passed to each block as a sixth
   argument: its own Python bool unscanned, a traced one scanned. Returns
   (x_BxLxD, layers); layers is None without a cache.
   """
@@ -314,9 +362,9 @@ def apply_blocks(
     raise UserError(f"unknown model.remat {remat!r}: use one of {list(REMAT_POLICIES)}.")
   if remat != "none":
     # Argument 2 (after self) is `deterministic`, a Python bool, and so is an unscanned
-    # per-layer one (5). Inside a scan the loop already keeps XLA from merging recomputation
+    # per-layer one (6). Inside a scan the loop already keeps XLA from merging recomputation
     # with the forward pass.
-    static = (2,) if per_layer is None or scan_layers else (2, 5)
+    static = (2,) if per_layer is None or scan_layers else (2, 6)
     block_cls = nn.remat(
       block_cls, policy=REMAT_POLICIES[remat], static_argnums=static, prevent_cse=not scan_layers
     )
@@ -326,16 +374,17 @@ def apply_blocks(
       block_cls,
       variable_axes={"params": 0},
       split_rngs={"params": True, "dropout": True},
-      in_axes=(nn.broadcast, 0, nn.broadcast) + (0,) * len(extra),
+      in_axes=(nn.broadcast, 0, nn.broadcast, nn.broadcast) + (0,) * len(extra),
       length=num_layers,
     )
-    return stack(**block_kwargs, name="blocks")(x_BxLxD, deterministic, layers, pos, *extra)
+    blocks = stack(**block_kwargs, name="blocks")
+    return blocks(x_BxLxD, deterministic, layers, pos, starts_BxL, *extra)
   new_layers = []
   for i in range(num_layers):
     kv = None if layers is None else layers[i]
     extra = () if per_layer is None else (bool(per_layer[i]),)
     block = block_cls(**block_kwargs, name=f"block_{i}")
-    x_BxLxD, kv = block(x_BxLxD, deterministic, kv, pos, *extra)
+    x_BxLxD, kv = block(x_BxLxD, deterministic, kv, pos, starts_BxL, *extra)
     new_layers.append(kv)
   return x_BxLxD, None if layers is None else new_layers
 

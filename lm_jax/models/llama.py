@@ -51,7 +51,7 @@ class Attention(nn.Module):
   attention: str = "reference"  # An implementation layers.attention runs (resolved, not 'auto').
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, local=True):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None, local=True):
     D = x_BxLxD.shape[-1]
     H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
     dense = lambda features, name: nn.DenseGeneral(
@@ -73,8 +73,8 @@ class Attention(nn.Module):
     inv_freq = self.rope.inv_freq(K)
     if self.local_rope is not None:
       inv_freq = layers.select(local, self.local_rope.inv_freq(K), inv_freq)
-    q_BxHxLxK = rope_lib.rotate(q_BxHxLxK, pos, inv_freq)
-    k_BxGxSxK, v_BxGxSxK = rope_lib.rotate(k_BxGxLxK, pos, inv_freq), v_BxGxLxK
+    q_BxHxLxK = rope_lib.rotate(q_BxHxLxK, pos, inv_freq, starts_BxL)
+    k_BxGxSxK, v_BxGxSxK = rope_lib.rotate(k_BxGxLxK, pos, inv_freq, starts_BxL), v_BxGxLxK
     if kv is not None:
       k_BxGxSxK, v_BxGxSxK, kv = layers.write_kv(kv, k_BxGxSxK, v_BxGxSxK, pos)
     dropout = lambda probs: nn.Dropout(self.dropout)(probs, deterministic)
@@ -89,6 +89,7 @@ class Attention(nn.Module):
       scale=self.query_scale or None,
       softcap=self.softcap,
       window=layers.select(local, self.sliding_window, 0) if self.sliding_window else 0,
+      starts_BxL=starts_BxL,
     )
     out_BxLxD = nn.DenseGeneral(
       D,
@@ -163,7 +164,7 @@ class Block(nn.Module):
   attention: str = "reference"
 
   @nn.compact
-  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, local=True):
+  def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None, local=True):
     norm = lambda name: layers.RMSNorm(
       self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name
     )
@@ -184,7 +185,7 @@ class Block(nn.Module):
       attention=self.attention,
       name="attn",
     )
-    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, local)
+    h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, starts_BxL, local)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     mlp = GatedMlp(
       self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, self.param_dtype, name="mlp"
@@ -230,6 +231,7 @@ class Llama(nn.Module):
   attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
   remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
   scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
+  eod_ids: tuple = ()  # Set from data.document_masking: attention and positions restart at these.
 
   @property
   def hidden_dim(self) -> int:
@@ -262,9 +264,10 @@ class Llama(nn.Module):
   def init_cache(self, batch_size: int, length: int):
     """An empty KV cache of num_kv_heads heads for `length` positions (at most max_len)."""
     shape = (batch_size, self.num_kv_heads, min(length, self.max_len), self.head_width)
-    return layers.init_kv_cache(
+    cache = layers.init_kv_cache(
       self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
     )
+    return {**cache, "start": jnp.zeros((batch_size,), jnp.int32)} if self.eod_ids else cache
 
   def check(self) -> None:
     """Refuses settings outside their range (UserError)."""
@@ -290,6 +293,10 @@ class Llama(nn.Module):
     L = tokens_BxL.shape[1]
     pos = 0 if cache is None else cache["pos"]
     dtype, param_dtype = layers.compute_dtype(self.dtype), layers.param_dtype(self.param_dtype)
+    starts_BxL = None
+    if self.eod_ids:
+      start_B = None if cache is None else cache["start"]
+      starts_BxL = layers.document_starts(tokens_BxL, self.eod_ids, pos, start_B)
     embed = nn.Embed(
       self.vocab_size,
       self.d_model,
@@ -316,9 +323,9 @@ class Llama(nn.Module):
       "sliding_window": window,
       "dtype": dtype,
       "param_dtype": param_dtype,
-      "attention": layers.resolve_attention(self.attention, dtype, self.dropout, self.head_width)[
-        0
-      ],
+      "attention": layers.resolve_attention(
+        self.attention, dtype, self.dropout, self.head_width, documents=bool(self.eod_ids)
+      )[0],
     }
     x_BxLxD, kv_layers = layers.apply_blocks(
       Block,
@@ -330,6 +337,7 @@ class Llama(nn.Module):
       deterministic,
       None if cache is None else cache["layers"],
       pos,
+      starts_BxL,
       per_layer=local if window and not all(local) else None,
     )
     norm = layers.RMSNorm(self.norm_eps, dtype=dtype, param_dtype=param_dtype, name="norm")
@@ -346,4 +354,5 @@ class Llama(nn.Module):
       )(x_BxLxD)
     if cache is None:
       return logits_BxLxV
-    return logits_BxLxV, {"pos": pos + L, "layers": kv_layers}
+    cache = {"pos": pos + L, "layers": kv_layers}
+    return logits_BxLxV, cache if starts_BxL is None else {**cache, "start": starts_BxL[:, -1]}

@@ -62,10 +62,17 @@ class Rope:
     return inv.astype(np.float32)
 
 
-def rotate(x_BxHxLxK, pos, inv_freq):
-  """Rotates each (i, i + K/2) pair of features by angle position * inv_freq[i], in float32."""
+def rotate(x_BxHxLxK, pos, inv_freq, starts_BxL=None):
+  """Rotates each (i, i + K/2) pair of features by angle position * inv_freq[i], in float32.
+
+  Positions run from `pos`; with `starts_BxL` (layers.document_starts) they count from each
+  token's document start.
+  """
   L = x_BxHxLxK.shape[2]
-  angles_LxK = (pos + jnp.arange(L, dtype=jnp.float32))[:, None] * jnp.tile(inv_freq, 2)[None]
+  positions = pos + jnp.arange(L, dtype=jnp.float32)
+  if starts_BxL is not None:
+    positions = (positions[None] - starts_BxL)[:, None]  # Bx1xL: every head alike.
+  angles_LxK = positions[..., None] * jnp.tile(inv_freq, 2)  # LxK, or Bx1xLxK.
   f_BxHxLxK = x_BxHxLxK.astype(jnp.float32)  # Angles grow with position: rotate in float32.
   x1, x2 = jnp.split(f_BxHxLxK, 2, axis=-1)
   rotated_BxHxLxK = jnp.concatenate([-x2, x1], axis=-1)

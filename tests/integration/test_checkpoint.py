@@ -225,14 +225,21 @@ def test_checkpoint_that_does_not_fit_is_refused(config, tmp_path):
 @pytest.mark.slow
 def test_checkpoints_move_between_layouts(config, tmp_path):
   config.train.update(num_steps=9, checkpoint_every=2, parallel="jit")
-  config.mesh.update(data=2, fsdp=4)
   _, _ = train.train_and_evaluate(config, str(tmp_path / "jit"))
   straight = runs.load_run(str(tmp_path / "jit"))[3]
   # Stopping early via num_steps keeps the schedule: all 9 steps lie in the 10-step warmup.
   assert config.optim.warmup_steps >= 9
-  # 8 pmap replicas -> FSDP over 2 x 4 -> 1 device -> FSDP -> pmap.
-  for num_steps, mode in ((2, "pmap"), (4, "sharded"), (6, "jit"), (8, "sharded"), (9, "pmap")):
+  # 8 pmap replicas -> tensor parallel over 2 -> FSDP over 4 -> both and data over 2 x 2 x 2
+  # -> 1 device.
+  for num_steps, mode, mesh in (
+    (2, "pmap", {}),
+    (4, "sharded", dict(data=4, fsdp=1, tensor=2)),
+    (6, "sharded", dict(data=2, fsdp=4, tensor=1)),
+    (8, "sharded", dict(data=2, fsdp=2, tensor=2)),
+    (9, "jit", {}),
+  ):
     config.train.update(num_steps=num_steps, parallel=mode)
+    config.mesh.update(mesh or dict(data=-1, fsdp=1, tensor=1))
     train.train_and_evaluate(config, str(tmp_path / "moved"))
   moved = runs.load_run(str(tmp_path / "moved"))[3]
   for x, y in zip(
