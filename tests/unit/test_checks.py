@@ -105,7 +105,10 @@ def test_a_value_of_the_wrong_type_is_refused(key, value, rule):
     ({"train.profile_steps": "[5, 1]"}, r"train.profile_steps=\[5, 1\] must be \[first, last\]"),
     ({"train.parallel": "pmap", "train.batch_size": "12"}, r"batch_size=12 is not divisible by"),
     ({"train.parallel": "sharded", "mesh.data": "3", "mesh.fsdp": "3"}, r"does not cover the 8"),
-    ({"train.parallel": "sharded", "mesh.data": "0"}, r"mesh sizes .* are invalid"),
+    (
+      {"train.parallel": "sharded", "mesh.data": "0"},
+      r"mesh.data=0 x mesh.fsdp=1 x mesh.tensor=1 is invalid: give positive sizes",
+    ),
     ({"mesh.fsdp": "-2"}, r"mesh.fsdp=-2 is not an integer >= -1"),
   ],
 )
