@@ -147,3 +147,12 @@ def quiet_abandoned_reads() -> None:
 
   hook.drops_abandoned_reads = True
   sys.unraisablehook = hook
+  # Reads that failed after the first failure was reported: asyncio logs each at exit.
+  logging.getLogger("asyncio").addFilter(_DropUnretrieved())
+
+
+class _DropUnretrieved(logging.Filter):
+  """Drops asyncio's reports of task and future errors nobody retrieved."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "exception was never retrieved" not in str(record.msg)

@@ -12,8 +12,6 @@ import platform
 import subprocess
 import time
 
-import jax
-
 import lm_jax
 from lm_jax import console
 
@@ -30,6 +28,8 @@ VERSIONED = (
 
 
 def _is_writer() -> bool:
+  import jax  # pylint: disable=g-import-not-at-top  (reading metrics needs no JAX)
+
   return jax.process_index() == 0
 
 
@@ -104,6 +104,8 @@ class MetricWriter:
 
 
 def _plain(v):
+  import jax  # pylint: disable=g-import-not-at-top
+
   v = jax.device_get(v)
   return v.item() if hasattr(v, "item") else v
 
@@ -158,6 +160,8 @@ def run_info(config, data_fingerprints: dict | None = None, resolved: dict | Non
   `data_fingerprints`: sha256 of each split's token ids, so runs on the same tokens show it.
   `resolved`: what the config's 'auto' settings became on this device.
   """
+  import jax  # pylint: disable=g-import-not-at-top
+
   versions = {}
   for name in VERSIONED:
     try:

@@ -256,7 +256,7 @@ def test_non_finite_loss_stops_the_run(config, tmp_path):
   steps = checkpoint.Checkpointer(str(tmp_path / "run"), read_only=True).steps()
   rows = records.read_metrics(str(tmp_path / "run"))
   assert all(np.isfinite(r["train_loss"]) for r in rows if "train_loss" in r)
-  assert max(steps, default=0) <= max(r["step"] for r in rows if "train_loss" in r)
+  assert max(steps, default=0) <= max((r["step"] for r in rows if "train_loss" in r), default=0)
 
 
 def test_keep_best_keeps_the_lowest_val_loss(config, tmp_path):

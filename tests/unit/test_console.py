@@ -94,3 +94,14 @@ def test_quiet_abandoned_reads_drops_only_those_reports(monkeypatch):
   other = report(RuntimeError("something else"))
   sys.unraisablehook(other)
   assert seen == [other]
+
+
+def test_quiet_abandoned_reads_drops_asyncio_reports_of_unretrieved_errors(monkeypatch):
+  monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+  monkeypatch.setattr(sys, "unraisablehook", lambda u: None)
+  logger = logging.getLogger("asyncio")
+  monkeypatch.setattr(logger, "filters", [])
+  console.quiet_abandoned_reads()
+  record = lambda msg: logging.LogRecord("asyncio", logging.ERROR, "x.py", 1, msg, None, None)
+  assert not logger.filter(record("Task exception was never retrieved"))
+  assert logger.filter(record("Executing <Task> took 0.5 seconds"))
