@@ -1,0 +1,182 @@
+"""JSON Lines and Parquet records: the same documents, tokens and fingerprints as text files."""
+
+import gzip
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from conftest import make_text
+
+from configs import tiny
+from lm_jax import UserError, data
+from lm_jax.data import record_files, token_cache, tokenizers
+
+# Documents of every kind: non-ASCII, blank lines inside, one much longer, an empty one.
+DOCS = [
+  make_text(40 * (i % 7 + 1), i) + ("naïve 日本\n\nλόγος" if i % 3 else "") for i in range(60)
+]
+DOCS[5] = make_text(4000, 99)
+DOCS[9] = ""
+
+
+def write_records(path, docs, key="text", row_group=7):
+  """`docs` as records {key: doc, 'id': i} in the file format its name gives."""
+  rows = [{"id": i, key: d} for i, d in enumerate(docs)]
+  if path.suffix == ".parquet":
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group)
+    return str(path)
+  raw = "".join(json.dumps(r, ensure_ascii=i % 2 == 0) + "\n" for i, r in enumerate(rows)).encode()
+  if path.name.endswith(".gz"):
+    raw = gzip.compress(raw)
+  elif path.name.endswith(".zst"):
+    raw = zstandard.ZstdCompressor().compress(raw)
+  path.write_bytes(raw)
+  return str(path)
+
+
+def write_texts(folder, docs):
+  """One text file a document (data.documents='file'), in name order."""
+  folder.mkdir()
+  for i, d in enumerate(docs):
+    (folder / f"{i:03d}.txt").write_text(d, encoding="utf-8")
+  return str(folder / "*.txt")
+
+
+def config(dataset, train, validation, **kwargs):
+  c = tiny.get_config().data
+  c.update({"dataset": dataset, "tokenizer": "char", "seq_len": 8, "workers": 1, **kwargs})
+  c.text_files.update(train=train, validation=validation, test="")
+  return c
+
+
+SUFFIXES = [".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 3000)  # Spans of byte ranges and row groups.
+
+
+def test_every_format_gives_the_text_files_fingerprints(tmp_path, small_chunks):
+  val = DOCS[:8]
+  texts = config(
+    "text", write_texts(tmp_path / "t", DOCS), write_texts(tmp_path / "v", val), documents="file"
+  )
+  want = data.prepare_cache(texts)
+  for suffix in SUFFIXES:
+    halves = [
+      write_records(tmp_path / f"{suffix[1:]}{i}{suffix}", DOCS[i * 30 : i * 30 + 30])
+      for i in (0, 1)
+    ]
+    dataset = "parquet" if suffix == ".parquet" else "jsonl"
+    c = config(
+      dataset,
+      str(tmp_path / f"{suffix[1:]}[01]{suffix}"),
+      write_records(tmp_path / f"v{suffix}", val),
+    )
+    got = data.prepare_cache(c)
+    assert {s: got[s]["fingerprint"] for s in got} == {s: want[s]["fingerprint"] for s in want}, (
+      suffix
+    )
+    assert got["train"]["tokens"] == want["train"]["tokens"] and len(halves) == 2
+  c.tokenizer = "byte"  # Its end of document decodes as EOD (char's is a newline).
+  tok, corpus = data.prepare(c, "")
+  assert tok.decode(corpus["train"].streams[""]).split(tokenizers.EOD) == DOCS
+
+
+def test_parquet_spans_are_runs_of_row_groups(tmp_path, small_chunks):
+  path = write_records(tmp_path / "a.parquet", DOCS, row_group=5)
+  spans = list(record_files._file_ranges([(path, 0, None)], "text", token_cache.CHUNK_CHARS))
+  bounds = [r for (r,) in spans]
+  assert bounds[0][1] == 0 and bounds[-1][2] == len(DOCS) and len(bounds) > 3
+  assert all(a[2] == b[1] for a, b in zip(bounds, bounds[1:]))
+  assert all(stop % 5 == 0 or stop == len(DOCS) for _, _, stop in bounds)  # Whole row groups.
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_holdout_is_the_last_records(tmp_path, suffix):
+  path = write_records(tmp_path / f"a{suffix}", DOCS)
+  c = config("parquet" if suffix == ".parquet" else "jsonl", path, "", holdout_fraction=0.1)
+  c.tokenizer = "byte"
+  tok, corpus = data.prepare(c, "")
+  train, val = (
+    tok.decode(corpus[s].streams[""]).split(tokenizers.EOD) for s in ("train", "validation")
+  )
+  assert train + val == DOCS and len(val) == 6
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_record_without_the_field_names_the_file_record_and_fields(tmp_path, suffix):
+  path = write_records(tmp_path / f"a{suffix}", DOCS[:5], key="body")
+  c = config("parquet" if suffix == ".parquet" else "jsonl", path, path)
+  where = "row" if suffix == ".parquet" else "line 1"
+  with pytest.raises(
+    UserError, match=rf"a{suffix}.*{where}.* has no field 'text'.*'body'.*data.text_key"
+  ):
+    data.prepare(c, "")
+
+
+def test_bad_records_are_located(tmp_path):
+  path = tmp_path / "a.jsonl"
+  path.write_text('{"text": "one"}\n\n{"text": "two"}\n{"text": 3}\n')
+  c = config("jsonl", str(path), str(path), tokenizer="byte")
+  with pytest.raises(UserError, match=r"a.jsonl line 4 has a int in field 'text'"):
+    data.prepare(c, "")
+  path.write_text('{"text": "one"}\n{"text": "tw\n')
+  with pytest.raises(UserError, match=r"a.jsonl line 2 is not a JSON record"):
+    data.prepare(c, "")
+  path.write_text('{"text": "one"}\n["two"]\n')
+  with pytest.raises(UserError, match=r"a.jsonl line 2 is not a JSON object"):
+    data.prepare(c, "")
+
+
+def test_files_of_another_format_are_refused(tmp_path):
+  path = write_records(tmp_path / "a.parquet", DOCS[:3])
+  with pytest.raises(
+    UserError,
+    match=r"a.parquet, which data.dataset='jsonl' cannot read: set data.dataset='parquet'",
+  ):
+    data.prepare(config("jsonl", path, path), "")
+  with pytest.raises(UserError, match=r"data.format='chat' with data.dataset='text'"):
+    data.prepare(config("text", path, path, format="chat"), "")
+
+
+def test_a_mixture_takes_record_sources(tmp_path):
+  c = config("text", "", "", tokenizer="byte")
+  c.mixture = {
+    "web": {
+      "weight": 0.5,
+      "dataset": "parquet",
+      "text_files": {
+        "train": write_records(tmp_path / "a.parquet", DOCS),
+        "validation": write_records(tmp_path / "v.parquet", DOCS[:5]),
+      },
+    },
+    "code": {
+      "weight": 0.5,
+      "dataset": "jsonl",
+      "text_files": {
+        "train": write_records(tmp_path / "a.jsonl.zst", DOCS[::-1]),
+        "validation": write_records(tmp_path / "v.jsonl", DOCS[:5]),
+      },
+    },
+  }
+  summary = data.prepare_cache(c)
+  assert sorted(summary) == ["train/code", "train/web", "validation/code", "validation/web"]
+  assert summary["validation/code"]["fingerprint"] == summary["validation/web"]["fingerprint"]
+  assert summary["train/code"]["tokens"] == summary["train/web"]["tokens"]
+  assert summary["train/code"]["fingerprint"] != summary["train/web"]["fingerprint"]
+
+
+def test_a_changed_file_is_tokenized_again(tmp_path):
+  path = tmp_path / "a.jsonl"
+  write_records(path, DOCS[:10])
+  c = config("jsonl", str(path), str(path), tokenizer="byte")
+  before = data.prepare_cache(c)["train"]
+  write_records(path, DOCS[:11])
+  after = data.prepare_cache(c)["train"]
+  assert after["tokens"] == before["tokens"] + len(DOCS[10].encode()) + 1
+  np.testing.assert_array_less(0, after["tokens"])
