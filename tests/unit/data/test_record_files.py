@@ -1,56 +1,11 @@
 """JSON Lines and Parquet records: the same documents, tokens and fingerprints as text files."""
 
-import gzip
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import zstandard
-from conftest import make_text
+from corpora import DOCS, config, write_records, write_texts
 
-from configs import tiny
 from lm_jax import UserError, data
 from lm_jax.data import record_files, token_cache, tokenizers
-
-# Documents of every kind: non-ASCII, blank lines inside, one much longer, an empty one.
-DOCS = [
-  make_text(40 * (i % 7 + 1), i) + ("naïve 日本\n\nλόγος" if i % 3 else "") for i in range(60)
-]
-DOCS[5] = make_text(4000, 99)
-DOCS[9] = ""
-
-
-def write_records(path, docs, key="text", row_group=7):
-  """`docs` as records {key: doc, 'id': i} in the file format its name gives."""
-  rows = [{"id": i, key: d} for i, d in enumerate(docs)]
-  if path.suffix == ".parquet":
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group)
-    return str(path)
-  raw = "".join(json.dumps(r, ensure_ascii=i % 2 == 0) + "\n" for i, r in enumerate(rows)).encode()
-  if path.name.endswith(".gz"):
-    raw = gzip.compress(raw)
-  elif path.name.endswith(".zst"):
-    raw = zstandard.ZstdCompressor().compress(raw)
-  path.write_bytes(raw)
-  return str(path)
-
-
-def write_texts(folder, docs):
-  """One text file a document (data.documents='file'), in name order."""
-  folder.mkdir()
-  for i, d in enumerate(docs):
-    (folder / f"{i:03d}.txt").write_text(d, encoding="utf-8")
-  return str(folder / "*.txt")
-
-
-def config(dataset, train, validation, **kwargs):
-  c = tiny.get_config().data
-  c.update({"dataset": dataset, "tokenizer": "char", "seq_len": 8, "workers": 1, **kwargs})
-  c.text_files.update(train=train, validation=validation, test="")
-  return c
-
 
 SUFFIXES = [".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"]
 
