@@ -46,3 +46,23 @@ def config(dataset, train, validation, **kwargs):
   c.update({"dataset": dataset, "tokenizer": "char", "seq_len": 8, "workers": 1, **kwargs})
   c.text_files.update(train=train, validation=validation, test="")
   return c
+
+
+def conversation(i: int) -> list[dict]:
+  turns = [{"role": "system", "content": "Be brief."}] if i % 3 == 0 else []
+  for j in range(1 + i % 3):
+    turns.append({"role": "user", "content": f"What is {i} + {j}?\nSay it in words, naïvely."})
+    turns.append({"role": "assistant", "content": f"It is {i + j}.\n\nThat is all: 日本 {j}"})
+  return turns
+
+
+CONVERSATIONS = [conversation(i) for i in range(40)]
+
+
+def write_chats(path, conversations=CONVERSATIONS):
+  rows = [{"id": i, "messages": m} for i, m in enumerate(conversations)]
+  if str(path).endswith(".parquet"):
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=6)
+  else:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)

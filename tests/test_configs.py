@@ -14,7 +14,10 @@ CONFIGS = sorted(
   p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("__init__.py")
 )
 # Configs that take an argument naming a model; their tests build one.
-NEEDS_A_MODEL = {"finetune_hf.py": "tests/test_hf.py::test_init_from_starts_from_those_parameters"}
+NEEDS_A_MODEL = {
+  "finetune_hf.py": "tests/test_hf.py::test_init_from_starts_from_those_parameters",
+  "sft_hf.py": "tests/integration/data/test_conversations.py",
+}
 # Shrinks whichever of these keys a model has; everything else stays as shipped.
 SMALL_MODEL = {
   "num_layers": "1",

@@ -92,9 +92,7 @@ def test_offline_hub_dataset_fails_in_seconds_naming_local_files(tmp_path, monke
   no_network(monkeypatch)
   c = config("hf:someone/corpus", "", "", data_dir=str(tmp_path / "hf_cache"))
   t = time.perf_counter()
-  with pytest.raises(
-    UserError, match=r"'someone/corpus' is not in the datasets cache .*hf:FOLDER"
-  ):
+  with pytest.raises(UserError, match=r"'someone/corpus' is not in the datasets cache .*hf:FOLDER"):
     data.prepare(c, "")
   assert time.perf_counter() - t < 10  # No download retries.
 
