@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from corpora import DOCS, config, write_records, write_texts
 
+from configs import tiny
 from lm_jax import UserError, data
 from lm_jax.data import record_files, token_cache, tokenizers
 
@@ -135,3 +136,13 @@ def test_a_changed_file_is_tokenized_again(tmp_path):
   after = data.prepare_cache(c)["train"]
   assert after["tokens"] == before["tokens"] + len(DOCS[10].encode()) + 1
   np.testing.assert_array_less(0, after["tokens"])
+
+
+def test_the_tokenization_benchmark_gives_each_format_the_text_fingerprint(monkeypatch):
+  from lm_jax.data import benchmark
+
+  monkeypatch.setattr(benchmark, "SHARDS", 3)
+  rows = list(benchmark.run(tiny.get_config(), ["byte"], [1], 0.3, formats=list(benchmark.FORMATS)))
+  assert [r["format"] for r in rows] == list(benchmark.FORMATS)
+  assert len({r["fingerprint"] for r in rows}) == 1 and len({r["bytes"] for r in rows}) == 1
+  assert all(r["mb_per_sec"] > 0 and r["file_mb"] > 0 for r in rows)
