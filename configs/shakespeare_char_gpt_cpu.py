@@ -34,16 +34,23 @@ def get_config():
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
 
   config.data = d = ml_collections.ConfigDict()
-  d.dataset = "tiny_shakespeare"  # A TFDS name, 'text' (local files) or 'synthetic'.
-  d.data_dir = ""  # Where TFDS keeps prepared data ('' = ~/tensorflow_datasets).
+  # A TFDS name; local files: 'text', 'jsonl' (.jsonl, .jsonl.gz, .jsonl.zst) or 'parquet';
+  # 'hf:NAME' (a Hugging Face dataset: a Hub name, a save_to_disk folder, a builder such as
+  # hf:json with data.text_files); or 'synthetic'.
+  d.dataset = "tiny_shakespeare"
+  d.format = "text"  # Records: 'text' (data.text_key), or 'chat' (a 'messages' list; the loss
+  # counts the assistant's tokens only).
+  d.data_dir = ""  # Where TFDS or Hugging Face datasets keep prepared data ('' = their default).
+  d.hf_config = ""  # hf: the dataset's configuration (subset) name, if it has several.
+  d.hf_revision = ""  # hf: a Hub branch, tag or commit ('' = main).
   d.manual_dir = (
     ""  # A folder holding the raw files (tiny_shakespeare: input.txt), for offline use.
   )
-  d.text_key = "text"  # The TFDS feature that holds the text.
-  d.train_split = "train"  # TFDS split names; slicing like 'train[:1%]' works.
+  d.text_key = "text"  # The TFDS feature or record field that holds the text.
+  d.train_split = "train"  # TFDS or hf split names; slicing like 'train[:1%]' works.
   d.eval_split = "validation"
   d.test_split = "test"
-  d.text_files = ml_collections.ConfigDict()  # dataset='text': paths or globs per split.
+  d.text_files = ml_collections.ConfigDict()  # text, jsonl, parquet: paths or globs per split.
   d.text_files.train = ""
   d.text_files.validation = ""
   d.text_files.test = ""

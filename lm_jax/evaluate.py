@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
 from lm_jax import UserError, data, losses, models, parallel, runs
 from lm_jax.data import batches, streams
@@ -230,8 +231,24 @@ def _report(m: dict, tokenizer, split: streams.Mixture) -> dict:
   return {**result, "sources": per} if split.named else result
 
 
+def _predicted_bytes(tokenizer, tokens) -> int | None:
+  """UTF-8 bytes of the text the evaluated predictions stand for: every token after the first,
+  or, in a stream with weights (conversations), those that carry weight."""
+  weights = getattr(tokens, "weights", None)
+  if weights is None:
+    return tokenizer.num_bytes(tokens, start=1)
+  total = 0
+  for at in range(1, len(tokens), 1 << 22):
+    ids, w = np.asarray(tokens[at : at + (1 << 22)]), np.asarray(weights[at : at + (1 << 22)])
+    part = tokenizer.num_bytes(ids[w > 0])
+    if part is None:
+      return None
+    total += part
+  return total
+
+
 def _stream_report(m: dict, tokenizer, tokens) -> dict:
-  num_bytes = tokenizer.num_bytes(tokens, start=1)
+  num_bytes = _predicted_bytes(tokenizer, tokens)
   return {
     "loss": m["loss"],
     "perplexity": m["perplexity"],

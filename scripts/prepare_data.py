@@ -12,6 +12,9 @@ tokenizes a generated corpus (or, with --corpus_mb 0, the config's train split) 
 cache once per tokenizer and worker count, and prints one JSON object per line: MB/s, seconds,
 peak memory of the whole process tree (sum of RSS), and the fingerprint (equal across counts).
 With --resume_after SEC, each row also gives the time to resume a build killed SEC seconds in.
+--formats text,jsonl,jsonl.gz,jsonl.zst,parquet writes the generated corpus's documents in each
+format first (compressed JSON Lines as 8 shards) and adds a row per format: the same documents,
+so the same fingerprint.
 """
 
 import json
@@ -30,6 +33,7 @@ flags.DEFINE_list("workers", ["1", "2"], "--benchmark: worker counts.")
 flags.register_validator(
   "workers", lambda ws: all(w.isdigit() and int(w) > 0 for w in ws), "give counts >= 1: e.g. 1,2."
 )
+flags.DEFINE_list("formats", ["text"], "--benchmark: file formats of the generated corpus.")
 flags.DEFINE_float(
   "resume_after", 0, "--benchmark: also kill a build this many seconds in and time its resume."
 )
@@ -48,7 +52,7 @@ def main(argv):
     return
   workers = [int(w) for w in FLAGS.workers]
   for row in data_benchmark.run(
-    config, FLAGS.tokenizers, workers, FLAGS.corpus_mb, FLAGS.resume_after
+    config, FLAGS.tokenizers, workers, FLAGS.corpus_mb, FLAGS.resume_after, FLAGS.formats
   ):
     print(json.dumps(row), flush=True)
 

@@ -84,7 +84,12 @@ def _window_starts(num_tokens, seed, step, first, count, rows, seq_len, order) -
 def _windows(tokens, starts, seq_len: int) -> dict:
   windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
   windows = windows.reshape(len(starts), seq_len + 1)
-  return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+  weights = getattr(tokens, "weights", None)  # Each target's loss weight, if the stream has one.
+  if weights is None:
+    weights = np.ones((len(starts), seq_len), np.float32)
+  else:
+    weights = np.stack([weights[s + 1 : s + seq_len + 1] for s in starts]).astype(np.float32)
+  return {"inputs": windows[:, :-1], "targets": windows[:, 1:], "weights": weights}
 
 
 def train_batch(
@@ -111,7 +116,9 @@ def train_batch(
   continues row b of the step before (see `sequential_batch`).
 
   Returns:
-    {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len]}; 'sequential' adds
+    {'inputs': int32[rows, seq_len], 'targets': int32[rows, seq_len], 'weights':
+    float32[rows, seq_len]}: each target's loss weight, 1 unless the stream has weights of its
+    own (conversations: 1 on the assistant's tokens, 0 elsewhere); 'sequential' adds
     'continues': float32[rows].
   """
   if order == "sequential":
@@ -135,7 +142,7 @@ def train_batch(
       len(tokens), source_seed(seed, name), step, before[name], n, slice(a, b), seq_len, order
     )
     parts.append(_windows(tokens, starts, seq_len))
-  return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets")}
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("inputs", "targets", "weights")}
 
 
 def _stream_length(tokens, batch_size: int, seq_len: int, what: str) -> int:
@@ -235,15 +242,20 @@ def eval_batches(tokens, seq_len: int, batch_size: int):
   """Yields batches covering every next-token prediction of `tokens` exactly once.
 
   Consecutive non-overlapping windows; the tail is padded with weight 0, so
-  every batch has `batch_size` rows. Reads one batch of `tokens` at a time.
+  every batch has `batch_size` rows; a stream with weights (conversations) gives each
+  prediction its own. Reads one batch of `tokens` at a time.
   """
   n = len(tokens) - 1
   size = batch_size * seq_len
+  own = getattr(tokens, "weights", None)
   for start in range(0, n, size):
     window = np.zeros(size + 1, np.int32)
     part = tokens[start : start + size + 1]
     window[: len(part)] = part
-    weights = (start + np.arange(size) < n).astype(np.float32).reshape(batch_size, seq_len)
+    weights = (start + np.arange(size) < n).astype(np.float32)
+    if own is not None:
+      weights[: len(part) - 1] *= own[start + 1 : start + len(part)]
+    weights = weights.reshape(batch_size, seq_len)
     yield {
       "inputs": window[:-1].reshape(batch_size, seq_len),
       "targets": window[1:].reshape(batch_size, seq_len),

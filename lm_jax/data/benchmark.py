@@ -1,6 +1,10 @@
-"""Tokenization throughput (MB/s) by tokenizer and worker count, and peak memory of the whole
-process tree (this process, its pool workers and their server), on a generated corpus."""
+"""Tokenization throughput (MB/s) by tokenizer, file format and worker count, and peak memory of
+the whole process tree (this process, its pool workers and their server), on a generated corpus."""
 
+import glob
+import gzip
+import itertools
+import json
 import multiprocessing
 import os
 import shutil
@@ -12,7 +16,11 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from lm_jax.data import sources, streams, tokenizers
+from lm_jax import UserError
+from lm_jax.data import sources, streams, text_files, tokenizers
+
+FORMATS = ("text", "jsonl", "jsonl.gz", "jsonl.zst", "parquet")
+SHARDS = 8  # Compressed JSON Lines are written as this many files.
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -82,6 +90,69 @@ def generate_corpus(path: str, num_bytes: int, seed: int = 0) -> None:
       written += f.write(raw.decode("utf-8", errors="ignore").encode("utf-8"))
 
 
+def write_records(text_path: str, fmt: str) -> str:
+  """The blank-line documents of a text file as records {'text': document} in format `fmt`;
+  the same documents, so the same tokens and fingerprint."""
+  if fmt == "text":
+    return text_path
+  path = f"{text_path}.{fmt}"
+  docs, doc = [], None  # Parquet rows waiting for their row group; the document being read.
+  pieces = text_files.pieces(text_files.whole([text_path]), "blank_line")
+
+  def documents():
+    nonlocal doc
+    for text, new in pieces:
+      if new and doc is not None:
+        yield doc
+        doc = None
+      doc = text if doc is None else doc + text
+    if doc is not None:
+      yield doc
+
+  if fmt == "parquet":
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+    schema = pa.schema([("text", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+      for d in documents():
+        docs.append(d)
+        if len(docs) == 20_000:  # A row group.
+          writer.write_table(pa.table({"text": docs}, schema=schema))
+          docs = []
+      if docs:
+        writer.write_table(pa.table({"text": docs}, schema=schema))
+    return path
+  if fmt == "jsonl":
+    with open(path, "wb") as f:
+      for d in documents():
+        f.write(json.dumps({"text": d}, ensure_ascii=False).encode() + b"\n")
+    return path
+  # Compressed files are read from their start, one chunk each: shards, as corpora ship.
+  shard_bytes, written, shards, f = os.path.getsize(text_path) // SHARDS + 1, 0, 0, None
+  try:
+    for d in documents():
+      if f is None or written >= shard_bytes:
+        if f is not None:
+          f.close()
+        f, written, shards = _compressed(f"{text_path}-{shards:02d}.{fmt}"), 0, shards + 1
+      raw = json.dumps({"text": d}, ensure_ascii=False).encode() + b"\n"
+      f.write(raw)
+      written += len(raw)
+  finally:
+    if f is not None:
+      f.close()
+  return f"{text_path}-*.{fmt}"
+
+
+def _compressed(path: str):
+  if path.endswith(".zst"):
+    import zstandard  # pylint: disable=g-import-not-at-top
+
+    return zstandard.open(path, "wb")
+  return gzip.open(path, "wb", compresslevel=6)
+
+
 def _tokenize(data_dict: dict, tokenizer_dict: dict) -> None:
   """Tokenizes the train split (in a process that the benchmark kills part way)."""
   c, [source] = sources.resolve(ml_collections.ConfigDict(data_dict))
@@ -114,10 +185,17 @@ def _interrupted(c, tokenizer, source, after: float) -> dict:
 
 
 def run(
-  config, kinds: list[str], worker_counts: list[int], corpus_mb: float, resume_after: float = 0
+  config,
+  kinds: list[str],
+  worker_counts: list[int],
+  corpus_mb: float,
+  resume_after: float = 0,
+  formats: tuple[str, ...] = ("text",),
 ) -> Iterator[dict]:
-  """One row per (tokenizer, workers): tokenizing the train split, timed without training.
+  """One row per (tokenizer, format, workers): tokenizing the train split, timed without
+  training.
 
+  `formats`: the generated corpus as text, or as records with the same documents (FORMATS).
   With `resume_after`, each row also times a build killed that many seconds in and resumed.
   """
   with tempfile.TemporaryDirectory() as tmp:
@@ -128,34 +206,45 @@ def run(
       c.update(dataset="text", documents="blank_line", holdout_fraction=0.0)
       c.mixture = ml_collections.ConfigDict()  # One source: the generated corpus.
       c.text_files.update(train=corpus, validation=corpus, test="")
-    for kind in kinds:
+    bad = sorted(set(formats) - set(FORMATS))
+    if bad or (not corpus_mb and tuple(formats) != ("text",)):
+      raise UserError(
+        f"--formats {bad or list(formats)}: use {list(FORMATS)}, with a generated corpus "
+        "(--corpus_mb above 0)."
+      )
+    paths = {f: write_records(c.text_files.train, f) for f in formats} if corpus_mb else {}
+    for kind, fmt, workers in itertools.product(kinds, formats, worker_counts):
       c.update(tokenizer=kind, cache_dir=os.path.join(tmp, kind))
+      if corpus_mb:
+        c.dataset = {"text": "text", "parquet": "parquet"}.get(fmt, "jsonl")
+        c.text_files.update(train=paths[fmt], validation=paths[fmt])
       c, named = sources.resolve(c)
       train = named[0].splits["train"]
       tokenizer = tokenizers.obtain(c, "", named)
-      for workers in worker_counts:
-        c.update(workers=workers, cache_dir=os.path.join(tmp, kind, str(workers)))
-        os.sync()  # Each row starts with nothing left to write back from the ones before.
-        before = tree_rss(os.getpid())
-        memory, t = PeakMemory(), time.perf_counter()
-        index = streams.cached_tokens(c, tokenizer, "train", train).index
-        seconds, peak = time.perf_counter() - t, memory.stop()
-        resumed = {}
-        if resume_after:
-          resumed = _interrupted(c, tokenizer, train, resume_after)
-        for cache in (c.cache_dir, c.cache_dir + "-resumed"):
-          shutil.rmtree(cache, ignore_errors=True)  # Gigabytes a row needs no more.
-        yield (
-          {
-            "tokenizer": kind,
-            "workers": index["workers"],
-            "mb_per_sec": index["bytes"] / 1e6 / seconds,
-            "seconds": seconds,
-            "bytes": index["bytes"],
-            "tokens": index["tokens"],
-            "peak_memory_mib": peak / 2**20,
-            "memory_growth_mib": (peak - before) / 2**20,
-            "fingerprint": index["fingerprint"],
-            **resumed,
-          }
-        )
+      c.update(workers=workers, cache_dir=os.path.join(tmp, kind, fmt, str(workers)))
+      os.sync()  # Each row starts with nothing left to write back from the ones before.
+      before = tree_rss(os.getpid())
+      memory, t = PeakMemory(), time.perf_counter()
+      index = streams.cached_tokens(c, tokenizer, "train", train).index
+      seconds, peak = time.perf_counter() - t, memory.stop()
+      resumed = {}
+      if resume_after:
+        resumed = _interrupted(c, tokenizer, train, resume_after)
+      for cache in (c.cache_dir, c.cache_dir + "-resumed"):
+        shutil.rmtree(cache, ignore_errors=True)  # Gigabytes a row needs no more.
+      yield (
+        {
+          "tokenizer": kind,
+          "format": fmt,
+          "file_mb": sum(map(os.path.getsize, glob.glob(c.text_files.train))) / 1e6,
+          "workers": index["workers"],
+          "mb_per_sec": index["bytes"] / 1e6 / seconds,
+          "seconds": seconds,
+          "bytes": index["bytes"],
+          "tokens": index["tokens"],
+          "peak_memory_mib": peak / 2**20,
+          "memory_growth_mib": (peak - before) / 2**20,
+          "fingerprint": index["fingerprint"],
+          **resumed,
+        }
+      )

@@ -7,6 +7,12 @@ is a list of messages {'role': 'system' | 'user' | 'assistant', 'content': text}
 settings, in a sandbox); `end_of_turn_ids` gives the tokens that close the assistant's turn,
 where a reply ends. The tokenizer's encode turns the rendered text, special tokens included,
 into ids.
+
+Conversations are training text too (data.format='chat'): `pieces` renders a record's
+`messages` with the tokenizer's template, or with BUILT_IN (plain role headers) for tokenizers
+without one, and marks each assistant turn (what the template adds for it: the conversation up
+to that turn rendered with the generation prompt, then through it; the reply and the template's
+end of turn) as the only text the loss counts.
 """
 
 import dataclasses
@@ -16,6 +22,10 @@ import os
 
 from lm_jax import UserError
 
+MESSAGES = "messages"  # The field of a record that holds its conversation.
+ROLES = ("system", "user", "assistant")
+BUILT_IN = "<|{role}|>\n"  # A turn's header; a turn ends with END (and a newline).
+END = "<|end|>"
 TEMPLATE_FILE = "chat_template.jinja"
 # An assistant message's stand-in content: what the template writes after it ends the turn.
 _SENTINEL = "lm_jax-end-of-turn-probe"
@@ -155,3 +165,89 @@ def prompt(tokenizer, messages: list[dict]) -> tuple:
     )
   ids = tokenizer.encode(template.render(messages, add_generation_prompt=True))
   return ids, tokenizer.end_of_turn_ids()
+
+
+def template_for(data_config) -> ChatTemplate | None:
+  """The template conversations are rendered with: data.hf_tokenizer's (a Hugging Face
+  directory, or a run whose hf tokenizer kept one), else BUILT_IN (None)."""
+  c = data_config
+  if c.tokenizer != "hf" or not c.hf_tokenizer:
+    return None
+  read = lambda name: _read_json(os.path.join(c.hf_tokenizer, name))
+  run_copy = read("tokenizer.json")
+  if run_copy.get("kind") == "hf":
+    saved = run_copy.get("chat_template")
+    return ChatTemplate.from_dict(saved) if saved else None
+  return read_template(c.hf_tokenizer, read("tokenizer_config.json"))
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def messages(record: dict, where) -> list[dict]:
+  """A record's conversation, checked; `where()` names the record in a refusal."""
+  turns = record.get(MESSAGES)
+  if not isinstance(turns, list) or not turns:
+    raise UserError(
+      f"{where()} has no {MESSAGES!r} list (its fields: {sorted(record)}): data.format='chat' "
+      "reads records with a list of {'role', 'content'} messages; use data.format='text' for text."
+    )
+  for turn in turns:
+    role = turn.get("role") if isinstance(turn, dict) else None
+    if role not in ROLES or not isinstance(turn.get("content"), str):
+      raise UserError(
+        f"{where()} has a message {str(turn)[:80]!r}: give each message a role in {list(ROLES)} "
+        "and a text content."
+      )
+  return [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def _built_in(turns: list[dict]) -> list[tuple[str, int]]:
+  out = []
+  for t in turns:
+    header = BUILT_IN.format(role=t["role"])
+    if t["role"] == "assistant":
+      out += [(header, 0), (t["content"] + END, 1), ("\n", 0)]
+    else:
+      out.append((header + t["content"] + END + "\n", 0))
+  return out
+
+
+def pieces(template: ChatTemplate | None, turns: list[dict]) -> list[tuple[str, int]]:
+  """The conversation's text in pieces `(text, weight)`: weight 1 on the assistant's turns."""
+  if template is None:
+    out = _built_in(turns)
+  else:
+    full, out, at = template.render(turns), [], 0
+    for i, t in enumerate(turns):
+      if t["role"] != "assistant":
+        continue
+      before = template.render(turns[:i], add_generation_prompt=True)
+      through = template.render(turns[: i + 1])
+      if not (len(before) >= at and through.startswith(before) and full.startswith(through)):
+        raise UserError(
+          "the chat template does not render a conversation as its turns one after another "
+          "(a turn's text changes with the turns after it), so the assistant's tokens cannot "
+          "be found: use a template without that, or the built-in one (data.tokenizer other "
+          "than 'hf')."
+        )
+      out += [(full[at : len(before)], 0), (through[len(before) :], 1)]
+      at = len(through)
+    out.append((full[at:], 0))
+  merged = []
+  for text, weight in out:
+    if merged and merged[-1][1] == weight:
+      merged[-1] = (merged[-1][0] + text, weight)
+    elif text:
+      merged.append((text, weight))
+  return merged
+
+
+def render(tokenizer, turns: list[dict]) -> list[tuple[str, int]]:
+  """The conversation as `tokenizer`'s model reads it, in pieces `(text, weight)`: its chat
+  template where it has one (`chat_template`), else the built-in template."""
+  return pieces(getattr(tokenizer, "chat_template", None), turns)

@@ -4,8 +4,9 @@ A config names one source (data.dataset and the keys that say where its text is)
 (data.mixture.NAME, each with a weight). `resolve` makes the two the same thing, a list of
 named, weighted sources, so that every later stage has one path: a plain config is one
 source, named '' and weighted 1. A source's kind is its dataset: a TFDS name
-(lm_jax/data/tfds.py), 'text' for local files (lm_jax/data/text_files.py), or 'synthetic',
-whose token ids are generated rather than read.
+(lm_jax/data/tfds.py), 'text' for local files (lm_jax/data/text_files.py), 'jsonl' or
+'parquet' for record files (lm_jax/data/record_files.py), 'hf:NAME' for a Hugging Face dataset
+(lm_jax/data/hf_datasets.py), or 'synthetic', whose token ids are generated rather than read.
 """
 
 import copy
@@ -19,13 +20,17 @@ import ml_collections
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import text_files, tfds, token_cache
+from lm_jax.data import hf_datasets, record_files, text_files, tfds, token_cache
 
 SPLITS = ("train", "validation", "test")
+FORMATS = ("text", "chat")  # data.format: documents, or conversations (lm_jax/data/chat.py).
 # The data keys that say where a source's text is; a mixture source may set these.
 SOURCE_KEYS = (
   "dataset",
+  "format",
   "data_dir",
+  "hf_config",
+  "hf_revision",
   "manual_dir",
   "text_key",
   "train_split",
@@ -42,16 +47,19 @@ class Source:
   """One split of a source: what identifies it, and how to read it.
 
   `pieces()` yields `(text, starts_document)`: whole documents, or long ones in pieces that
-  end at a newline. A generated split (synthetic) has no text: `generate()` gives its ids.
+  end at a newline; conversations (data.format='chat') add each piece's loss weight,
+  `(text, starts_document, weight)`. A generated split (synthetic) has no text: `generate()`
+  gives its ids.
   """
 
   identity: dict
   pieces: Callable[[], Iterable[tuple[str, bool]]] = tuple
   spans: Callable[[], Iterable] | None = None  # Chunks that workers read (text_files.Span...).
   generate: Callable[[], np.ndarray] | None = None
+  weighted: bool = False  # Pieces carry loss weights (conversations).
 
   def texts(self) -> Iterator[str]:
-    return (text for text, _ in self.pieces())
+    return (piece[0] for piece in self.pieces())
 
   def chunks(self) -> Iterable:
     """What token_cache.build encodes: spans each worker reads, or chunks of the pieces."""
@@ -149,10 +157,20 @@ def _weights(c) -> dict[str, fractions.Fraction]:
 
 def _splits(c) -> dict[str, Source]:
   """The configured splits of one source, by kind."""
+  records = c.dataset in record_files.SUFFIXES or c.dataset.startswith(hf_datasets.PREFIX)
+  fmt = c.get("format", "text")
+  if fmt not in FORMATS or (fmt == "chat" and not records):
+    raise UserError(
+      f"data.format={fmt!r} with data.dataset={c.dataset!r}: use data.format 'text', or "
+      "'chat' with records (data.dataset 'jsonl', 'parquet' or 'hf:NAME')."
+    )
   if c.dataset == "synthetic":
     splits = synthetic_sources(c)
-  elif c.dataset == "text":
+  elif c.dataset == "text" or c.dataset in record_files.SUFFIXES:
     splits = file_sources(c)
+  elif c.dataset.startswith(hf_datasets.PREFIX):
+    parts = hf_datasets.splits(c, split_names(c))
+    splits = {s: Source(*p, weighted=fmt == "chat") for s, p in parts.items()}
   else:
     splits = {s: Source(*parts) for s, parts in tfds.splits(c, split_names(c)).items()}
   for split, key in (("train", "train_split"), ("validation", "eval_split")):
@@ -166,14 +184,19 @@ def split_names(c) -> dict[str, str]:
 
 
 def file_sources(c) -> dict[str, Source]:
-  """Local UTF-8 files named by data.text_files.<split> (paths or globs), read as streams."""
-  if c.documents not in text_files.DOCUMENTS:
+  """Local files named by data.text_files.<split> (paths or globs), read as streams: UTF-8
+  text, or records (data.dataset 'jsonl' or 'parquet')."""
+  records = c.dataset in record_files.SUFFIXES
+  if not records and c.documents not in text_files.DOCUMENTS:
     raise UserError(f"data.documents={c.documents!r}: use one of {list(text_files.DOCUMENTS)}.")
   paths = {
     split: text_files.expand(c.text_files[split], f"data.text_files.{split}")
     for split in SPLITS
     if c.text_files[split]
   }
+  for split, ps in paths.items():
+    if records:
+      record_files.check_paths(c.dataset, ps, f"data.text_files.{split}")
   if "train" not in paths:
     raise UserError(
       "data.text_files.train is empty: name the training text files "
@@ -185,6 +208,9 @@ def file_sources(c) -> dict[str, Source]:
       "no validation text: set data.text_files.validation, or "
       "data.holdout_fraction > 0 to hold out the end of the train text."
     )
+  if records:
+    chat = c.get("format", "text") == "chat"
+    return {s: Source(*p, weighted=chat) for s, p in record_files.splits(c, paths, holdout).items()}
   ranges = {split: text_files.whole(p) for split, p in paths.items()}
   if holdout:
     ranges["train"], ranges["validation"] = text_files.holdout(paths["train"], c.holdout_fraction)

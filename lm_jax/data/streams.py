@@ -59,6 +59,7 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
       num_workers,
       c.shard_tokens,
       f"tokenizing {split}",
+      source.weighted,
     ),
   }
   # Processes that find another building this directory encode the chunks it has not claimed.

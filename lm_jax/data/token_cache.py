@@ -2,11 +2,13 @@
 
 CACHE/tokens/SPLIT-KEY/ holds `shard-00000.uint16`, ... (shard i is complete once
 `shard-00000.json` beside it says how far into the text it reaches) and `index.json`, written
-last. The reader cuts the text into numbered chunks that a worker reads itself (local files:
-byte ranges, text_files.spans; TFDS: its shard files, data.TfdsSpan). Each chunk is claimed by
-an flock on `part-0000012.lock`, encoded (by a pool of worker processes, or by this one) into
-a part file, `part-0000012.uint16` and its `.json`, and appended to the shards in order by one
-process, the assembler; so the tokens are the same for any number of workers. Processes that
+last; conversations also hold each token's loss weight in `weights-00000.uint8`, ... The
+reader cuts the text into numbered chunks that a worker reads itself (local files: byte
+ranges, text_files.spans; records: record_files.RecordSpan; TFDS: its shard files,
+data.TfdsSpan). Each chunk is claimed by an flock on `part-0000012.lock`, encoded (by a pool
+of worker processes, or by this one) into a part file, `part-0000012.uint16` (and
+`part-0000012.weights`) and its `.json`, and appended to the shards in order by one process,
+the assembler; so the tokens are the same for any number of workers. Processes that
 share the directory (hosts on one file system) encode the chunks nobody has claimed, then wait
 for the assembler's index. An interrupted build resumes after its last complete shard and
 keeps the parts already encoded.
@@ -14,6 +16,7 @@ keeps the parts already encoded.
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -63,15 +66,16 @@ def cut(text: str) -> Iterator[str]:
   yield text[start:]
 
 
-def chunks(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
-  """Groups pieces `(text, starts_document)` into lists of about CHUNK_CHARS characters.
+def chunks(pieces: Iterable[tuple]) -> Iterator[list[tuple]]:
+  """Groups pieces `(text, starts_document[, weight])` into lists of about CHUNK_CHARS
+  characters.
 
   The first piece of the stream starts no document (nothing precedes it to separate).
   """
   chunk, size, first = [], 0, True
-  for text, new in pieces:
+  for text, new, *weight in pieces:
     for i, part in enumerate(cut(text)):
-      chunk.append((part, new and i == 0 and not first))
+      chunk.append((part, new and i == 0 and not first, *weight))
       first = False
       size += len(part)
       if size >= CHUNK_CHARS:
@@ -81,23 +85,35 @@ def chunks(pieces: Iterable[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]
     yield chunk
 
 
-def encode_chunk(tokenizer, chunk: list[tuple[str, bool]]) -> tuple[np.ndarray, np.ndarray]:
-  """(int32 ids with end-of-document ids where documents start, [bytes, documents])."""
-  texts = [t for t, _ in chunk]
-  starts = np.array([new for _, new in chunk], bool)
+def encode_chunk(tokenizer, chunk: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+  """(int32 ids with end-of-document ids where documents start, [bytes, documents]), and with
+  pieces that carry a weight, `(text, starts_document, weight)`, the uint8 weight of each id
+  (0 for ends of document)."""
+  texts = [p[0] for p in chunk]
+  starts = np.array([p[1] for p in chunk], bool)
+  weighted = bool(chunk) and len(chunk[0]) > 2
   num_bytes = sum(len(t) if t.isascii() else len(t.encode("utf-8")) for t in texts)
   stats = np.array([num_bytes, starts.sum()], np.int64)
   if hasattr(tokenizer, "encode_joined") and len(tokenizer.eod_ids) == 1:
     # Context-free tokenizers encode the whole chunk at once: no per-document arrays.
     ids, offsets = tokenizer.encode_joined(texts)
-    offsets = np.concatenate([[0], offsets])[starts]
-    return np.insert(ids, offsets, tokenizer.eod_ids[0]), stats
-  pieces = []
-  for new, ids in zip(starts, tokenizer.encode_batch(texts)):
+    bounds = np.concatenate([[0], offsets])
+    out = np.insert(ids, bounds[starts], tokenizer.eod_ids[0]), stats
+    if not weighted:
+      return out
+    lengths = np.diff(np.concatenate([bounds, [len(ids)]]))
+    weights = np.repeat(np.array([p[2] for p in chunk], np.uint8), lengths)
+    return (*out, np.insert(weights, bounds[starts], 0))
+  pieces, weights = [], []
+  for piece, new, ids in zip(chunk, starts, tokenizer.encode_batch(texts)):
     if new:
       pieces.append(tokenizer.eod_ids)
+      weights.append(np.zeros(len(tokenizer.eod_ids), np.uint8))
     pieces.append(ids)
-  return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), stats
+    weights.append(np.full(len(ids), piece[2] if weighted else 1, np.uint8))
+  join = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)
+  out = join(pieces, np.int32), stats
+  return (*out, join(weights, np.uint8)) if weighted else out
 
 
 def _load(chunk) -> Iterable[tuple[str, bool]]:
@@ -166,13 +182,20 @@ def encode_part(tokenizer, directory: str, i: int, chunk, dtype) -> dict:
   that mark it complete."""
   path = _part(directory, i, np.dtype(dtype).name)
   stats = {"tokens": 0, "bytes": 0, "documents": 0}
+  weights = None  # The weights' file, opened at the first group that has them.
   with open(f"{path}.tmp{os.getpid()}", "wb") as f:
     for group in _groups(_load(chunk)):
-      ids, (num_bytes, docs) = encode_chunk(tokenizer, group)
+      ids, (num_bytes, docs), *w = encode_chunk(tokenizer, group)
       f.write(ids.astype(dtype).tobytes())
+      if w:
+        weights = weights or open(f"{_part(directory, i, 'weights')}.tmp{os.getpid()}", "wb")  # noqa: SIM115
+        weights.write(w[0].tobytes())
       stats["tokens"] += len(ids)
       stats["bytes"] += int(num_bytes)
       stats["documents"] += int(docs)
+  if weights:
+    weights.close()
+    os.replace(weights.name, _part(directory, i, "weights"))
   os.replace(f.name, path)
   _write_json(_part(directory, i, "json"), stats)
   return stats
@@ -274,12 +297,18 @@ def _dtype(tokenizer):
   return np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
 
 
-def _completed(directory: str, dtype) -> list[dict]:
+def _weights_path(directory: str, i: int) -> str:
+  return os.path.join(directory, f"weights-{i:05d}.uint8")
+
+
+def _completed(directory: str, dtype, weighted: bool = False) -> list[dict]:
   """The shards a previous build finished, in order (each with its running totals)."""
   done = []
   while True:
     meta = _read_json(_meta_path(directory, len(done)))
     if meta is None or not os.path.exists(_shard_path(directory, len(done), dtype)):
+      return done
+    if weighted and not os.path.exists(_weights_path(directory, len(done))):
       return done
     done.append(meta)
 
@@ -346,8 +375,14 @@ def _hash_file(h, path: str, size: int | None = None) -> None:
       h.update(block)
 
 
-def _append(shard, path: str, h) -> None:
-  """Appends the file at `path` to the open file `shard`, feeding its bytes to hash `h`."""
+def _append(shard, path: str, h, size: int = 0) -> None:
+  """Appends the file at `path` to the open file `shard`, feeding its bytes to hash `h`; a
+  missing file: `size` zero bytes (the weights of a part without any)."""
+  if not os.path.exists(path):
+    block = bytes(size)
+    h.update(block)
+    shard.write(block)
+    return
   with open(path, "rb") as f:
     while block := f.read(1 << 20):
       h.update(block)
@@ -355,7 +390,7 @@ def _append(shard, path: str, h) -> None:
 
 
 def _remove_part(directory: str, i: int) -> None:
-  for suffix in ("json", "lock", *(np.dtype(d).name for d in (np.uint16, np.uint32))):
+  for suffix in ("json", "lock", "weights", *(np.dtype(d).name for d in (np.uint16, np.uint32))):
     with contextlib.suppress(FileNotFoundError):
       os.remove(_part(directory, i, suffix))
 
@@ -368,24 +403,31 @@ def _remove_parts(directory: str) -> None:
         os.remove(os.path.join(directory, name))
 
 
-def _reopen(directory: str, done: list[dict], dtype, h):
-  """The open shard an interrupted build left, cut back to the chunks `appended.json` records,
-  and that record; (None, None) to start the next shard afresh. Feeds `h` the complete shards
-  and the part of the open one kept."""
+def _reopen(directory: str, done: list[dict], dtype, h, hw=None):
+  """The open shard an interrupted build left (and, with weights hash `hw`, its weights), cut
+  back to the chunks `appended.json` records, and that record; (None, None, None) to start the
+  next shard afresh. Feeds `h` (and `hw`) the complete shards and the part of the open one kept."""
+  paths = [(lambda i: _shard_path(directory, i, dtype), np.dtype(dtype).itemsize, h)]
+  if hw is not None:
+    paths.append((functools.partial(_weights_path, directory), 1, hw))
   for i in range(len(done)):
-    _hash_file(h, _shard_path(directory, i, dtype))
+    for path, _, hash_ in paths:
+      _hash_file(hash_, path(i))
   mark = _read_json(_appended_path(directory))
-  path = f"{_shard_path(directory, len(done), dtype)}.tmp"
-  if not mark or mark.get("shard") != len(done) or not os.path.exists(path):
-    return None, None
-  size = mark["shard_tokens"] * np.dtype(dtype).itemsize
-  if os.path.getsize(path) < size:
-    return None, None
-  _hash_file(h, path, size)
-  shard = open(path, "r+b")  # noqa: SIM115 - closed by build.
-  shard.truncate(size)
-  shard.seek(size)
-  return shard, mark
+  tmp = [
+    (f"{path(len(done))}.tmp", mark and mark["shard_tokens"] * size) for path, size, _ in paths
+  ]
+  if not mark or mark.get("shard") != len(done):
+    return None, None, None
+  if not all(os.path.exists(p) and os.path.getsize(p) >= size for p, size in tmp):
+    return None, None, None
+  files = []
+  for (path, size), (_, _, hash_) in zip(tmp, paths):
+    _hash_file(hash_, path, size)
+    files.append(open(path, "r+b"))  # noqa: SIM115 - closed by build.
+    files[-1].truncate(size)
+    files[-1].seek(size)
+  return files[0], files[1] if hw is not None else None, mark
 
 
 def build(
@@ -395,6 +437,7 @@ def build(
   num_workers: int,
   shard_tokens: int,
   desc: str,
+  weighted: bool = False,
 ) -> dict:
   """Tokenizes the chunks into shards in `directory`, resuming where a build stopped; the index.
 
@@ -402,15 +445,18 @@ def build(
   own pieces (text_files.Span); the same chunks for every call. The caller holds the
   directory's lock (`cached`): this process is the assembler. After each chunk it appends,
   `appended.json` records how far the open shard reaches, so an interrupted build resumes at
-  the next chunk; a chunk's part file is deleted once appended.
+  the next chunk; a chunk's part file is deleted once appended. `weighted`: the pieces carry
+  loss weights, kept in weights shards beside the token shards (index 'weights'); the
+  fingerprint then covers both.
   """
   t = time.perf_counter()
   os.makedirs(directory, exist_ok=True)
   dtype = _dtype(tokenizer)
-  done = _completed(directory, dtype)
+  done = _completed(directory, dtype, weighted)
   h = hashlib.sha256()  # The fingerprint: sha256 of the token ids as written.
+  hw = hashlib.sha256() if weighted else None  # And of the weights, if any.
   keys = ("tokens", "bytes", "documents", "chunks")
-  shard, mark = _reopen(directory, done, dtype, h)
+  shard, wshard, mark = _reopen(directory, done, dtype, h, hw)
   totals = {k: (mark or (done[-1] if done else {}) or {}).get(k, 0) for k in keys}
   shard_size = mark["shard_tokens"] if mark else 0
   resumed = {"resumed_shards": len(done), "resumed_chunks": totals["chunks"]}
@@ -422,10 +468,15 @@ def build(
   todo = itertools.islice(enumerate(chunk_iter()), totals["chunks"], None)
   used = {"workers": 1, "reused": 0}
 
-  def close(f, size):
-    f.close()
+  def close(size):
     i = len(done)
-    os.replace(f.name, _shard_path(directory, i, dtype))
+    for f, path in (
+      (shard, _shard_path(directory, i, dtype)),
+      (wshard, _weights_path(directory, i)),
+    ):
+      if f is not None:
+        f.close()
+        os.replace(f.name, path)
     done.append({**totals, "shard_tokens": size})
     _write_json(_meta_path(directory, i), done[-1])  # Last: the shard is complete.
 
@@ -435,9 +486,14 @@ def build(
       if shard is None:
         # One name: the next build (under the lock) truncates what an interrupted one left.
         shard = open(f"{_shard_path(directory, len(done), dtype)}.tmp", "wb")  # noqa: SIM115
+        if weighted:
+          wshard = open(f"{_weights_path(directory, len(done))}.tmp", "wb")  # noqa: SIM115
         shard_size = 0
       _append(shard, path, h)
       shard.flush()
+      if weighted:
+        _append(wshard, _part(directory, totals["chunks"], "weights"), hw, stats["tokens"])
+        wshard.flush()
       shard_size += stats["tokens"]
       for k in ("tokens", "bytes", "documents"):
         totals[k] += stats[k]
@@ -447,20 +503,25 @@ def build(
       _remove_part(directory, totals["chunks"] - 1)
       bar.update(stats["bytes"])
       if shard_size >= shard_tokens:
-        close(shard, shard_size)
-        shard = None
+        close(shard_size)
+        shard = wshard = None
     if shard is not None:
-      close(shard, shard_size)
+      close(shard_size)
+      shard = wshard = None
   finally:
     parts.close()
     bar.close()
-    if shard is not None and not shard.closed:
-      shard.close()  # Kept, with appended.json: the next build resumes it.
+    for f in (shard, wshard):
+      if f is not None and not f.closed:
+        f.close()  # Kept, with appended.json: the next build resumes it.
   _remove_parts(directory)
   seconds = time.perf_counter() - t
   if not terminal:
     print(f"{desc}: {totals['bytes'] / 1e6:,.1f} MB in {seconds:.1f} s", file=sys.stderr)
   paths = [_shard_path(directory, i, dtype) for i in range(len(done))]
+  fingerprint = h.hexdigest()
+  if weighted:
+    fingerprint = hashlib.sha256(f"{fingerprint} {hw.hexdigest()}".encode()).hexdigest()
   return {
     "tokens": totals["tokens"],
     "bytes": totals["bytes"],
@@ -468,7 +529,12 @@ def build(
     "dtype": np.dtype(dtype).name,
     "shards": [os.path.basename(p) for p in paths],
     "shard_sizes": [d["shard_tokens"] for d in done],
-    "fingerprint": h.hexdigest(),
+    **(
+      {"weights": [os.path.basename(_weights_path(directory, i)) for i in range(len(done))]}
+      if weighted
+      else {}
+    ),
+    "fingerprint": fingerprint,
     "seconds": seconds,
     "workers": used["workers"],
     **resumed,
@@ -534,10 +600,19 @@ def cached(
 
 
 class TokenStream:
-  """A split's shards as one sequence of token ids: len(), [i], [a:b] and np.asarray."""
+  """A split's shards as one sequence of token ids: len(), [i], [a:b] and np.asarray.
+
+  `weights`: the loss weight of each token, a stream of the same length (conversations), or
+  None (every token counts).
+  """
 
   def __init__(self, directory: str, index: dict):
     self.index = index
+    self.weights = None
+    if index.get("weights"):
+      self.weights = TokenStream(
+        directory, {**index, "shards": index["weights"], "dtype": "uint8", "weights": None}
+      )
     self.dtype = np.dtype(index["dtype"])
     self._shards = [
       np.memmap(os.path.join(directory, name), dtype=self.dtype, mode="r")
