@@ -15,7 +15,9 @@ CONFIGS = sorted(
 )
 # Configs that take an argument naming a model; their tests build one.
 NEEDS_A_MODEL = {
-  "finetune_hf.py": "tests/integration/hf/test_runs.py::test_init_from_starts_from_those_parameters",
+  "finetune_hf.py": (
+    "tests/integration/hf/test_runs.py::test_init_from_starts_from_those_parameters"
+  ),
   "sft_hf.py": "tests/integration/data/test_conversations.py",
 }
 # Shrinks whichever of these keys a model has; everything else stays as shipped.
