@@ -16,8 +16,8 @@ answers them, so that the numbers agree with it:
 Requests are sorted by length and run in batches of `batch_size` rows padded to a power of two
 (at most the context), so a task compiles a handful of programs; the batches are split over the
 devices of the run's parallel plan. This is the only module, with scripts/eval_harness.py, that
-imports the harness. Task data comes from disk: `datasets` runs offline unless
-HF_DATASETS_OFFLINE=0 and HF_HUB_OFFLINE=0 are set.
+imports the harness. Where the Hub takes no connection, `datasets` runs offline (task data
+from disk, or a refusal at once) unless HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set.
 """
 
 import contextlib
@@ -28,10 +28,11 @@ import json
 import os
 import time
 
+from lm_jax import network  # noqa: E402,I001  (before `datasets` is first imported)
+
 # Without a network, `datasets` retries the Hub for half a minute before it fails; offline, a
-# task whose data is not on disk fails at once. Set before `datasets` is first imported.
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# task whose data is not on disk fails at once.
+network.offline_without_hub()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -16,8 +16,8 @@ import os
 import urllib.parse
 from collections.abc import Iterator
 
-from lm_jax import UserError, console
-from lm_jax.data import chat, record_files, text_files, tfds, token_cache
+from lm_jax import UserError, console, network
+from lm_jax.data import chat, record_files, text_files, token_cache
 
 PREFIX = "hf:"
 ROWS = 1024  # Rows decoded at a time.
@@ -64,7 +64,7 @@ def _load(name: str, config: str, revision: str, cache_dir: str, data_files: tup
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
   endpoint = datasets.config.HF_ENDPOINT
   local = os.path.isdir(name) or bool(data_files)
-  offline = not local and tfds._unreachable_host([endpoint]) is not None
+  offline = not local and network.unreachable_host([endpoint]) is not None
   kwargs = {"cache_dir": cache_dir or None, "revision": revision or None}
   if data_files:
     kwargs["data_files"] = {split: list(paths) for split, paths in data_files}

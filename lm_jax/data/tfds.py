@@ -8,14 +8,12 @@ import difflib
 import functools
 import logging
 import os
-import socket
 import sys
-import urllib.parse
 from collections.abc import Iterator
 
 import numpy as np
 
-from lm_jax import UserError, console
+from lm_jax import UserError, console, network
 from lm_jax.data import token_cache
 
 
@@ -135,7 +133,7 @@ def splits(c, names: dict[str, str]) -> dict[str, tuple]:
     if builder.is_prepared():
       return
     if not c.manual_dir:  # Fail in seconds offline, not after minutes of download retries.
-      unreachable = _unreachable_host(getattr(builder, "url_infos", None) or {})
+      unreachable = network.unreachable_host(getattr(builder, "url_infos", None) or {})
       if unreachable:
         raise cannot_prepare(f"{unreachable} cannot be reached")
     print(f"preparing TFDS dataset {c.dataset} in {builder.data_dir} (once)", file=sys.stderr)
@@ -164,17 +162,3 @@ def splits(c, names: dict[str, str]) -> dict[str, tuple]:
     for split, name in names.items()
     if name
   }
-
-
-def _unreachable_host(urls, timeout: float = 5.0) -> str | None:
-  """The first host among `urls` that takes no connection within `timeout`, else None."""
-  for url in urls:
-    parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-      continue
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-      socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError:
-      return f"{parts.scheme}://{parts.hostname}"
-  return None

@@ -33,7 +33,7 @@ def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 
   # mock_data needs no network.
-  monkeypatch.setattr(data.tfds, "_unreachable_host", lambda urls: None)
+  monkeypatch.setattr(data.tfds.network, "unreachable_host", lambda urls: None)
 
   c = data_config(
     tmp_path,
