@@ -32,7 +32,7 @@ def check_config(optim_config) -> None:
     get_optimizer(c.name)  # Refuses it, naming the registry and the plugin form.
   config_lib.check_choice(key("schedule"), c.get("schedule", "cosine"), SCHEDULES)
   config_lib.check_choice(key("state_dtype"), c.get("state_dtype", "float32"), STATE_DTYPES)
-  config_lib.check_number(key("learning_rate"), c.learning_rate, 0, above=True)
+  config_lib.check_number(key("learning_rate"), c.learning_rate, 0)  # 0: parameters stay.
   config_lib.check_number(key("min_learning_rate"), c.min_learning_rate, 0, c.learning_rate)
   config_lib.check_int(key("warmup_steps"), c.warmup_steps, 0)
   for k in ("b1", "b2"):
