@@ -102,7 +102,7 @@ MISTAKES = {
   ),
   "learning_rate=-1": (
     [*TRAIN, "--workdir", "{root}/new", "--config.optim.learning_rate=-1"],
-    "error: optim.learning_rate=-1.0 is not a number > 0: change it in the config or with "
+    "error: optim.learning_rate=-1.0 is not a number >= 0: change it in the config or with "
     "--config.optim.learning_rate=VALUE.",
   ),
   "sample --temperature -1": (
