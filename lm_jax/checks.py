@@ -19,8 +19,11 @@ def check_config(config, devices: bool = True) -> None:
   """
   try:
     _check(config, devices)
-  except (AttributeError, KeyError) as e:  # ConfigDict's words for a key it lacks.
-    key = str(e.args[0] if e.args else e).strip("'\"")
+  except (AttributeError, KeyError) as e:  # ConfigDict's words for a key it lacks...
+    missing = e if isinstance(e, KeyError) else (e.args[0] if e.args else None)
+    if not isinstance(missing, KeyError):  # ...and not a bug elsewhere.
+      raise
+    key = str(missing.args[0] if missing.args else missing).strip("'\"")
     raise UserError(
       f"the config has no key {key!r} that training reads: start it from "
       "configs/shakespeare_char_gpt_cpu.py, where every key has a comment, and change what differs."

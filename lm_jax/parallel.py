@@ -55,11 +55,10 @@ def check_config(train_config, mesh_config, devices: bool = True) -> None:
     config_lib.check_int(f"mesh.{axis}", mesh_config[axis], -1)
   if not devices:
     return
-  if c.parallel == "sharded":
-    make_mesh(mesh_config)
   if c.parallel in ("pmap", "sharded"):  # 'auto' picks a device count that divides them.
-    Plan(c.parallel).check_batch(c.batch_size)
-    Plan(c.parallel).check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
+    plan = Plan(c.parallel, make_mesh(mesh_config) if c.parallel == "sharded" else None)
+    plan.check_batch(c.batch_size)
+    plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:

@@ -322,7 +322,8 @@ def test_configs_as_earlier_transformers_wrote_them_read_the_same(hf_dirs, tmp_p
     h["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
     h["rope_scaling"] = {"rope_type": "linear", "factor": rope["full_attention"]["factor"]}
     del h["layer_types"]
-    h["num_hidden_layers"] = 6  # Without layer_types: five local layers, then a global one.
+    h.pop("sliding_window_pattern", None)  # Without either: five local layers, then a global one.
+    h["num_hidden_layers"] = 6
 
   def qwen2_4x(h):  # Qwen2.5 as published: a window named but not used.
     h.update(sliding_window=32768, use_sliding_window=False, max_window_layers=21)
