@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_models import TRANSFORMERS, V, build, init
+from integration.models.test_models import TRANSFORMERS, V, build, init
 
 
 @pytest.mark.parametrize("name", ["gemma", "llama"])
