@@ -174,7 +174,9 @@ def test_remat_keeps_loss_and_gradients(name, remat):
 
 def test_unknown_remat_is_refused():
   model = build("gpt", remat="full")
-  with pytest.raises(UserError, match="use one of \\['none', 'block', 'dots'\\]"):
+  with pytest.raises(
+    UserError, match="model.remat='full' is not one of \\['none', 'block', 'dots'\\]"
+  ):
     init(model)
 
 
