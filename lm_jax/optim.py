@@ -33,7 +33,10 @@ def check_config(optim_config) -> None:
   config_lib.check_choice(key("schedule"), c.get("schedule", "cosine"), SCHEDULES)
   config_lib.check_choice(key("state_dtype"), c.get("state_dtype", "float32"), STATE_DTYPES)
   config_lib.check_number(key("learning_rate"), c.learning_rate, 0)  # 0: parameters stay.
-  config_lib.check_number(key("min_learning_rate"), c.min_learning_rate, 0, c.learning_rate)
+  decays = c.get("schedule", "cosine") in ("cosine", "linear", "wsd")  # To min_learning_rate.
+  config_lib.check_number(
+    key("min_learning_rate"), c.min_learning_rate, 0, c.learning_rate if decays else None
+  )
   config_lib.check_int(key("warmup_steps"), c.warmup_steps, 0)
   for k in ("b1", "b2"):
     config_lib.check_number(key(k), c[k], 0, 1, below=True)

@@ -171,7 +171,8 @@ class Plan:
       if _holds_rows(path):  # This process's rows, a block per local device.
         rows = self._local_rows(x)
         blocks = rows.reshape(jax.local_device_count(), -1, *rows.shape[1:])
-        return jax.device_put_sharded(list(blocks), jax.local_devices())
+        local = Mesh(np.asarray(jax.local_devices()), ("local",))
+        return jax.device_put(blocks, NamedSharding(local, P("local")))
       return jax_utils.replicate(x.addressable_data(0) if isinstance(x, jax.Array) else x)
 
     return jax.tree_util.tree_map_with_path(one, tree)
