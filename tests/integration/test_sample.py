@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import MODELS, V, build, init
+from integration.models.test_models import MODELS, V, build, forward, init
 
 from lm_jax import UserError, models, sample
 
@@ -13,7 +13,7 @@ from lm_jax import UserError, models, sample
 def test_cached_decoding_equals_full_forward(name):
   model = build(name)
   params, tokens = init(model, length=12, batch=3)
-  full = model.apply({"params": params}, tokens)
+  full = forward(model, params, tokens)
   if hasattr(model, "init_cache"):
     step_fn = lambda t, c: model.apply({"params": params}, t, cache=c)
     cache = model.init_cache(3, 12)
