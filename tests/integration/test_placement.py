@@ -9,11 +9,12 @@ from configs import tiny
 from lm_jax import UserError, compile_check, data, train
 from lm_jax.data import batches, streams
 
+# The MLP is 48 wide, not V: weights are told apart by their shapes in the HLO.
 V, B, L, STEPS = 64, 8, 16, 20
 MODELS = {
   "gpt": dict(num_layers=2, num_heads=8, d_model=32, max_len=L),
   "llama": dict(  # GQA: 2 key/value heads split over tensor=2, replicated over tensor=8.
-    name="llama", num_layers=2, num_heads=8, num_kv_heads=2, d_model=32, max_len=L, mlp_dim=64
+    name="llama", num_layers=2, num_heads=8, num_kv_heads=2, d_model=32, max_len=L, mlp_dim=48
   ),
 }
 MODELS["llama"]["scan_layers"] = True  # Rules align with a stack's trailing dimensions.
