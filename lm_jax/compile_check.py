@@ -74,6 +74,11 @@ def topology_devices(name: str) -> list:
       return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
   except Exception as e:  # pylint: disable=broad-except  (libtpu's own error types)
     first = (str(e).strip().splitlines() or [""])[0][:200]
+    if "lockfile" in first:  # One libtpu process at a time.
+      raise UserError(
+        "another process is using libtpu (it holds /tmp/libtpu_lockfile): run one compile "
+        "check at a time, or wait for the other to finish."
+      ) from e
     raise UserError(f"unknown TPU topology {name!r} ({first}): use {KNOWN_FORMS}.") from e
 
 
