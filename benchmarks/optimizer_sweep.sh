@@ -3,7 +3,7 @@
 # a 3-point learning-rate grid per optimizer at seed 0, then seeds 0, 1, 2 at the grid's best
 # rate (seed 0 is reused), then the table of all four against AdamW.
 #
-#   flock /work/cpu.lock bash benchmarks/optimizer_sweep.sh runs/optimizers
+#   bash benchmarks/optimizer_sweep.sh runs/optimizers
 #
 # The same command again skips finished runs and resumes the others.
 set -euo pipefail

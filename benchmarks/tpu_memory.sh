@@ -4,7 +4,7 @@
 # remat. Needs libtpu (pip install -e .[tpu-compile]); one JSON line per row into OUT (default
 # tpu_memory.jsonl). Compiles run on this host's CPU: minutes each for the Llamas.
 #
-#   flock /work/cpu.lock bash benchmarks/tpu_memory.sh runs/tpu_memory.jsonl
+#   bash benchmarks/tpu_memory.sh runs/tpu_memory.jsonl
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-tpu_memory.jsonl}"

@@ -1,6 +1,6 @@
 """Lays out local WikiText-2 text for the word-LM comparison with PyTorch's word_language_model.
 
-  python benchmarks/word_lm_data.py /work/shared/data/wikitext-2 OUT_DIR
+  python benchmarks/word_lm_data.py WIKITEXT_DIR OUT_DIR
 
 OUT_DIR gets train.txt (WikiText-2's valid.txt, standing in for its train split), and
 valid.txt and test.txt (both WikiText-2's test.txt) with every word that train.txt lacks
