@@ -7,15 +7,17 @@ TinyLlama's shape: 22 layers, 2048 wide, 32 query heads sharing 4 key/value head
 5,632-wide SwiGLU, an untied head, 2,048 tokens of context; a 32,768-piece SentencePiece BPE
 (trained on the first 50 MB of the train split) in place of Llama's 32,000. Corpus: TFDS
 `wiki40b/en`, as configs/gpt2_small.py. AdamW 3e-4 with 2,000 warmup steps and cosine decay
-to 3e-5; 256 sequences x 2,048 = 524,288 tokens per optimizer step, as 16 accumulated
-microbatches of 16 rows (2 per chip); bf16 compute (model.dtype=auto), float32 parameters
+to 3e-5; 256 sequences x 2,048 = 524,288 tokens per optimizer step, as 32 accumulated
+microbatches of 8 rows (1 per chip); bf16 compute (model.dtype=auto), float32 parameters
 and optimizer state; every parameter and its optimizer state split over the 8 chips (FSDP,
 mesh.fsdp=-1), each block recomputed in the backward pass (model.remat='block'), the blocks
 scanned (compile time flat in depth).
 
-MEASURED with scripts/compile_check.py (libtpu 0.0.42.1, the command above, on a CPU):
-PER_CHIP_MEMORY. Not yet trained: no TPU has been lent to this project; the
-loss this recipe reaches is unknown.
+MEASURED with scripts/compile_check.py (libtpu 0.0.42.1, the command above, on a CPU,
+2026-12-02): 10.55 GiB per chip (1.54 GiB of parameters and optimizer state, 9.01 GiB of
+temporaries) of the 15.75 GiB XLA can use on a v5e chip: fits. With 2 rows per chip (16
+microbatches) the step needs 17.38 GiB and does not. Not yet trained on a TPU; the loss this
+recipe reaches is unknown.
 """
 
 import ml_collections
@@ -60,7 +62,7 @@ def get_config():
   o.grad_clip = 1.0
   t = config.train
   t.batch_size = 256  # x 2,048 tokens = 524,288 tokens per optimizer step.
-  t.grad_accum_steps = 16  # Microbatches of 16 rows: 2 per chip on 8 chips.
+  t.grad_accum_steps = 32  # Microbatches of 8 rows: 1 per chip on 8 chips (2 do not fit).
   t.num_steps = 20_000  # 10.5B tokens.
   t.log_every = 10
   t.eval_every = 1000
