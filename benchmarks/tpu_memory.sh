@@ -37,9 +37,11 @@ row "1b fsdp remat" v5e:2x4 $l1b
 row "1b fsdp+tp remat" v5e:2x4 $l1b --config.mesh.fsdp=4 --config.mesh.tensor=2
 row "1b fsdp" v5p:2x2x1 $l1b --config.model.remat=none
 row "8b fsdp remat" v5e:2x4 $l8b
-row "8b fsdp remat" v5e:4x4 $l8b
+row "8b fsdp remat" v5e:4x4 $l8b --config.train.grad_accum_steps=16
 row "8b fsdp+tp remat" v5e:4x4 $l8b --config.mesh.fsdp=8 --config.mesh.tensor=2
-row "8b fsdp+tp remat" v5e:8x8 $l8b --config.mesh.fsdp=16 --config.mesh.tensor=4
+row "8b fsdp+tp remat" v5e:8x8 $l8b --config.mesh.fsdp=16 --config.mesh.tensor=4 \
+  --config.train.grad_accum_steps=16
 row "8b fsdp remat" v5p:2x2x1 $l8b
+row "8b fsdp remat" v5p:2x2x2 $l8b
 row "8b fsdp" v5p:2x2x2 $l8b --config.model.remat=none
 row "8b fsdp+tp" v5p:2x2x2 $l8b --config.mesh.fsdp=4 --config.mesh.tensor=2 --config.model.remat=none
