@@ -69,6 +69,9 @@ def topology_devices(name: str) -> list:
 
   if not re.fullmatch(r"v[0-9a-z]+:[0-9]+(x[0-9]+){1,2}", name):
     raise UserError(f"unknown TPU topology {name!r}: use {KNOWN_FORMS}.")
+  # Compiling touches no chip: several checks (or tests) may load libtpu at once, which its
+  # lockfile would otherwise refuse.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   try:
     with _quiet_stderr():
       return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
