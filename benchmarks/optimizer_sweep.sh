@@ -9,12 +9,15 @@
 set -euo pipefail
 root=${1:-runs/optimizers}
 config=configs/shakespeare_char_gpt_cpu.py
-declare -A grid=([adamw]=1e-3,2e-3,4e-3 [muon]=0.01,0.02,0.04 [lion]=1e-4,3e-4,1e-3 [sgd]=0.1,0.3,1.0)
-# Muon: AdamW's best rate on embeddings and norms (set below), no weight decay on its
-# matrices (Muon's own default). Lion: weight decay 10x AdamW's (optax multiplies it by the
-# smaller rate). SGD: momentum 0.9, no weight decay.
+# AdamW's and Lion's grids were widened by one point where the best rate sat at the top.
+declare -A grid=([adamw]=1e-3,2e-3,4e-3,8e-3 [muon]=0.01,0.02,0.04 [lion]=1e-4,3e-4,1e-3,3e-3
+  [sgd]=0.1,0.3,1.0)
+# Muon: AdamW's best rate of its first three-point grid (4e-3) on embeddings and norms, no
+# weight decay on its matrices (Muon's own default). Lion: weight decay 10x AdamW's (optax
+# multiplies it by the smaller rate). SGD: momentum 0.9, no weight decay.
 declare -A fixed=(
   [adamw]=""
+  [muon]="--config.optim.adam_learning_rate=4e-3 --config.optim.weight_decay=0.0"
   [lion]="--config.optim.weight_decay=1.0"
   [sgd]="--config.optim.momentum=0.9 --config.optim.weight_decay=0.0"
 )
@@ -42,9 +45,6 @@ PY
 }
 
 for name in "${names[@]}"; do
-  if [ "$name" = muon ]; then
-    fixed[muon]="--config.optim.adam_learning_rate=$(best adamw) --config.optim.weight_decay=0.0"
-  fi
   sweep "$name" "${grid[$name]}" 0
 done
 dirs=()

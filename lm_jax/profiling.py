@@ -86,14 +86,19 @@ def peak_memory_bytes() -> int | None:
 def compilation_cache_options(config) -> dict:
   """jax.config options for JAX's persistent compilation cache, for scripts to set before
   compiling: every compiled program kept beside the token cache (data.cache_dir, default
-  $XDG_CACHE_HOME/lm_jax) in jax_cache/; none when train.compilation_cache is off."""
+  $XDG_CACHE_HOME/lm_jax) in jax_cache/, or in $JAX_COMPILATION_CACHE_DIR where that is set
+  (JAX's own variable: one cache shared by runs with different token caches); none when
+  train.compilation_cache is off."""
   if not config.train.get("compilation_cache", True):
     return {}
-  root = config.data.get("cache_dir") or os.path.join(
-    os.environ.get("XDG_CACHE_HOME", "~/.cache"), "lm_jax"
-  )
+  path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  if not path:
+    root = config.data.get("cache_dir") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME", "~/.cache"), "lm_jax"
+    )
+    path = os.path.join(root, "jax_cache")
   return {
-    "jax_compilation_cache_dir": os.path.join(os.path.expanduser(root), "jax_cache"),
+    "jax_compilation_cache_dir": os.path.expanduser(path),
     "jax_persistent_cache_min_compile_time_secs": 0.0,
     "jax_persistent_cache_min_entry_size_bytes": 0,
   }

@@ -10,10 +10,11 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
+import types
 
 import lm_jax
-from lm_jax import console
 
 VERSIONED = (
   "jax",
@@ -43,7 +44,9 @@ class MetricWriter:
 
   def _event_writer(self):
     if self._events is None:
-      console.quiet_tensorflow()  # TensorBoard loads TensorFlow when it is installed.
+      # TensorBoard's writer needs only file I/O, which its own TensorFlow-free layer does;
+      # without this marker module it imports TensorFlow when installed, seconds per run.
+      sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("notf"))
       from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
 
       self._events = EventFileWriter(self.workdir)

@@ -39,11 +39,13 @@ def make_text(num_words: int, seed: int) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  """One persistent compilation cache per test process: tests that compile the same program
-  (the same tiny model, step and layout) compile it once."""
+  """One persistent compilation cache per test process and the scripts it starts: tests that
+  compile the same program (the same tiny model, step and layout) compile it once."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  path = str(tmp_path_factory.mktemp("jax_cache"))
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # Scripts' runs use it (profiling.py).
+  jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

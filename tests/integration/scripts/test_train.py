@@ -56,7 +56,9 @@ def test_script_makes_each_cpu_core_a_device(config, tmp_path):
   config.train.update(parallel="auto", num_steps=2, eval_every=2, log_every=1)
   spec = tmp_path / "config.json"
   spec.write_text(json.dumps(config.to_dict()))
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  # As a user starts it: no simulated devices, no compilation cache named by the tests.
+  unset = ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
+  env = {k: v for k, v in os.environ.items() if k not in unset}
   r = subprocess.run(
     [sys.executable, "scripts/train.py", "--config", str(spec), "--workdir", str(tmp_path / "run")],
     cwd=ROOT,
