@@ -9,8 +9,8 @@
 set -euo pipefail
 root=${1:-runs/optimizers}
 config=configs/shakespeare_char_gpt_cpu.py
-# AdamW's and Lion's grids were widened by one point where the best rate sat at the top.
-declare -A grid=([adamw]=1e-3,2e-3,4e-3,8e-3 [muon]=0.01,0.02,0.04 [lion]=1e-4,3e-4,1e-3,3e-3
+# AdamW's and Lion's grids were widened upward while the best rate sat at the top.
+declare -A grid=([adamw]=1e-3,2e-3,4e-3,8e-3 [muon]=0.01,0.02,0.04 [lion]=1e-4,3e-4,1e-3,3e-3,1e-2
   [sgd]=0.1,0.3,1.0)
 # Muon: AdamW's best rate of its first three-point grid (4e-3) on embeddings and norms, no
 # weight decay on its matrices (Muon's own default). Lion: weight decay 10x AdamW's (optax
@@ -58,4 +58,5 @@ done
 for name in "${names[@]}"; do
   python scripts/compare.py "$root/$name" --group_by optim.learning_rate
 done
+python scripts/compare.py "${dirs[@]}" --group_by optim.name --baseline adamw
 python scripts/compare.py "${dirs[@]}" --group_by optim.name --baseline adamw

@@ -2,17 +2,13 @@
 step to step, equal to one pass over the joined windows, in every layout, and resumes exactly."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import ROOT
+from conftest import launch_train, launch_two_processes
 
 from lm_jax import config as config_lib
 from lm_jax import models, optim, records, runs, train
@@ -158,18 +154,6 @@ def test_carry_follows_its_rows_in_every_layout(config, tmp_path):
   assert found["jit"][0].carry["layers"][0][0].shape == (8, 16)  # Global rows.
 
 
-def launch(config_path, workdir, devices, *flags):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  return subprocess.Popen(
-    [sys.executable, "scripts/train.py", "--config", config_path, "--workdir", workdir, *flags],
-    cwd=ROOT,
-    env=env,
-    text=True,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-  )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pmap", "sharded"])
 def test_two_processes_carry_their_own_rows(config, tmp_path, mode):
@@ -179,20 +163,8 @@ def test_two_processes_carry_their_own_rows(config, tmp_path, mode):
   c.mesh.update(data=2, fsdp=2)
   path = tmp_path / "config.json"
   path.write_text(json.dumps(c.to_dict()))
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  procs = [launch(str(path), str(tmp_path / "one"), 4)] + [
-    launch(
-      str(path),
-      str(tmp_path / "two"),
-      2,
-      f"--coordinator_address=127.0.0.1:{port}",
-      "--num_processes=2",
-      f"--process_id={i}",
-    )
-    for i in range(2)
-  ]
+  procs = [launch_train(str(path), str(tmp_path / "one"), 4)]
+  procs += launch_two_processes(str(path), str(tmp_path / "two"))
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]

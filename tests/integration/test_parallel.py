@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, launch_train, launch_two_processes
 
 from lm_jax import UserError, models, optim, parallel, records, runs, train
 from lm_jax import state as state_lib
@@ -97,24 +96,6 @@ def test_grad_accum_must_divide_the_device_batch(config, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def launch(config_path, workdir, devices, *flags):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  return subprocess.Popen(
-    [sys.executable, "scripts/train.py", "--config", config_path, "--workdir", workdir, *flags],
-    cwd=ROOT,
-    env=env,
-    text=True,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-  )
-
-
 def finish(proc):
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
@@ -128,20 +109,8 @@ def test_two_hosts_train_like_one(sharded, tmp_path, mode):
   config_path = str(tmp_path / "config.json")
   with open(config_path, "w") as f:
     json.dump(sharded.to_dict(), f)
-  finish(launch(config_path, str(tmp_path / "one"), 4))
-  port = free_port()
-  procs = [
-    launch(
-      config_path,
-      str(tmp_path / "two"),
-      2,
-      f"--coordinator_address=127.0.0.1:{port}",
-      "--num_processes=2",
-      f"--process_id={i}",
-    )
-    for i in range(2)
-  ]
-  for p in procs:
+  finish(launch_train(config_path, str(tmp_path / "one"), 4))
+  for p in launch_two_processes(config_path, str(tmp_path / "two")):
     finish(p)
   one, two = (records.read_metrics(str(tmp_path / d)) for d in ("one", "two"))
   assert [r["step"] for r in two] == [r["step"] for r in one]  # Written once, by process 0.
@@ -153,15 +122,6 @@ def test_two_hosts_train_like_one(sharded, tmp_path, mode):
   assert_trees_close(
     runs.load_run(str(tmp_path / "two"))[3].params, runs.load_run(str(tmp_path / "one"))[3].params
   )
-
-
-def two_processes(config_path, workdir):
-  port = free_port()
-  address = f"--coordinator_address=127.0.0.1:{port}"
-  return [
-    launch(config_path, workdir, 2, address, "--num_processes=2", f"--process_id={i}")
-    for i in range(2)
-  ]
 
 
 def logged_steps(workdir):
@@ -178,11 +138,11 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_exactly(config
   with open(config_path, "w") as f:
     json.dump(config.to_dict(), f)
   straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
-  for p in two_processes(config_path, straight):
+  for p in launch_two_processes(config_path, straight):
     finish(p)
   for target in (1, 0):  # SIGTERM to one process only, then to the other.
     logged = logged_steps(stopped)
-    procs = two_processes(config_path, stopped)
+    procs = launch_two_processes(config_path, stopped)
     deadline = time.time() + 300
     while logged_steps(stopped) < logged + 3:
       assert time.time() < deadline and procs[0].poll() is None, procs[0].stderr.read()[-3000:]
@@ -195,7 +155,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_and_resumes_exactly(config
     saved = [re.findall(r"saved a checkpoint at step (\d+)", err) for _, err in outs]
     assert saved[0] == saved[1] and len(saved[0]) == 1, saved
     assert int(saved[0][0]) < config.train.num_steps
-  for p in two_processes(config_path, stopped):
+  for p in launch_two_processes(config_path, stopped):
     finish(p)
   losses = lambda w: [
     (r["step"], r["train_loss"]) for r in records.read_metrics(w) if "train_loss" in r
