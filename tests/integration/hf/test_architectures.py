@@ -198,8 +198,10 @@ def test_cached_decoding_equals_full_forward(ours, arch):
   for t in range(5, LENGTH):  # Past every window.
     logits, cache = step_fn(ids[:, t : t + 1], cache)
     pieces.append(logits)
+  # Two programs that sum in different orders: equal to float32 rounding, which the code
+  # generation's choices (fused multiply-adds or not) move by a few ulps of the largest logit.
   np.testing.assert_allclose(
-    jnp.concatenate(pieces, axis=1), forward(params, ids), atol=1e-5, rtol=1e-5
+    jnp.concatenate(pieces, axis=1), forward(params, ids), atol=3e-5, rtol=1e-5
   )
 
 
