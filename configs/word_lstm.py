@@ -73,8 +73,8 @@ def get_config(arg: str = ""):
     keep_best=True,  # main.py tests the epoch with the best validation loss.
     keep_checkpoints=1,
     log_every=100,
-    # A replica per core: 630 s against 733 s for auto's one-device jit, on two cores over 6
-    # epochs (docs/benchmarks.md); accelerators take pmap under auto anyway.
+    # A replica per core: faster than auto's one-device jit for this model on a CPU
+    # (docs/benchmarks.md); accelerators take pmap under auto anyway.
     parallel="pmap",
   )
   return config
