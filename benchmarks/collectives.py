@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from lm_jax import compile_check, train  # noqa: E402
+from lm_jax import state as state_lib  # noqa: E402
 
 V, B, L = 64, 8, 16
 MODELS = {
@@ -54,15 +55,11 @@ LAYOUTS = {
 
 for name in MODELS:
   for layout, mesh in LAYOUTS.items():
-    built = train.setup(config_for(name, mesh), V)
-    state = jax.eval_shape(built.create)
-    state = jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      state,
-      built.plan.state_shardings(state),
-    )
+    built = state_lib.setup(config_for(name, mesh), V)
+    state = state_lib.with_shardings(built.plan, built.abstract)
     rows = NamedSharding(built.plan.mesh, P(("data", "fsdp")))
     tokens = jax.ShapeDtypeStruct((B, L), "int32", sharding=rows)
-    lowered = built.train_step.lower(state, {"inputs": tokens, "targets": tokens}, built.rng)
+    batch = {"inputs": tokens, "targets": tokens}
+    lowered = train.compile_step(built).lower(state, batch, built.rng)
     counts = compile_check.collectives(lowered.compile().as_text())
     print(json.dumps({"model": name, "layout": layout, "collectives": counts}), flush=True)

@@ -187,7 +187,7 @@ def hf_logits(model, ids) -> np.ndarray:
 def imported(hf_dir: str, workdir: str, base):
   """(config, model, tokenizer, params) of `hf_dir` as `import_hf` then `load_run` give them."""
   hf_runs.import_hf(hf_dir, workdir, base)
-  config, model, tokenizer, state, _ = runs.load_run(workdir)
+  config, model, tokenizer, state, *_ = runs.load_run(workdir)
   return config, model, tokenizer, jax.device_get(state.params)
 
 
@@ -232,7 +232,9 @@ def measure(arch: str, seed: int, root: str, fast, base) -> dict:
   same = jax.tree_util.tree_structure(params_again) == jax.tree_util.tree_structure(params)
   same = same and all(
     np.array_equal(a, b) and a.dtype == b.dtype
-    for a, b in zip(jax.tree_util.tree_leaves(params_again), jax.tree_util.tree_leaves(params))
+    for a, b in zip(
+      jax.tree_util.tree_leaves(params_again), jax.tree_util.tree_leaves(params), strict=True
+    )
   )
   return {
     "arch": arch,

@@ -4,7 +4,7 @@
   python scripts/train.py --config configs/finetune_hf.py:runs/gpt2 --workdir runs/gpt2_shakespeare
 
 The argument names the model: a run (such as one scripts/import_hf.py wrote)
-or a Hugging Face model directory (GPT-2 or Llama family). The run takes its
+or a Hugging Face model directory (docs/hugging_face.md lists the families). The run takes its
 model section and tokenizer as they are and starts from its parameters with a
 fresh optimizer at step 0 (train.init_from); everything else is
 shakespeare_char_gpt_cpu.py's, with a small learning rate. LoRA instead of a
@@ -17,6 +17,7 @@ import os
 
 import ml_collections
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 from lm_jax import UserError
 from lm_jax import config as config_lib
@@ -31,6 +32,7 @@ def model_of(source: str) -> ml_collections.ConfigDict:
 
 
 def get_config(source=None):
+  source, preset = configs.split(source)
   if not source:
     raise UserError("name the model to fine-tune: --config configs/finetune_hf.py:RUN_OR_HF_DIR.")
   config = shakespeare_char_gpt_cpu.get_config()
@@ -47,4 +49,4 @@ def get_config(source=None):
     eval_every=100,
     checkpoint_every=100,
   )
-  return config
+  return configs.apply(config, preset)

@@ -28,10 +28,11 @@ rows. Lower train.grad_accum_steps on large memories (fewer, larger
 microbatches run faster), raise it or set model.remat='dots' on small ones.
 """
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.model.update(
     num_layers=12,
@@ -69,4 +70,4 @@ def get_config():
   t.parallel = "sharded"
   config.mesh.data = -1  # Data parallel over all devices; set fsdp > 1 to split parameters too.
   config.mesh.fsdp = 1
-  return config
+  return configs.preset(config, arg)

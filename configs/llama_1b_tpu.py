@@ -22,10 +22,11 @@ recipe reaches is unknown.
 
 import ml_collections
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.model = m = ml_collections.ConfigDict()  # Replaced whole: the GPT's keys don't apply.
   m.name = "llama"
@@ -72,4 +73,4 @@ def get_config():
   config.mesh.data = 1
   config.mesh.fsdp = -1  # Every chip holds 1/N of each parameter and its optimizer state.
   config.mesh.tensor = 1  # 2 or 4 splits heads and MLP widths too (see docs/scaling.md).
-  return config
+  return configs.preset(config, arg)

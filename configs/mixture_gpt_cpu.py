@@ -11,10 +11,11 @@ scripts/evaluate.py adds each source's bits per byte. One byte tokenizer serves 
 Measured: docs/benchmarks.md (A two-source mixture).
 """
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.data.tokenizer = "byte"
   config.data.mixture = {
@@ -27,4 +28,4 @@ def get_config():
     },
   }
   config.train.num_steps = 300
-  return config
+  return configs.preset(config, arg)

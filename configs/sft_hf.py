@@ -14,12 +14,14 @@ them (the last 5% of the conversations unless data.text_files.validation names o
 Everything else is finetune_hf.py's. Measured: docs/benchmarks.md.
 """
 
+import configs
 from configs import finetune_hf
 
 
 def get_config(source=None):
+  source, preset = configs.split(source)
   config = finetune_hf.get_config(source)
   config.data.update(dataset="jsonl", format="chat", holdout_fraction=0.05)
   config.data.text_files.update(train="", validation="", test="")  # Name the conversations.
   config.data.order = "epochs"  # Each window of the conversations once per epoch.
-  return config
+  return configs.apply(config, preset)

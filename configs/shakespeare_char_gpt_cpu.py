@@ -11,13 +11,15 @@ set as --config.KEY=VALUE.
 
 import ml_collections
 
+import configs
 
-def get_config():
+
+def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameter init, dropout and the batch sequence.
 
   config.model = m = ml_collections.ConfigDict()
-  m.name = "gpt"  # A registry name (gpt, llama, lstm) or 'package.module:ClassName'.
+  m.name = "gpt"  # A registry name (gemma, gpt, llama, lstm) or 'package.module:ClassName'.
   m.num_layers = 4
   m.num_heads = 4
   m.d_model = 128
@@ -152,9 +154,9 @@ def get_config():
   # Face's perplexity guide: more context per token); 0: consecutive windows.
 
   config.mesh = ml_collections.ConfigDict()  # train.parallel='sharded': device mesh axes.
-  config.mesh.data = -1  # Batch split; -1 takes the devices the other axis leaves.
+  config.mesh.data = -1  # Batch split; -1 takes the devices the other axes leave.
   config.mesh.fsdp = 1  # Batch split too, and each parameter split along its largest dim.
   # Tensor parallelism: attention split by heads, the MLP by width, embeddings and head by
   # vocabulary, over groups of this many devices (lm_jax/placement.py); rows are not split.
   config.mesh.tensor = 1
-  return config
+  return configs.preset(config, arg)

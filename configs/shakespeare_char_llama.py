@@ -12,10 +12,11 @@ against the GPT's 1.889 ± 0.015; Welch p = 1.6e-4 (docs/experiments.md).
 
 import ml_collections
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.model = m = ml_collections.ConfigDict()  # Replaced whole: the GPT's keys don't apply.
   m.name = "llama"
@@ -47,4 +48,4 @@ def get_config():
   m.attention = "auto"  # reference (einsum), xla or cudnn (jax.nn.dot_product_attention), auto.
   m.remat = "none"  # Recompute blocks in the backward pass: none, block (save nothing), dots.
   m.scan_layers = False  # The blocks as one nn.scan: compile time stays flat as depth grows.
-  return config
+  return configs.preset(config, arg)

@@ -9,10 +9,11 @@ bits per byte; PyTorch's nn.LSTM on the same recipe: 1.533.
 
 import ml_collections
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.model = ml_collections.ConfigDict(
     dict(
@@ -35,4 +36,4 @@ def get_config():
     grad_clip=1.0,
   )
   config.train.batch_size = 32
-  return config
+  return configs.preset(config, arg)

@@ -7,13 +7,14 @@ Measured (seed 0, 2 CPU cores, about 30 s with compilation): validation loss
 characters: 4.17).
 """
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
-def get_config():
+def get_config(arg=None):
   config = shakespeare_char_gpt_cpu.get_config()
   config.model.update(num_layers=2, num_heads=2, d_model=32, max_len=32)
   config.data.seq_len = 32
   config.optim.warmup_steps = 10
   config.train.update(batch_size=8, num_steps=100, log_every=10, eval_every=50, checkpoint_every=50)
-  return config
+  return configs.preset(config, arg)

@@ -24,10 +24,12 @@ document (WikiText-2's 33,278). Measured against main.py on the same text: docs/
 
 import ml_collections
 
+import configs
 from configs import shakespeare_char_gpt_cpu
 
 
 def get_config(arg: str = ""):
+  arg, preset = configs.split(arg)
   parts = [p for p in arg.split(",") if p]
   adam = "adam" in parts
   epochs = int(next((p for p in parts if p.isdigit()), 6))
@@ -77,4 +79,4 @@ def get_config(arg: str = ""):
     # (docs/benchmarks.md); accelerators take pmap under auto anyway.
     parallel="pmap",
   )
-  return config
+  return configs.apply(config, preset)

@@ -19,6 +19,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lm_jax import UserError, console, parallel
 
+FROZEN = "frozen"  # WORKDIR/frozen: what `Checkpointer.save_frozen` writes.
+
 
 def _error_line(e: BaseException) -> str:
   """'Type: first line' of the error a failure started from (Orbax wraps TensorStore's)."""
@@ -214,60 +216,59 @@ class Checkpointer:
       "the last checkpoint written, which is intact."
     )
 
+  # Parameters a run reads but never trains (a LoRA run's model): written once, when it starts.
+
+  @property
+  def frozen_path(self) -> str:
+    return os.path.join(os.path.dirname(self.directory), FROZEN)
+
+  def save_frozen(self, tree) -> None:
+    """Writes WORKDIR/frozen (global arrays), replacing any earlier copy; returns once written.
+
+    Orbax writes into a temporary directory and renames it, so a run killed mid-write leaves
+    either no copy or a whole one; a run that restarts before its first checkpoint writes it
+    again.
+    """
+    path = self.frozen_path
+    if jax.process_index() == 0:  # What a write killed midway left: Orbax's temporary copies.
+      for stale in glob.glob(f"{glob.escape(path)}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    with ocp.StandardCheckpointer() as ckptr:
+      try:
+        ckptr.save(path, tree, force=True)
+        ckptr.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except  (disk full, permissions)
+        raise UserError(
+          f"could not write the frozen parameters to {path} ({_error_line(e)}): free disk "
+          "space or fix its permissions, then run the same command."
+        ) from e
+
+  def restore_frozen(self, target):
+    """Reads WORKDIR/frozen onto `target`'s shapes and shardings (abstract arrays)."""
+    path = self.frozen_path
+    if not os.path.isdir(path):
+      raise UserError(
+        f"{path} is missing: this run trains adapters on parameters it saved there when it "
+        "started, and cannot go on without them; start the run again in a new --workdir."
+      )
+    with ocp.StandardCheckpointer() as ckptr:
+      lines = mismatch(ckptr.metadata(path).item_metadata.tree, target, "saved")
+      if lines:
+        raise UserError(
+          f"the frozen parameters in {path} do not fit the model of this config (path: saved "
+          f"vs config shape, dtype):\n{lines}\nUse the config the run was trained with."
+        )
+      try:
+        return ckptr.restore(path, target)
+      except Exception as e:  # pylint: disable=broad-except  (damage: reported, nothing changed)
+        raise UserError(
+          f"could not read the frozen parameters in {path} ({_error_line(e)}): the copy is "
+          "damaged; start the run again in a new --workdir."
+        ) from e
+
   def close(self) -> None:
     """Waits for the last save, then closes; a save that failed stops the run with its cause."""
     try:
       self.manager.close()
     except Exception as e:  # pylint: disable=broad-except  (any failed write ends here)
       raise self._save_failed(None, e) from e
-
-
-# Parameters a run reads but never trains (a LoRA run's model): written once, when it starts.
-FROZEN = "frozen"
-
-
-def save_frozen(workdir: str, tree) -> None:
-  """Writes WORKDIR/frozen (global arrays), replacing any earlier copy; returns once written.
-
-  Orbax writes into a temporary directory and renames it, so a run killed mid-write leaves
-  either no copy or a whole one; a run that restarts before its first checkpoint writes it again.
-  """
-  console.quiet_package("absl", "orbax")
-  path = os.path.join(os.path.abspath(workdir), FROZEN)
-  if jax.process_index() == 0:  # What a write killed midway left: Orbax's temporary copies.
-    for stale in glob.glob(f"{glob.escape(path)}.orbax-checkpoint-tmp*"):
-      shutil.rmtree(stale, ignore_errors=True)
-  with ocp.StandardCheckpointer() as ckptr:
-    try:
-      ckptr.save(path, tree, force=True)
-      ckptr.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except  (disk full, permissions)
-      raise UserError(
-        f"could not write the frozen parameters to {path} ({type(e).__name__}: "
-        f"{_error_line(e)}): free disk space or fix its permissions, then run the same command."
-      ) from e
-
-
-def restore_frozen(workdir: str, target):
-  """Reads WORKDIR/frozen onto `target`'s shapes and shardings (abstract arrays)."""
-  console.quiet_package("absl", "orbax")
-  path = os.path.join(os.path.abspath(workdir), FROZEN)
-  if not os.path.isdir(path):
-    raise UserError(
-      f"{path} is missing: this run trains adapters on parameters it saved there when it "
-      "started, and cannot go on without them; start the run again in a new --workdir."
-    )
-  with ocp.StandardCheckpointer() as ckptr:
-    lines = mismatch(ckptr.metadata(path).item_metadata.tree, target, "saved")
-    if lines:
-      raise UserError(
-        f"the frozen parameters in {path} do not fit the model of this config (path: saved "
-        f"vs config shape, dtype):\n{lines}\nUse the config the run was trained with."
-      )
-    try:
-      return ckptr.restore(path, target)
-    except Exception as e:  # pylint: disable=broad-except  (damage: reported, nothing changed)
-      raise UserError(
-        f"could not read the frozen parameters in {path} ({type(e).__name__}: "
-        f"{_error_line(e)}): the copy is damaged; start the run again in a new --workdir."
-      ) from e

@@ -3,7 +3,7 @@
 The keys the training loop reads are checked here; each other part checks its own keys where
 it reads them (config.data in the data package, config.model in the model, config.optim in
 optim.py, train.parallel and config.mesh in parallel.py), and `check_config` calls them all.
-Nothing here reads data, compiles, or starts a backend unless `devices` asks for the devices.
+Nothing here reads data, compiles, or starts a backend.
 """
 
 from lm_jax import UserError, data, models, optim, parallel, profiling, runs
@@ -11,14 +11,13 @@ from lm_jax import config as config_lib
 from lm_jax.data import batches
 
 
-def check_config(config, devices: bool = True) -> None:
+def check_config(config) -> None:
   """Refuses a config training cannot use, before anything is read, tokenized or compiled.
 
-  With `devices`, also that the batch splits over this host's devices and the mesh covers
-  them (that starts JAX's backend; a sweep launching runs elsewhere passes False).
+  Whether the batch splits over the devices and the mesh covers them, parallel.make_plan says.
   """
   try:
-    _check(config, devices)
+    _check(config)
   except (AttributeError, KeyError) as e:  # ConfigDict's words for a key it lacks...
     missing = e if isinstance(e, KeyError) else (e.args[0] if e.args else None)
     if not isinstance(missing, KeyError):  # ...and not a bug elsewhere.
@@ -30,7 +29,7 @@ def check_config(config, devices: bool = True) -> None:
     ) from e
 
 
-def _check(config, devices: bool) -> None:
+def _check(config) -> None:
   c, d = config.train, config.data
   epochs = c.get("num_epochs", 0)
   config_lib.check_int("train.num_epochs", epochs, 0)
@@ -54,7 +53,7 @@ def _check(config, devices: bool) -> None:
   config_lib.check_bool("eval.carry", e.get("carry", False))
   config_lib.check_int("eval.stride", e.get("stride", 0), 0)
   profiling.check_profile_steps(c.get("profile_steps"))
-  parallel.check_config(c, config.mesh, devices)
+  parallel.check_config(c, config.mesh)
   data.check_config(config.data)
   models.check_config(config.model)
   optim.check_config(config.optim)

@@ -41,12 +41,12 @@ def start_backend(config) -> None:
   persistent compilation cache (train.compilation_cache)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import parallel, profiling  # pylint: disable=g-import-not-at-top
+  from lm_jax import backend, profiling  # pylint: disable=g-import-not-at-top
 
-  parallel.initialize_distributed(
+  backend.initialize_distributed(
     FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
   )
-  parallel.prepare_cpu_backend(config)
+  backend.prepare_cpu_backend(config)
   for option, value in profiling.compilation_cache_options(config).items():
     jax.config.update(option, value)
 

@@ -2,7 +2,7 @@
 
 With libtpu installed (`pip install -e .[tpu-compile]`), JAX compiles for a TPU topology
 ahead of time on any host: `jax.experimental.topologies` gives the slice's compile-only
-devices, `train.setup` lays the config's real step (model, optimizer, remat, mesh, batch)
+devices, `state.setup` lays the config's real step (model, optimizer, remat, mesh, batch)
 out over them, and XLA's TPU compiler reports what one chip needs. Nothing runs and no
 corpus is read: the vocabulary comes from the run's tokenizer, the Hugging Face tokenizer
 the config names, or data.vocab_size. The only module that talks to libtpu.
@@ -152,12 +152,6 @@ def _shard_bytes(tree) -> int:
   )
 
 
-def _abstract(tree, shardings):
-  return jax.tree_util.tree_map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
-  )
-
-
 def compile_step(config, topology: str, workdir: str = "") -> dict:
   """Compiles `config`'s train step for the TPU slice `topology`; what one chip needs.
 
@@ -165,16 +159,18 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
   (pmap's data parallelism is the mesh mesh.data=-1, mesh.fsdp=1), whatever the config's
   train.parallel, since that is how a TPU slice runs it compiled ahead of time.
   """
-  from lm_jax import train  # pylint: disable=g-import-not-at-top  (train imports the data stack)
+  # The trainer imports the data stack: only here.
+  from lm_jax import checks, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 
   devices = topology_devices(topology)
   config = ml_collections.ConfigDict(config.to_dict())
   config.train.parallel = "sharded"
   vocab_size, tokenizer, vocab_source = vocabulary(config, workdir)
-  built = train.setup(config, vocab_size, tokenizer, devices=devices)
+  checks.check_config(config)
+  built = state_lib.setup(config, vocab_size, tokenizer, devices=devices)
   plan, c = built.plan, config.train
-  state = jax.eval_shape(built.create)
-  state = _abstract(state, plan.state_shardings(state))
+  state = state_lib.with_shardings(plan, built.abstract)
   rows = NamedSharding(plan.mesh, P(parallel.BATCH_AXES))
   tokens = jax.ShapeDtypeStruct((c.batch_size, config.data.seq_len), jnp.int32, sharding=rows)
   whole = NamedSharding(plan.mesh, P())
@@ -193,7 +189,7 @@ def compile_step(config, topology: str, workdir: str = "") -> dict:
   }
   t = time.perf_counter()
   try:
-    compiled = built.train_step.lower(state, batch, rng).compile()
+    compiled = train.compile_step(built).lower(state, batch, rng).compile()
   except Exception as e:  # pylint: disable=broad-except  (XLA's runtime error type)
     oom = _out_of_memory(str(e))
     if oom is None:

@@ -2,6 +2,7 @@
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import math
@@ -79,6 +80,28 @@ def _where(e: Exception, path: str) -> str:
       line = frame.lineno
   message = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
   return message + (f" (line {line})" if line else "")
+
+
+def import_object(name: str, registry: dict, kind: str, key: str, what: str):
+  """A `registry` name, or 'package.module:name' imported: the `kind` (model, optimizer) that
+  config key `key` names; `what` says what such a name must be, for the refusals."""
+  target = registry.get(name, name)
+  if not isinstance(target, str):  # The registry holds the object itself.
+    return target
+  if ":" not in target:
+    raise UserError(
+      f"unknown {kind} {name!r}: set {key} to one of {sorted(registry)} or name {what} as "
+      "'package.module:name'."
+    )
+  module_name, object_name = target.split(":", 1)
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise UserError(
+      f"cannot import {kind} module {module_name!r} ({e}): add the folder that holds it "
+      "to PYTHONPATH (e.g. PYTHONPATH=. from that folder)."
+    ) from e
+  return getattr(module, object_name, None)
 
 
 def flat_keys(config, prefix: str = "") -> list[str]:

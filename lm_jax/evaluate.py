@@ -182,18 +182,19 @@ def evaluate_run(
     raise UserError(f"--parallel={parallel_mode}: use one of {list(parallel.MODES)}.")
   if batch_size < 0:
     raise UserError(f"--batch_size={batch_size}: give rows per batch, or 0 for the run's own.")
-  config, model, tokenizer, state, step = runs.load_run(workdir, step)
-  _, tokens = data.prepare(config.data, workdir, is_writer=False)
+  saved = runs.read_config(workdir)
+  batch_size = batch_size or saved.train.eval_batch_size or saved.train.batch_size
+  _, tokens = data.prepare(saved.data, workdir, is_writer=False)
   if split not in tokens:
     raise UserError(
       f"the run's data has no {split} split: set data.test_split or "
       f"data.text_files.{split} in its config."
     )
-  plan = parallel.make_plan(parallel_mode or config.train.parallel, config.mesh)
-  batch_size = batch_size or config.train.eval_batch_size or config.train.batch_size
-  plan.check_batch(batch_size, "the eval batch size")
+  config, model, tokenizer, state, step, plan = runs.load_run(
+    workdir, step, parallel=parallel_mode or saved.train.parallel, batch_size=batch_size
+  )
   how = protocol(config, model)
-  state = plan.put(state.replace(carry=None))  # Training's carry is not evaluation's.
+  state = state.replace(carry=None)  # Training's carry is not evaluation's.
   m = evaluate(how.compile(plan), state, tokens[split], config.data.seq_len, batch_size, plan, how)
   result = {"split": split, "step": step, **_report(m, tokenizer, tokens[split])}
   result["protocol"] = how.describe(config.data.seq_len, batch_size)

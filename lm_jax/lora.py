@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from lm_jax import UserError, models
+from lm_jax import UserError
 
 NAMES = ("lora_a", "lora_b")
 
@@ -214,15 +214,3 @@ def merge(frozen: dict, adapters: dict, s: Settings) -> dict:
     w = flat[(*key, "kernel")]
     flat[(*key, "kernel")] = _merged_kernel(w, ab[(*key, "lora_a")], ab[(*key, "lora_b")], s.scale)
   return traverse_util.unflatten_dict(flat)
-
-
-def flops_per_token(model: nn.Module, params, frozen, seq_len: int) -> float:
-  """Training FLOPs per token; a frozen weight skips its gradient, 2 of its 6 FLOPs.
-
-  The model's count at seq_len 0 is its parameters' share (6 per weight), the rest attention's.
-  """
-  if frozen is None:
-    return models.flops_per_token(model, params, seq_len)
-  weights = models.flops_per_token(model, frozen, 0)
-  adapters = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  return models.flops_per_token(model, frozen, seq_len) - weights / 3 + 6.0 * adapters

@@ -12,7 +12,6 @@ word_language_model rule). It lives in the TrainState (`schedule_state`) and its
 """
 
 import functools
-import importlib
 import math
 
 import jax
@@ -333,24 +332,10 @@ OPTIMIZERS = {
 
 def get_optimizer(name: str):
   """A registry name or 'package.module:function' -> the optimizer function."""
-  if name in OPTIMIZERS:
-    return OPTIMIZERS[name]
-  if ":" not in name:
-    raise UserError(
-      f"unknown optimizer {name!r}: set optim.name to one of {sorted(OPTIMIZERS)} or name a "
-      "function(learning_rate, optim_config) as 'package.module:function'."
-    )
-  module_name, function_name = name.split(":", 1)
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise UserError(
-      f"cannot import optimizer module {module_name!r} ({e}): add the folder that holds it "
-      "to PYTHONPATH (e.g. PYTHONPATH=. from that folder)."
-    ) from e
-  fn = getattr(module, function_name, None)
+  what = "a function(learning_rate, optim_config)"
+  fn = config_lib.import_object(name, OPTIMIZERS, "optimizer", "optim.name", what)
   if not callable(fn):
-    raise UserError(f"{name!r} does not name a function in {module_name}: check optim.name.")
+    raise UserError(f"{name!r} does not name a function: check optim.name.")
   return fn
 
 

@@ -19,7 +19,6 @@ global arrays (what Orbax saves), so checkpoints move between all three.
 
 import dataclasses
 import functools
-import os
 
 import jax
 import numpy as np
@@ -44,28 +43,31 @@ def _holds_rows(path) -> bool:
   return getattr(first, "key", getattr(first, "name", None)) in ROW_KEYS
 
 
-def check_config(train_config, mesh_config, devices: bool = True) -> None:
-  """Refuses a train.parallel, batch split or config.mesh that cannot run, before data is read;
-  with `devices`, also a batch or mesh that does not fit this host's devices."""
+def check_config(train_config, mesh_config) -> None:
+  """Refuses a train.parallel, batch size or config.mesh of the wrong type or range; whether
+  they fit the devices, `make_plan` says."""
   c = train_config
   config_lib.check_choice("train.parallel", c.parallel, MODES)
   config_lib.check_int("train.batch_size", c.batch_size, 1)
   config_lib.check_int("train.eval_batch_size", c.eval_batch_size, 0)
   for axis in MESH_AXES:
-    config_lib.check_int(f"mesh.{axis}", mesh_config[axis], -1)
-  if not devices:
-    return
-  if c.parallel in ("pmap", "sharded"):  # 'auto' picks a device count that divides them.
-    plan = Plan(c.parallel, make_mesh(mesh_config) if c.parallel == "sharded" else None)
-    plan.check_batch(c.batch_size)
-    plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
+    config_lib.check_int(f"mesh.{axis}", mesh_config.get(axis, 1), -1)
+
+
+def batch_sizes(train_config) -> dict:
+  """The batches a training run's plan splits, by the keys that set them."""
+  c = train_config
+  return {
+    "train.batch_size": c.batch_size,
+    "train.eval_batch_size": c.eval_batch_size or c.batch_size,
+  }
 
 
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """A ('data', 'fsdp', 'tensor') mesh over `devices` (default all); one size may be -1."""
   devices = np.asarray(devices if devices is not None else jax.devices())
   sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
-  named = lambda sizes: " x ".join(f"mesh.{a}={s}" for a, s in zip(MESH_AXES, sizes))
+  named = lambda sizes: " x ".join(f"mesh.{a}={s}" for a, s in zip(MESH_AXES, sizes, strict=True))
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise UserError(
       f"{named(sizes)} is invalid: give positive sizes, at most one of them -1 "
@@ -87,17 +89,13 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   return Mesh(devices.reshape(sizes), MESH_AXES)
 
 
-def fsdp_spec(shape, fsdp_size: int) -> P:
-  """Splits the largest dimension divisible by the fsdp size; replicates otherwise."""
-  return placement.spec("", shape, fsdp_size, 1)
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """How a run lays state and batches over devices; see the module docstring."""
 
   mode: str
   mesh: Mesh | None = None
+  reason: str = "set in the config"  # Why this mode (train.parallel='auto' chooses).
 
   @property
   def num_replicas(self) -> int:
@@ -143,11 +141,12 @@ class Plan:
       abstract_tree,
     )
 
-  def init(self, fn):
-    """Runs `fn() -> state` into the step's layout; sharded states never exist whole."""
+  def init(self, fn, abstract, *args):
+    """Runs `fn(*args) -> state` (`abstract`: its shapes) into the step's layout; sharded
+    states never exist whole."""
     if self.mode == "pmap":
-      return self.put(jax.jit(fn)())
-    return jax.jit(fn, out_shardings=self.state_shardings(jax.eval_shape(fn)))()
+      return self.put(jax.jit(fn)(*args))
+    return jax.jit(fn, out_shardings=self.state_shardings(abstract))(*args)
 
   def place(self, tree):
     """Host or global arrays -> global arrays in the checkpoint layout."""
@@ -289,16 +288,21 @@ def resolve_mode(
 
 
 def make_plan(
-  parallel: str, mesh_config=None, flops_per_step: float | None = None, devices=None
+  parallel: str,
+  mesh_config=None,
+  flops_per_step: float | None = None,
+  devices=None,
+  batch_sizes: dict | None = None,
 ) -> Plan:
-  """A plan for a train.parallel mode; 'auto' as resolve_mode decides.
+  """A plan for a train.parallel mode ('auto' as resolve_mode decides) that splits each of
+  `batch_sizes` ({what: rows}, named in a refusal) over its replicas.
 
   `devices` (default: all of JAX's) are what a sharded plan's mesh covers: the compile-only
   devices of a TPU topology lay a run out for a slice this host does not have.
   """
   n = len(devices) if devices is not None else None
   platform = devices[0].platform if devices is not None else None
-  parallel, _ = resolve_mode(parallel, flops_per_step, platform, n)
+  parallel, reason = resolve_mode(parallel, flops_per_step, platform, n)
   if parallel == "jit" and jax.process_count() > 1:
     raise UserError(
       "train.parallel='jit' runs on one device, but this run has "
@@ -306,91 +310,19 @@ def make_plan(
     )
   mesh_config = mesh_config if mesh_config is not None else {"data": -1, "fsdp": 1}
   mesh = make_mesh(mesh_config, devices) if parallel == "sharded" else None
-  return Plan(parallel, mesh)
+  plan = Plan(parallel, mesh, reason)
+  for what, rows in (batch_sizes or {}).items():
+    plan.check_batch(rows, what)
+  return plan
 
 
-def initialize_distributed(
-  coordinator_address: str | None, num_processes: int | None, process_id: int | None, auto: bool
-) -> None:
-  """Joins the other processes of a multi-host run, before anything touches a device.
-
-  Either all three of address, count and index, or `auto` (JAX reads the
-  cluster's own environment: TPU pod, SLURM, Open MPI), or none (one process).
-  """
-  explicit = (coordinator_address, num_processes, process_id)
-  if not auto and all(x is None for x in explicit):
-    return
-  if any(x is None for x in explicit) and not all(x is None for x in explicit):
-    raise UserError(
-      "pass all of --coordinator_address, --num_processes and --process_id, "
-      "or none of them (with --distributed on a TPU pod or SLURM)."
-    )
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no-op elsewhere.
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
-
-
-# XLA:CPU rewrites bfloat16 dots to float32 unless told otherwise; these run them on oneDNN
-# (AMX / AVX512-BF16 units) in bfloat16, several times float32's speed for a lone matmul. With
-# jaxlib 0.10.2, though, compiling a GPT forward pass under them aborts the process in oneDNN
-# ("partition compile failed"), so they stay off until a jaxlib compiles the models with them
-# (tests/integration/test_parallel.py checks which is the case). What aborts is oneDNN's fusion
-# of a dot with its neighbours: two bf16 dots in a row, `(x @ w1) @ w2`, with nothing, a scale
-# or a GELU between them, or a scaled operand, `(q * c) @ k`, while a lone dot, a dot with an
-# f32 result, or dots with a ReLU between them compile; no model-side rewrite avoids every such
-# pattern. Figures: docs/benchmarks.md ("On a CPU: fused attention and bfloat16").
-CPU_BF16_FLAGS_COMPILE_MODELS = False
-CPU_BF16_FLAGS = (
-  "--xla_disable_hlo_passes=float-normalization-bf16",
-  "--xla_cpu_use_onednn=true",
-  "--xla_cpu_experimental_onednn_fusion_type=dot",
-)
-
-
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-  """True on CPUs with bfloat16 matrix units (AMX-BF16 or AVX512-BF16)."""
-  try:
-    with open(cpuinfo) as f:
-      flags = {w for line in f if line.startswith("flags") for w in line.split()}
-  except OSError:
-    return False
-  return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
-def prepare_cpu_backend(config, cpuinfo: str = "/proc/cpuinfo") -> None:
-  """Sets XLA_FLAGS for a CPU before JAX starts its backend; accelerators are unaffected.
-
-  Each core becomes a device when the run would use them (cpu_cores_as_devices),
-  and with model.dtype='bfloat16' on a CPU that has bfloat16 units, XLA keeps
-  the dots in bfloat16 (CPU_BF16_FLAGS), once the installed jaxlib compiles
-  the models with them (CPU_BF16_FLAGS_COMPILE_MODELS).
-  """
+def training_plan(config) -> Plan | None:
+  """The plan of an explicit train.parallel, made before any data is read, so that a batch or
+  mesh the devices cannot take is refused at once; None for 'auto', which the model decides."""
   c = config.train
-  config_lib.check_choice("train.parallel", c.parallel, MODES)
-  config_lib.check_int("train.batch_size", c.batch_size, 1)
-  config_lib.check_int("train.eval_batch_size", c.eval_batch_size, 0)
-  cpu_cores_as_devices(c.parallel, c.batch_size, c.eval_batch_size or c.batch_size)
-  bf16 = config.model.get("dtype") == "bfloat16"
-  if bf16 and CPU_BF16_FLAGS_COMPILE_MODELS and cpu_has_bf16(cpuinfo):
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    names = {f.split("=")[0] for f in flags}
-    flags += [f for f in CPU_BF16_FLAGS if f.split("=")[0] not in names]
-    os.environ["XLA_FLAGS"] = " ".join(flags)
-
-
-def cpu_cores_as_devices(parallel: str, *batch_sizes: int) -> None:
-  """On a CPU, makes each core a JAX device so that pmap runs one replica per core.
-
-  Only for runs that would use them ('auto', 'pmap', 'sharded'): extra host
-  devices slow a one-device jit. Picks the most cores that divide every batch
-  size. Must run before JAX starts its backend; accelerators are unaffected.
-  """
-  flags = os.environ.get("XLA_FLAGS", "")
-  if parallel == "jit" or "xla_force_host_platform_device_count" in flags:
-    return
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  n = max(d for d in range(1, (cores or 1) + 1) if all(b % d == 0 for b in batch_sizes))
-  if n > 1:
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+  if c.parallel == "auto":
+    return None
+  return make_plan(c.parallel, config.mesh, batch_sizes=batch_sizes(c))
 
 
 def any_process(flag: bool) -> bool:

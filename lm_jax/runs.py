@@ -1,59 +1,133 @@
-"""A run on disk: loading it back, the parameters a new run starts from, and the workdir lock."""
+"""A run on disk: the one road to its initial state, loading it back, and the workdir lock."""
 
 import contextlib
 import fcntl
 import json
 import os
 import socket
+from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 
-from lm_jax import UserError, checkpoint, models, optim, parallel
+from lm_jax import UserError, checkpoint
 from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import tokenizers
 from lm_jax.models import layers
 
 
-def load_run(workdir: str, step: int | None = None, merge: bool = True):
+class Start(NamedTuple):
+  """Where a run starts: its state (in the plan's layout), dropout key, step, and the meta of
+  the checkpoint it resumed (None when it starts at step 0)."""
+
+  state: Any
+  rng: jax.Array
+  step: int
+  meta: dict | None
+
+
+def initial_state(
+  s: state_lib.Setup,
+  ckpt: checkpoint.Checkpointer | None,
+  step: int | None = None,
+  resume_only: bool = False,
+) -> Start:
+  """The state a run starts from, in `s.plan`'s layout, by the one rule every entry point takes.
+
+  1. The newest checkpoint in `ckpt` that restores (or `step`), with its frozen parameters.
+  2. Else, with train.init_from, that run's or Hugging Face model's parameters and a fresh
+     optimizer state (`resume_only`: refused instead, for a run loaded back).
+  3. Else fresh parameters from config.seed.
+  A trainer's (writable) `ckpt` also saves a new LoRA run's frozen parameters, once; no `ckpt`
+  (a run not on disk yet) starts at 2 or 3.
+  """
+  plan, abstract = s.plan, s.abstract
+  restored = None
+  if ckpt is not None:
+    restored = ckpt.restore(state_lib.with_shardings(plan, _targets(abstract, s.rng)), step)
+  if restored is not None:
+    at, tree, meta = restored
+    arrays = {k: tree[k] for k in state_lib.arrays(abstract)}
+    state = abstract.replace(**plan.put({**arrays, "diverged_at": np.int32(0)}))
+    if abstract.frozen is not None:  # Saved once, when the run started.
+      frozen = ckpt.restore_frozen(state_lib.with_shardings(plan, abstract.frozen))
+      state = state.replace(frozen=plan.put(frozen))
+    return Start(state, state_lib.rng_from_tree(tree), at, meta)
+  if resume_only:
+    workdir = os.path.dirname(ckpt.directory)
+    raise UserError(f"{workdir} holds no checkpoint: train first, or check --workdir.")
+  source = s.config.train.get("init_from")
+  if source:  # Read straight onto the devices, in the layout the state takes.
+    model = state_lib.model_params(abstract)
+    params = initial_params(source, s.config.model, model, plan.state_shardings(model))
+    state = plan.init(s.create, abstract, plan.place(params))
+  else:
+    state = plan.init(s.create, abstract)
+  if state.frozen is not None and ckpt is not None and not ckpt.read_only:
+    ckpt.save_frozen(plan.place(plan.get(state.frozen)))
+  return Start(state, s.rng, 0, None)
+
+
+def _targets(abstract: state_lib.TrainState, rng) -> dict:
+  return state_lib.checkpoint_tree(abstract, jax.eval_shape(jax.random.key_data, rng))
+
+
+def save_state(ckpt: checkpoint.Checkpointer, plan, state, rng, step: int, meta: dict, **kw):
+  """Starts saving `state` (in `plan`'s layout) and the dropout key as checkpoint `step`."""
+  tree = plan.place(state_lib.checkpoint_tree(plan.get(state), rng))
+  ckpt.save(step, tree, meta={"step": step, **meta}, **kw)
+
+
+class Loaded(NamedTuple):
+  """A run loaded back: its config, model, tokenizer, state, the checkpoint's step, and the
+  layout the state is in."""
+
+  config: Any
+  model: Any
+  tokenizer: Any
+  state: state_lib.TrainState
+  step: int
+  plan: Any
+
+
+def load_run(
+  workdir: str,
+  step: int | None = None,
+  merge: bool = True,
+  parallel: str = "jit",
+  batch_size: int = 0,
+) -> Loaded:
   """Loads a run's config, model, tokenizer and its newest (or given) checkpoint.
 
-  Returns (config, model, tokenizer, TrainState on one device, step). A LoRA run's state
-  holds the adapted model: its parameters with the adapters merged in, for `model.apply`
-  (no optimizer state); with `merge=False`, the state as it trains (adapters and their
-  optimizer state; the model's parameters in `frozen`).
+  The state is laid out by `parallel` (train.parallel's modes; '' the run's own), which
+  must split `batch_size` rows when given; by default one device. A LoRA run's state holds
+  the adapted model: its parameters with the adapters merged in, for `model.apply` (no
+  optimizer state); with `merge=False`, the state as it trains (adapters and their optimizer
+  state; the model's parameters in `frozen`).
   """
-  check_run(workdir)
-  config = config_lib.load(os.path.join(workdir, "config.json"))
+  config = read_config(workdir)
   tokenizer = tokenizers.load(os.path.join(workdir, "tokenizer.json"))
-  eod_ids = models.document_ids(config.data, tokenizer)
-  model = models.build_model(config.model, tokenizer.vocab_size, eod_ids)
-  tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
-  create, rng = state_lib.state_factory(config, model, tx)
+  layout = ml_collections.ConfigDict(config.to_dict())
+  layout.train.parallel = parallel or config.train.parallel
+  sizes = {"the eval batch size": batch_size} if batch_size else {}
+  s = state_lib.setup(layout, tokenizer.vocab_size, tokenizer, batch_sizes=sizes)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:
-    restored = ckpt.restore(state_lib.restore_targets(parallel.Plan("jit"), create, rng), step)
+    state, _, at, _ = initial_state(s, ckpt, step, resume_only=True)
   finally:
     ckpt.close()
-  if restored is None:
-    raise UserError(f"{workdir} holds no checkpoint: train first, or check --workdir.")
-  step, tree, _ = restored
-  state = state_lib.TrainState(
-    step=tree["step"],
-    params=tree["params"],
-    opt_state=tree["opt_state"],
-    apply_fn=jax.eval_shape(create).apply_fn,
-    tx=tx,
-    **{k: tree[k] for k in state_lib.OPTIONAL if k in tree},
-  )
-  frozen = state_lib.frozen_targets(parallel.Plan("jit"), create)
-  if frozen is not None:
-    state = state.replace(frozen=checkpoint.restore_frozen(workdir, frozen))
-    if merge:
-      params = state_lib.adapted_params(state, config)
-      state = state_lib.TrainState(state.step, params, None, model.apply, tx)
-  return config, model, tokenizer, state, step
+  if merge and state.frozen is not None:
+    adapted = state_lib.adapted_params(state, config)
+    state = state.replace(params=adapted, opt_state=None, frozen=None, apply_fn=s.model.apply)
+  return Loaded(config, s.model, tokenizer, state, at, s.plan)
+
+
+def read_config(workdir: str):
+  """The config a run was trained with (its config.json), once the path is checked to hold one."""
+  check_run(workdir)
+  return config_lib.load(os.path.join(workdir, "config.json"))
 
 
 def best_step(workdir: str) -> int:
@@ -137,7 +211,7 @@ def initial_params(path: str, model_config, abstract_params, shardings=None):
   which are placed on their devices tensor by tensor as they are read.
   """
   if is_run(path):
-    params = jax.device_get(load_run(path)[3].params)
+    params = jax.device_get(load_run(path).state.params)
     scanned = "blocks" in abstract_params
     params = layers.stack_blocks(params) if scanned else layers.unstack_blocks(params)
     same = jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(abstract_params)

@@ -237,7 +237,7 @@ def generate(
     P = int(lengths.max())
     n = remaining if max_len is None else min(remaining, max_len - P)
     prompt_BxP = np.zeros((len(context), P), np.int32)
-    for row, p in zip(prompt_BxP, context):
+    for row, p in zip(prompt_BxP, context, strict=True):
       row[: len(p)] = p
     rng, key = jax.random.split(rng)
     out_BxT = np.asarray(
@@ -256,12 +256,12 @@ def generate(
         use_cache=use_cache,
       )
     )
-    chunk = [row[m : m + n] for row, m in zip(out_BxT, lengths)]
-    new = [np.concatenate([a, b]) for a, b in zip(new, chunk)]
+    chunk = [row[m : m + n] for row, m in zip(out_BxT, lengths, strict=True)]
+    new = [np.concatenate([a, b]) for a, b in zip(new, chunk, strict=True)]
     context = (
-      [np.concatenate([p, c])[-(max_len // 2) :] for p, c in zip(context, chunk)]
+      [np.concatenate([p, c])[-(max_len // 2) :] for p, c in zip(context, chunk, strict=True)]
       if max_len is not None
       else None
     )
   ends = [np.isin(row, eos) for row in new]
-  return [row[: np.argmax(end)] if end.any() else row for row, end in zip(new, ends)]
+  return [row[: np.argmax(end)] if end.any() else row for row, end in zip(new, ends, strict=True)]

@@ -1,14 +1,22 @@
-"""The TrainState, the tree a checkpoint holds, and how both are made from a config.
+"""What a config makes before any step runs: the model, its optimizer, the TrainState and layout.
+
+`setup(config, vocab_size)` builds each of them once: the model (its 'auto' settings resolved
+for the devices), the optimizer and its schedule, the one function that creates the initial
+TrainState (from `config.seed`) and that state's abstract shape, the layout over the devices (a
+parallel.Plan) and the training FLOPs per token. Training, evaluation, sampling, import, the
+benchmark and the compile check all start from a Setup, and `runs.initial_state` gives each of
+them its state by one rule.
 
 A checkpoint holds {'step', 'params', 'opt_state', 'rng'}: the TrainState's arrays and the
 dropout key as raw key data (Orbax stores arrays, not typed keys); and 'schedule_state' when
 the learning-rate schedule has state (optim.schedule='plateau'), 'carry' when a recurrent model
 carries its state across steps (data.order='sequential'). Parameters a run reads but never
 trains (`frozen`: a LoRA run's model, lm_jax/lora.py) are saved once, when the run starts, in
-WORKDIR/frozen. Training, evaluation, sampling and the benchmark build the initial state the
-same way, from `config.seed`, through `state_factory`.
+WORKDIR/frozen.
 """
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lm_jax import lora, models, optim, parallel
+from lm_jax import UserError, lora, models, optim, parallel
 
 
 @flax.struct.dataclass
@@ -43,50 +51,105 @@ class TrainState:
   carry: Any = None
 
 
-def create_train_state(model, tx, rng, seq_len: int, schedule_state=None, carry=None) -> TrainState:
-  params = jax.jit(model.init)(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
-  return TrainState(
-    step=jnp.array(0, jnp.int32),
-    params=params,
-    opt_state=tx.init(params),
-    apply_fn=model.apply,
-    tx=tx,
-    diverged_at=jnp.array(0, jnp.int32),
-    schedule_state=schedule_state,
-    carry=carry,
-  )
-
-
 def carries_state(config, model) -> bool:
   """Whether training carries the model's state from step to step: a recurrent model (one
   with `init_carry`) reading contiguous streams (data.order='sequential')."""
   return config.data.order == "sequential" and models.has_carry(model)
 
 
-def state_factory(config, model, tx) -> tuple[Callable[[], TrainState], jax.Array]:
-  """(a function creating the initial TrainState, the dropout key), both from config.seed.
+def state_factory(config, model, tx) -> tuple[Callable[..., TrainState], jax.Array]:
+  """(create, the dropout key), both from config.seed; the one place a TrainState is made.
 
-  With train.lora.rank > 0 the state trains adapters and holds the model's parameters frozen.
+  `create(model_params=None)` gives the step-0 state: the model's parameters as `model.init`
+  draws them, or `model_params` (train.init_from's), and a fresh optimizer state. With
+  train.lora.rank > 0 the state trains adapters and holds the model's parameters frozen.
   """
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   seq_len = config.data.seq_len
-  extra = dict(
-    schedule_state=optim.schedule_state(config.optim),
-    carry=model.init_carry(config.train.batch_size) if carries_state(config, model) else None,
-  )
+  tokens = jnp.zeros((1, seq_len), jnp.int32)
+  schedule_state = optim.schedule_state(config.optim)
+  carry = model.init_carry(config.train.batch_size) if carries_state(config, model) else None
   adapters = lora.settings(config.train.get("lora"))
-  if adapters is None:
-    return lambda: create_train_state(model, tx, init_rng, seq_len, **extra), rng
-  apply_fn = lora.apply_fn(model, adapters)  # One function: jit keys on it.
+  apply_fn = model.apply if adapters is None else lora.apply_fn(model, adapters)  # jit keys on it.
 
-  def create():
-    frozen, params = lora.init(model, adapters, init_rng, seq_len)
+  def create(model_params=None) -> TrainState:
+    if adapters is None:
+      frozen, params = None, model_params
+      if params is None:
+        params = jax.jit(model.init)(init_rng, tokens)["params"]
+    else:
+      frozen, params = lora.init(model, adapters, init_rng, seq_len)
+      frozen = frozen if model_params is None else model_params
     step = jnp.array(0, jnp.int32)
     return TrainState(
-      step, params, tx.init(params), apply_fn, tx, frozen=frozen, diverged_at=step, **extra
+      step,
+      params,
+      tx.init(params),
+      apply_fn,
+      tx,
+      frozen=frozen,
+      diverged_at=step,
+      schedule_state=schedule_state,
+      carry=carry,
     )
 
   return create, rng
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a config and a vocabulary make, before any state exists; see the module docstring."""
+
+  config: Any
+  model: Any
+  plan: parallel.Plan
+  create: Callable[..., TrainState]  # state_factory's.
+  abstract: TrainState  # jax.eval_shape(create): the state's shapes and dtypes, traced once.
+  rng: jax.Array  # The dropout key.
+  lr_schedule: Callable
+  flops_per_token: float
+  resolved: dict  # What 'auto' settings became on these devices, and why (run.json).
+
+
+def setup(
+  config, vocab_size: int, tokenizer=None, *, devices=None, plan=None, batch_sizes=None
+) -> Setup:
+  """The model, optimizer, initial-state factory and layout of `config` (checked before).
+
+  `tokenizer` gives the end-of-document ids of data.document_masking; without one
+  (synthetic benchmarks, compile checks) id 0 stands in, which costs the same. `devices`
+  (default: JAX's) are what the layout covers and what 'auto' settings are resolved for:
+  the compile check passes a TPU topology's compile-only devices. `plan` is the layout when
+  it was made before (an explicit train.parallel, made before the data is read); otherwise it
+  is made here, for `batch_sizes` ({what: rows}; default: the training and evaluation batches).
+  """
+  c, seq_len = config.train, config.data.seq_len
+  if tokenizer is not None:
+    eod_ids = models.document_ids(config.data, tokenizer)
+  else:
+    eod_ids = (0,) if config.data.get("document_masking", False) else ()
+  model = models.build_model(config.model, vocab_size, eod_ids)
+  requested_attention = config.model.get("attention")
+  model, resolved = models.resolve_auto(model, devices[0] if devices is not None else None)
+  if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
+    print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
+  max_len = getattr(model, "max_len", None)
+  if max_len is not None and max_len < seq_len:
+    raise UserError(
+      f"data.seq_len={seq_len} exceeds model.max_len={max_len}: "
+      "raise model.max_len or lower data.seq_len."
+    )
+  tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
+  create, rng = state_factory(config, model, tx)
+  abstract = jax.eval_shape(create)
+  flops_per_token = models.flops_per_token(model, abstract.params, seq_len, abstract.frozen)
+  if plan is None:
+    if batch_sizes is None:
+      batch_sizes = parallel.batch_sizes(c)
+    flops = flops_per_token * c.batch_size * seq_len
+    plan = parallel.make_plan(c.parallel, config.mesh, flops, devices, batch_sizes)
+  resolved = {**resolved, "parallel": plan.mode, "parallel_reason": plan.reason}
+  return Setup(config, model, plan, create, abstract, rng, lr_schedule, flops_per_token, resolved)
 
 
 def model_params(state: TrainState):
@@ -105,18 +168,13 @@ def adapted_params(state: TrainState, config):
   return merge(state.frozen, state.params, lora.settings(config.train.get("lora")))
 
 
-def with_model_params(state: TrainState, params) -> TrainState:
-  """`state` with the model's own parameters replaced (as train.init_from does)."""
-  return state.replace(params=params) if state.frozen is None else state.replace(frozen=params)
-
-
 # The TrainState's arrays besides the step, params and optimizer state, by checkpoint key; a
 # checkpoint holds those a run has (not None), so older checkpoints restore unchanged.
 OPTIONAL = ("schedule_state", "carry")
 
 
 def arrays(state: TrainState) -> dict:
-  """The state's arrays by checkpoint key (what Orbax saves and the loop restores)."""
+  """The state's arrays by checkpoint key (what Orbax saves and a restore reads)."""
   tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
   return {**tree, **{k: getattr(state, k) for k in OPTIONAL if getattr(state, k) is not None}}
 
@@ -134,21 +192,10 @@ def rng_from_tree(tree) -> jax.Array:
   return jax.random.wrap_key_data(jax.device_get(data.addressable_data(0)))
 
 
-def _with_shardings(plan: parallel.Plan, abstract):
+def with_shardings(plan: parallel.Plan, abstract):
+  """Abstract arrays with the plan's checkpoint shardings: what Orbax restores onto."""
   return jax.tree_util.tree_map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
     abstract,
     plan.state_shardings(abstract),
   )
-
-
-def restore_targets(plan: parallel.Plan, create: Callable[[], TrainState], rng) -> dict:
-  """Abstract arrays with the plan's checkpoint shardings: what Orbax restores onto."""
-  abstract = checkpoint_tree(jax.eval_shape(create), jax.eval_shape(jax.random.key_data, rng))
-  return _with_shardings(plan, abstract)
-
-
-def frozen_targets(plan: parallel.Plan, create: Callable[[], TrainState]):
-  """The frozen parameters as abstract arrays with the plan's shardings; None without any."""
-  frozen = jax.eval_shape(create).frozen
-  return None if frozen is None else _with_shardings(plan, frozen)

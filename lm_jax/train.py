@@ -1,4 +1,10 @@
-"""The pure train step, and the training loop around it: setup, restore, loop."""
+"""Training: the entry point first, then the loop, then the pure train step.
+
+`train_and_evaluate` reads the data, builds the run (state.setup), takes its state by the one
+rule of runs.initial_state (resume, train.init_from, or fresh) and runs `_loop`, the one place
+that decides when to log, evaluate, save and stop. `train_step` is a pure function
+(state, batch, rng) -> (state, metrics) that knows only its pmap axis name, if any.
+"""
 
 import contextlib
 import dataclasses
@@ -22,9 +28,7 @@ from lm_jax import (
   console,
   data,
   evaluate,
-  lora,
   losses,
-  models,
   optim,
   parallel,
   placement,
@@ -35,6 +39,312 @@ from lm_jax import (
 from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import batches
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
+
+  Returns (final state, final validation metrics).
+  """
+  checks.check_config(config)
+  plan, c = parallel.training_plan(config), config.train
+  runs.make_workdir(workdir)
+  with runs.lock_workdir(workdir):
+    run = _prepare(config, workdir, plan)
+    ckpt = checkpoint.Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
+    writer = records.MetricWriter(workdir)
+    try:
+      start = runs.initial_state(run.setup, ckpt)
+      _begin(run, start, writer)
+      state, eval_metrics = _loop(run, start, ckpt, writer)
+    finally:
+      writer.close()
+      ckpt.close()  # Waits for the last save.
+  final = run.plan.get(state)  # Global arrays; on one host, fetched to numpy.
+  return (jax.device_get(final) if jax.process_count() == 1 else final), eval_metrics
+
+
+def compile_step(s: state_lib.Setup) -> Callable:
+  """`train_step` as `s` configures it, checked against its layout and compiled for it: the
+  step training, the benchmark and the compile check run."""
+  c, plan = s.config.train, s.plan
+  tensor = int(s.config.mesh.get("tensor", 1))
+  placement.check_tensor_parallel(s.abstract.params, tensor, plan.mode, s.config.model.name)
+  per_replica = c.batch_size // plan.num_replicas
+  if c.grad_accum_steps < 1 or per_replica % c.grad_accum_steps:
+    raise UserError(
+      f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
+      f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
+    )
+  z_loss = s.config.optim.get("z_loss", 0.0)
+  step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps, z_loss=z_loss)
+  return plan.compile_step(step, state=s.abstract)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """A run's setup, data, directory and compiled steps: everything the loop reads but never
+  changes."""
+
+  setup: state_lib.Setup
+  workdir: str
+  tokens: dict
+  train_step: Callable
+  eval_step: Callable
+  eval_protocol: evaluate.Protocol
+  resolved: dict  # The setup's, and the evaluation protocol in words (run.json).
+  harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
+
+  @property
+  def config(self):
+    return self.setup.config
+
+  @property
+  def plan(self) -> parallel.Plan:
+    return self.setup.plan
+
+
+def _prepare(config, workdir: str, plan) -> _Run:
+  """Data first (it gives the vocabulary and the length of an epoch), then the setup."""
+  tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
+  c, d = config.train, config.data
+  if c.get("num_epochs"):
+    epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
+    config = config_lib.with_epochs(config, epoch)
+  config_lib.check_epoch_keys(config)
+  s = state_lib.setup(config, tokenizer.vocab_size, tokenizer, plan=plan)
+  how = evaluate.protocol(config, s.model)
+  eval_rows = config.train.eval_batch_size or config.train.batch_size
+  resolved = {**s.resolved, "eval_protocol": how.describe(d.seq_len, eval_rows)}
+  harness = None
+  if config.train.get("eval_tasks"):
+    try:
+      from lm_jax import harness as harness_lib  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise UserError(
+        f"train.eval_tasks needs lm-evaluation-harness ({e}): pip install -e .[harness]."
+      ) from e
+    harness = harness_lib.InLoop(config, workdir, s.model, tokenizer, s.plan)
+  steps = (compile_step(s), how.compile(s.plan), how)
+  return _Run(s, workdir, tokens, *steps, resolved, harness)
+
+
+def _begin(run: _Run, start: runs.Start, writer: records.MetricWriter) -> None:
+  """What a start says and records: a resume and what changed since its checkpoint, or the
+  config of a new run; then the run's config and run.json, rewritten."""
+  config = run.config
+  if start.meta is not None:
+    print(f"resumed {run.workdir} from step {start.step}", file=sys.stderr)
+    for change in _batch_changes(start.meta, _meta(run)):
+      print(
+        f"warning: {change} since checkpoint {start.step}: the batches from here on differ "
+        "from those the run would have seen unbroken.",
+        file=sys.stderr,
+      )
+  else:
+    writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
+  records.truncate_metrics(run.workdir, start.step)  # Lines a killed run wrote past its save.
+  records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
+  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens), run.resolved)
+
+
+class _Meter:
+  """Throughput between log lines: tokens/s, FLOP/s and the share spent waiting for input."""
+
+  def __init__(self, run: _Run, start_step: int):
+    c = run.config
+    self.tokens_per_step = c.train.batch_size * c.data.seq_len
+    self.flops_per_token = run.setup.flops_per_token
+    self.t_start = self.t_last = time.perf_counter()
+    self.last_step = start_step
+
+  def read(self, step: int, prefetcher: batches.Prefetcher) -> dict:
+    now = time.perf_counter()
+    tok_s = self.tokens_per_step * (step - self.last_step) / (now - self.t_last)
+    wait = prefetcher.wait_sec / (now - self.t_last)
+    self.t_last, self.last_step, prefetcher.wait_sec = now, step, 0.0
+    return {
+      "tokens_per_sec": tok_s,
+      "flops_per_sec": tok_s * self.flops_per_token,
+      "input_wait_share": wait,
+      "elapsed_sec": now - self.t_start,
+    }
+
+
+def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
+  """Stops a run whose loss, gradients or updates stopped being finite, before it saves."""
+  first = int(metrics.pop("diverged_at"))
+  if first:
+    kept = max(ckpt.steps(), default=None)
+    saved = f"its newest checkpoint, step {kept}, is intact and nothing later was saved"
+    if kept is None:
+      saved = "no checkpoint was saved"
+    raise UserError(
+      f"the run diverged: its loss, gradients or updates were not finite at step {first} "
+      f"(seen at step {step}); {saved}: lower optim.learning_rate (or raise "
+      "optim.warmup_steps, set optim.grad_clip) and run again, here with "
+      "--override=optim.learning_rate or in a new --workdir."
+    )
+
+
+def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict:
+  c = run.config
+  batch_size = c.train.eval_batch_size or c.train.batch_size
+  m = evaluate.evaluate(
+    run.eval_step,
+    state.replace(carry=None),  # Training's carry is not evaluation's.
+    run.tokens["validation"],
+    c.data.seq_len,
+    batch_size,
+    run.plan,
+    run.eval_protocol,
+  )
+  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
+  return m
+
+
+def _learning_rate(run: _Run, state, step: int) -> float:
+  """The learning rate of `step`: the schedule's, times a stateful schedule's factor."""
+  lr = float(run.setup.lr_schedule(step))
+  if state.schedule_state is not None:
+    lr *= float(run.plan.to_host(state.schedule_state)["lr_scale"])
+  return lr
+
+
+def _after_validation(run: _Run, state, val_loss: float):
+  """A stateful schedule's decision (plateau) once a validation loss is known."""
+  if state.schedule_state is None:
+    return state
+  host = run.plan.to_host(state.schedule_state)
+  return state.replace(
+    schedule_state=run.plan.put(optim.after_validation(run.config.optim, host, val_loss))
+  )
+
+
+def _meta(run: _Run) -> dict:
+  """What the batch after a checkpoint depends on, besides its step: saved beside the state."""
+  c = run.config
+  return {"seed": c.seed, "order": c.data.order, "data_fingerprints": data.fingerprints(run.tokens)}
+
+
+def _batch_changes(saved: dict, now: dict) -> list[str]:
+  """What differs between a checkpoint's meta and this run's (a key the checkpoint lacks is
+  not compared: older checkpoints hold fewer)."""
+  changes = [
+    f"{k} changed from {saved[k]!r} to {now[k]!r}"
+    for k in ("seed", "order")
+    if k in saved and saved[k] != now[k]
+  ]
+  before, after = saved.get("data_fingerprints"), now["data_fingerprints"]
+  if before is not None:
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+      changes.append(f"the tokens of {', '.join(changed)} changed (data fingerprints)")
+  return changes
+
+
+def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_metrics) -> None:
+  metrics = {"val_loss": eval_metrics["loss"]} if eval_metrics else None
+  runs.save_state(ckpt, run.plan, state, rng, step, _meta(run), metrics=metrics)
+
+
+def _loop(run: _Run, start: runs.Start, ckpt, writer):
+  """Steps from `start_step` to train.num_steps; the one place that decides when to log,
+  evaluate, save and stop. Returns (state, the last evaluation's metrics)."""
+  c, d, plan = run.config.train, run.config.data, run.plan
+  state, rng, start_step = start.state, start.rng, start.step
+  rows = plan.rows(c.batch_size)
+  seed, train_tokens = run.config.seed, run.tokens["train"]
+  make_batch = lambda step: plan.shard(
+    batches.train_batch(train_tokens, seed, step, c.batch_size, d.seq_len, rows, d.order)
+  )
+  prefetcher = batches.Prefetcher(make_batch, range(start_step, c.num_steps), d.prefetch)
+  progress = console.Progress(start_step, c.num_steps, enabled=jax.process_index() == 0)
+  meter, received = _Meter(run, start_step), []
+  tracer = profiling.StepTracer(
+    os.path.join(run.workdir, "profile"), profiling.check_profile_steps(c.get("profile_steps"))
+  )
+  eval_metrics = in_flight = None
+  try:
+    with _catch_signals(received):
+      # The prefetcher yields one batch per step; the range stops the loop with the last.
+      for step, batch in zip(range(start_step, c.num_steps), prefetcher, strict=False):
+        tracer.before(step)
+        state, metrics = run.train_step(state, batch, rng)
+        tracer.after(step, metrics)
+        # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
+        # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
+        jax.block_until_ready(in_flight)
+        in_flight = metrics
+        done = step + 1
+        progress.advance()
+        last = done == c.num_steps
+        # Harness tasks before `stop` is read: a signal during them stops the run at this step.
+        if run.harness is not None and run.harness.due(done, last):
+          _check_finite(plan.to_host(metrics), done, ckpt)  # Never a diverged state.
+          found = run.harness.evaluate(state_lib.adapted_params(state, run.config), writer, done)
+          line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
+          progress.write(f"step {done}: {line}")
+        # Every process stops at the same step, whichever of them got the signal.
+        stop = parallel.any_process(bool(received))
+        do_save = done % c.checkpoint_every == 0 or last or stop
+        do_eval = done % c.eval_every == 0 or last or (do_save and c.keep_best)
+        if done % c.log_every == 0 or do_save or do_eval:
+          metrics = plan.to_host(metrics)
+          _check_finite(metrics, done, ckpt)
+          rates = meter.read(done, prefetcher)
+          peak = profiling.peak_memory_bytes()  # None on CPU.
+          rates.update({} if peak is None else {"peak_memory_bytes": peak})
+          writer.write(done, **metrics, learning_rate=_learning_rate(run, state, step), **rates)
+          progress.log(
+            done,
+            loss=f"{metrics['train_loss']:.4f}",
+            tok_s=f"{rates['tokens_per_sec']:,.0f}",
+            flop_s=f"{rates['flops_per_sec']:.3g}",
+          )
+        eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
+        if eval_metrics:
+          state = _after_validation(run, state, eval_metrics["loss"])
+          progress.write(
+            f"step {done}: val_loss {eval_metrics['loss']:.4f} "
+            f"val_ppl {eval_metrics['perplexity']:.2f}"
+          )
+        if do_save:
+          _save(run, ckpt, state, rng, done, eval_metrics)
+          writer.flush()  # TensorBoard holds every line up to the checkpoint.
+        if stop:
+          raise Preempted(received[0] if received else None, done)
+    if c.num_steps <= start_step:
+      eval_metrics = _evaluate(run, state, writer, start_step)
+  finally:
+    tracer.close()
+    prefetcher.close()
+    progress.close()
+  return state, eval_metrics
+
+
+class Preempted(Exception):
+  """SIGTERM or SIGINT reached this process or another of the run; all saved the same step."""
+
+  def __init__(self, signum: int | None, step: int):
+    cause = f"received {signal.Signals(signum).name}" if signum else "another process stopped"
+    super().__init__(f"{cause}: saved a checkpoint at step {step}; run the same command to resume.")
+    self.signum = signum or signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _catch_signals(received: list):
+  """Records SIGTERM/SIGINT in `received` instead of dying mid-step."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  handler = lambda signum, frame: received.append(signum)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def train_step(
@@ -125,379 +435,3 @@ def _continued(carry, continues_B):
   """The carry where a row continues its stream, zeros where one starts."""
   keep = lambda x: x * continues_B.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
   return jax.tree_util.tree_map(keep, carry)
-
-
-class Preempted(Exception):
-  """SIGTERM or SIGINT reached this process or another of the run; all saved the same step."""
-
-  def __init__(self, signum: int | None, step: int):
-    cause = f"received {signal.Signals(signum).name}" if signum else "another process stopped"
-    super().__init__(f"{cause}: saved a checkpoint at step {step}; run the same command to resume.")
-    self.signum = signum or signal.SIGTERM
-
-
-@contextlib.contextmanager
-def _catch_signals(received: list):
-  """Records SIGTERM/SIGINT in `received` instead of dying mid-step."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  handler = lambda signum, frame: received.append(signum)
-  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """What a config and a vocabulary make: the model, its optimizer, layout and compiled steps.
-
-  Training, the benchmark and the device check all build through `setup`, so they measure
-  the step that trains.
-  """
-
-  config: Any
-  model: Any
-  plan: parallel.Plan
-  create: Callable[[], state_lib.TrainState]
-  rng: jax.Array
-  lr_schedule: Callable
-  flops_per_token: float
-  train_step: Callable
-  eval_step: Callable
-  eval_protocol: evaluate.Protocol
-  resolved: dict  # What 'auto' settings became on this device, the eval protocol (run.json).
-
-
-@dataclasses.dataclass(frozen=True)
-class _Run(Setup):
-  """A setup with its data and directory: everything the loop reads but never changes."""
-
-  workdir: str = ""
-  tokens: dict = dataclasses.field(default_factory=dict)
-  harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
-
-
-def setup(config, vocab_size: int, tokenizer=None, devices=None) -> Setup:
-  """The model, optimizer, their layout on the devices and the compiled steps of `config`.
-
-  `tokenizer` gives the end-of-document ids of data.document_masking; without one
-  (synthetic benchmarks, compile checks) id 0 stands in, which costs the same. `devices`
-  (default: JAX's) are what the layout covers and what 'auto' settings are resolved for:
-  scripts/compile_check.py passes a TPU topology's compile-only devices.
-  """
-  checks.check_config(config, devices=devices is None)
-  c, seq_len = config.train, config.data.seq_len
-  if tokenizer is not None:
-    eod_ids = models.document_ids(config.data, tokenizer)
-  else:
-    eod_ids = (0,) if config.data.get("document_masking", False) else ()
-  model = models.build_model(config.model, vocab_size, eod_ids)
-  requested_attention = config.model.get("attention")
-  model, resolved = models.resolve_auto(model, devices[0] if devices is not None else None)
-  if requested_attention == "auto" and resolved["attention"] == "reference" and model.dropout:
-    print(f"model.attention=auto: reference, {resolved['attention_reason']}", file=sys.stderr)
-  max_len = getattr(model, "max_len", None)
-  if max_len is not None and max_len < seq_len:
-    raise UserError(
-      f"data.seq_len={seq_len} exceeds model.max_len={max_len}: "
-      "raise model.max_len or lower data.seq_len."
-    )
-  tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = state_lib.state_factory(config, model, tx)
-  abstract = jax.eval_shape(create)
-  flops_per_token = lora.flops_per_token(model, abstract.params, abstract.frozen, seq_len)
-  mode, reason = parallel.resolve_mode(
-    c.parallel,
-    flops_per_token * c.batch_size * seq_len,
-    devices[0].platform if devices is not None else None,
-    len(devices) if devices is not None else None,
-  )
-  resolved = {**resolved, "parallel": mode, "parallel_reason": reason}
-  tensor = int(config.mesh.get("tensor", 1))
-  placement.check_tensor_parallel(abstract.params, tensor, mode, config.model.name)
-  plan = parallel.make_plan(mode, config.mesh, devices=devices)
-  plan.check_batch(c.batch_size)
-  plan.check_batch(c.eval_batch_size or c.batch_size, "train.eval_batch_size")
-  per_replica = c.batch_size // plan.num_replicas
-  if c.grad_accum_steps < 1 or per_replica % c.grad_accum_steps:
-    raise UserError(
-      f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
-      f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
-    )
-  step = functools.partial(
-    train_step, grad_accum_steps=c.grad_accum_steps, z_loss=config.optim.get("z_loss", 0.0)
-  )
-  how = evaluate.protocol(config, model)
-  resolved["eval_protocol"] = how.describe(seq_len, c.eval_batch_size or c.batch_size)
-  return Setup(
-    config=config,
-    model=model,
-    plan=plan,
-    create=create,
-    rng=rng,
-    lr_schedule=lr_schedule,
-    flops_per_token=flops_per_token,
-    train_step=plan.compile_step(step, state=abstract),
-    eval_step=how.compile(plan),
-    eval_protocol=how,
-    resolved=resolved,
-  )
-
-
-def _setup(config, workdir: str) -> _Run:
-  """Data first (it gives the vocabulary and the length of an epoch), then `setup`."""
-  checks.check_config(config)
-  tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-  c, d = config.train, config.data
-  if c.get("num_epochs"):
-    epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
-    config = config_lib.with_epochs(config, epoch)
-  config_lib.check_epoch_keys(config)
-  s = setup(config, tokenizer.vocab_size, tokenizer)
-  fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(Setup)}
-  harness = None
-  if config.train.get("eval_tasks"):
-    try:
-      from lm_jax import harness as harness_lib  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise UserError(
-        f"train.eval_tasks needs lm-evaluation-harness ({e}): pip install -e .[harness]."
-      ) from e
-    harness = harness_lib.InLoop(config, workdir, s.model, tokenizer, s.plan)
-  return _Run(**fields, workdir=workdir, tokens=tokens, harness=harness)
-
-
-def _restore(run: _Run, ckpt: checkpoint.Checkpointer, writer: records.MetricWriter):
-  """The state and dropout key to start from: the newest checkpoint, or fresh ones."""
-  config, plan = run.config, run.plan
-  state, rng = plan.init(run.create), run.rng
-  restored = ckpt.restore(state_lib.restore_targets(plan, run.create, rng))
-  if restored is not None:
-    step, tree, meta = restored
-    state = state.replace(**plan.put({k: tree[k] for k in state_lib.arrays(state)}))
-    if state.frozen is not None:  # Saved once, when the run started.
-      frozen = checkpoint.restore_frozen(run.workdir, state_lib.frozen_targets(plan, run.create))
-      state = state.replace(frozen=plan.put(frozen))
-    rng = state_lib.rng_from_tree(tree)
-    print(f"resumed {run.workdir} from step {step}", file=sys.stderr)
-    for change in _batch_changes(meta, _meta(run)):
-      print(
-        f"warning: {change} since checkpoint {step}: the batches from here on differ "
-        "from those the run would have seen unbroken.",
-        file=sys.stderr,
-      )
-  else:
-    if config.train.get("init_from"):  # Parameters of another run or a Hugging Face model.
-      abstract = state_lib.model_params(jax.eval_shape(run.create))
-      shardings = plan.state_shardings(abstract)  # Read straight onto the devices.
-      params = runs.initial_params(config.train.init_from, config.model, abstract, shardings)
-      state = state_lib.with_model_params(state, plan.put(params))
-    if state.frozen is not None:
-      checkpoint.save_frozen(run.workdir, plan.place(plan.get(state.frozen)))
-    writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
-  start_step = int(plan.to_host(state.step))
-  records.truncate_metrics(run.workdir, start_step)  # Lines a killed run wrote past its save.
-  records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
-  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens), run.resolved)
-  return state, rng, start_step
-
-
-class _Meter:
-  """Throughput between log lines: tokens/s, FLOP/s and the share spent waiting for input."""
-
-  def __init__(self, run: _Run, start_step: int):
-    c = run.config
-    self.tokens_per_step = c.train.batch_size * c.data.seq_len
-    self.flops_per_token = run.flops_per_token
-    self.t_start = self.t_last = time.perf_counter()
-    self.last_step = start_step
-
-  def read(self, step: int, prefetcher: batches.Prefetcher) -> dict:
-    now = time.perf_counter()
-    tok_s = self.tokens_per_step * (step - self.last_step) / (now - self.t_last)
-    wait = prefetcher.wait_sec / (now - self.t_last)
-    self.t_last, self.last_step, prefetcher.wait_sec = now, step, 0.0
-    return {
-      "tokens_per_sec": tok_s,
-      "flops_per_sec": tok_s * self.flops_per_token,
-      "input_wait_share": wait,
-      "elapsed_sec": now - self.t_start,
-    }
-
-
-def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
-  """Stops a run whose loss, gradients or updates stopped being finite, before it saves."""
-  first = int(metrics.pop("diverged_at"))
-  if first:
-    kept = max(ckpt.steps(), default=None)
-    saved = f"its newest checkpoint, step {kept}, is intact and nothing later was saved"
-    if kept is None:
-      saved = "no checkpoint was saved"
-    raise UserError(
-      f"the run diverged: its loss, gradients or updates were not finite at step {first} "
-      f"(seen at step {step}); {saved}: lower optim.learning_rate (or raise "
-      "optim.warmup_steps, set optim.grad_clip) and run again, here with "
-      "--override=optim.learning_rate or in a new --workdir."
-    )
-
-
-def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict:
-  c = run.config
-  batch_size = c.train.eval_batch_size or c.train.batch_size
-  m = evaluate.evaluate(
-    run.eval_step,
-    state.replace(carry=None),  # Training's carry is not evaluation's.
-    run.tokens["validation"],
-    c.data.seq_len,
-    batch_size,
-    run.plan,
-    run.eval_protocol,
-  )
-  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
-  return m
-
-
-def _learning_rate(run: _Run, state, step: int) -> float:
-  """The learning rate of `step`: the schedule's, times a stateful schedule's factor."""
-  lr = float(run.lr_schedule(step))
-  if state.schedule_state is not None:
-    lr *= float(run.plan.to_host(state.schedule_state)["lr_scale"])
-  return lr
-
-
-def _after_validation(run: _Run, state, val_loss: float):
-  """A stateful schedule's decision (plateau) once a validation loss is known."""
-  if state.schedule_state is None:
-    return state
-  host = run.plan.to_host(state.schedule_state)
-  return state.replace(
-    schedule_state=run.plan.put(optim.after_validation(run.config.optim, host, val_loss))
-  )
-
-
-def _meta(run: _Run) -> dict:
-  """What the batch after a checkpoint depends on, besides its step: saved beside the state."""
-  c = run.config
-  return {"seed": c.seed, "order": c.data.order, "data_fingerprints": data.fingerprints(run.tokens)}
-
-
-def _batch_changes(saved: dict, now: dict) -> list[str]:
-  """What differs between a checkpoint's meta and this run's (a key the checkpoint lacks is
-  not compared: older checkpoints hold fewer)."""
-  changes = [
-    f"{k} changed from {saved[k]!r} to {now[k]!r}"
-    for k in ("seed", "order")
-    if k in saved and saved[k] != now[k]
-  ]
-  before, after = saved.get("data_fingerprints"), now["data_fingerprints"]
-  if before is not None:
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    if changed:
-      changes.append(f"the tokens of {', '.join(changed)} changed (data fingerprints)")
-  return changes
-
-
-def _save(run: _Run, ckpt: checkpoint.Checkpointer, state, rng, step: int, eval_metrics) -> None:
-  ckpt.save(
-    step,
-    run.plan.place(state_lib.checkpoint_tree(run.plan.get(state), rng)),
-    meta={"step": step, **_meta(run)},
-    metrics={"val_loss": eval_metrics["loss"]} if eval_metrics else None,
-  )
-
-
-def _loop(run: _Run, state, rng, start_step: int, ckpt, writer):
-  """Steps from `start_step` to train.num_steps; the one place that decides when to log,
-  evaluate, save and stop. Returns (state, the last evaluation's metrics)."""
-  c, d, plan = run.config.train, run.config.data, run.plan
-  rows = plan.rows(c.batch_size)
-  seed, train_tokens = run.config.seed, run.tokens["train"]
-  make_batch = lambda step: plan.shard(
-    batches.train_batch(train_tokens, seed, step, c.batch_size, d.seq_len, rows, d.order)
-  )
-  prefetcher = batches.Prefetcher(make_batch, range(start_step, c.num_steps), d.prefetch)
-  progress = console.Progress(start_step, c.num_steps, enabled=jax.process_index() == 0)
-  meter, received = _Meter(run, start_step), []
-  tracer = profiling.StepTracer(
-    os.path.join(run.workdir, "profile"), profiling.check_profile_steps(c.get("profile_steps"))
-  )
-  eval_metrics = in_flight = None
-  try:
-    with _catch_signals(received):
-      for step, batch in zip(range(start_step, c.num_steps), prefetcher):
-        tracer.before(step)
-        state, metrics = run.train_step(state, batch, rng)
-        tracer.after(step, metrics)
-        # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
-        # collectives (pmap over a CPU's cores) can deadlock when many steps queue up.
-        jax.block_until_ready(in_flight)
-        in_flight = metrics
-        done = step + 1
-        progress.advance()
-        last = done == c.num_steps
-        # Harness tasks before `stop` is read: a signal during them stops the run at this step.
-        if run.harness is not None and run.harness.due(done, last):
-          _check_finite(plan.to_host(metrics), done, ckpt)  # Never a diverged state.
-          found = run.harness.evaluate(state_lib.adapted_params(state, run.config), writer, done)
-          line = ", ".join(f"{k} {v:.4f}" for k, v in found.items())
-          progress.write(f"step {done}: {line}")
-        # Every process stops at the same step, whichever of them got the signal.
-        stop = parallel.any_process(bool(received))
-        do_save = done % c.checkpoint_every == 0 or last or stop
-        do_eval = done % c.eval_every == 0 or last or (do_save and c.keep_best)
-        if done % c.log_every == 0 or do_save or do_eval:
-          metrics = plan.to_host(metrics)
-          _check_finite(metrics, done, ckpt)
-          rates = meter.read(done, prefetcher)
-          peak = profiling.peak_memory_bytes()  # None on CPU.
-          rates.update({} if peak is None else {"peak_memory_bytes": peak})
-          writer.write(done, **metrics, learning_rate=_learning_rate(run, state, step), **rates)
-          progress.log(
-            done,
-            loss=f"{metrics['train_loss']:.4f}",
-            tok_s=f"{rates['tokens_per_sec']:,.0f}",
-            flop_s=f"{rates['flops_per_sec']:.3g}",
-          )
-        eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
-        if eval_metrics:
-          state = _after_validation(run, state, eval_metrics["loss"])
-          progress.write(
-            f"step {done}: val_loss {eval_metrics['loss']:.4f} "
-            f"val_ppl {eval_metrics['perplexity']:.2f}"
-          )
-        if do_save:
-          _save(run, ckpt, state, rng, done, eval_metrics)
-          writer.flush()  # TensorBoard holds every line up to the checkpoint.
-        if stop:
-          raise Preempted(received[0] if received else None, done)
-    if c.num_steps <= start_step:
-      eval_metrics = _evaluate(run, state, writer, start_step)
-  finally:
-    tracer.close()
-    prefetcher.close()
-    progress.close()
-  return state, eval_metrics
-
-
-def train_and_evaluate(config, workdir: str):
-  """Trains `config` in `workdir`, resuming from its newest checkpoint if any.
-
-  Returns (final state, final validation metrics).
-  """
-  runs.make_workdir(workdir)
-  with runs.lock_workdir(workdir):
-    run = _setup(config, workdir)
-    ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints, config.train.keep_best)
-    writer = records.MetricWriter(workdir)
-    try:
-      state, rng, start_step = _restore(run, ckpt, writer)
-      state, eval_metrics = _loop(run, state, rng, start_step, ckpt, writer)
-    finally:
-      writer.close()
-      ckpt.close()  # Waits for the last save.
-  final = run.plan.get(state)  # Global arrays; on one host, fetched to numpy.
-  return (jax.device_get(final) if jax.process_count() == 1 else final), eval_metrics

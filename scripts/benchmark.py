@@ -81,9 +81,11 @@ def benchmark(config):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from lm_jax import data, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import checks, data, sample, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 
-  built = train.setup(config, V)  # The model, optimizer, layout and step that training builds.
+  checks.check_config(config)
+  built = state_lib.setup(config, V)  # The model, optimizer and layout that training builds.
   model, plan, rng, flops_per_token = built.model, built.plan, built.rng, built.flops_per_token
   mode = built.resolved["parallel"]
   tokens = streams.Mixture.single(data.synthetic_tokens("random", V, 1_000_000, seed=0))
@@ -92,8 +94,8 @@ def benchmark(config):
     batches.train_batch(tokens, 0, step, c.batch_size, seq_len, rows, config.data.order)
   )
 
-  state = plan.init(built.create)
-  step_fn = built.train_step
+  state = plan.init(built.create, built.abstract)
+  step_fn = train.compile_step(built)
   t = time.perf_counter()
   compiled = step_fn.lower(state, batch(0), rng).compile() if mode != "pmap" else None
   if compiled is None:  # pmap: compile by running once.
@@ -124,7 +126,7 @@ def benchmark(config):
   step_sec = statistics.median(times)
   tokens_per_step = c.batch_size * seq_len
   peak, peak_source = peak_flops(jax, jnp)
-  abstract, leaves = jax.eval_shape(built.create), jax.tree_util.tree_leaves
+  abstract, leaves = built.abstract, jax.tree_util.tree_leaves
   size = lambda tree: sum(x.size for x in leaves(tree))
   result = {
     "config": FLAGS.config,

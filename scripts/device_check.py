@@ -53,11 +53,11 @@ def base_config(size: str):
 
 
 def check() -> dict:
-  from lm_jax import parallel  # pylint: disable=g-import-not-at-top
+  from lm_jax import backend  # pylint: disable=g-import-not-at-top
 
   probe = base_config("tiny")
   probe.train.parallel = "pmap"
-  parallel.prepare_cpu_backend(probe)  # Each CPU core a device, so pmap and sharded split.
+  backend.prepare_cpu_backend(probe)  # Each CPU core a device, so pmap and sharded split.
   import jax  # pylint: disable=g-import-not-at-top
 
   t0 = time.perf_counter()
@@ -84,14 +84,16 @@ def check() -> dict:
 def _steps(config, mode: str, num_steps: int):
   """(losses, seconds per step after the first two, model, state) of `mode` on synthetic tokens."""
 
-  from lm_jax import data, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import checks, data, train  # pylint: disable=g-import-not-at-top
+  from lm_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 
   c = config.train
   config.train.parallel = mode
-  built = train.setup(config, config.data.vocab_size)  # The step training builds.
+  checks.check_config(config)
+  built = state_lib.setup(config, config.data.vocab_size)
   plan, rng, model = built.plan, built.rng, built.model
-  state = plan.init(built.create)
-  step_fn = built.train_step
+  state = plan.init(built.create, built.abstract)
+  step_fn = train.compile_step(built)  # The step training runs.
   tokens = streams.Mixture.single(
     data.synthetic_tokens("random", config.data.vocab_size, 200_000, seed=0)
   )
@@ -117,7 +119,9 @@ def parallel_equality() -> dict:
   config.model.dtype = "float32"
   config.train.batch_size = 2 * jax.device_count()
   losses = {mode: _steps(config, mode, 3)[0] for mode in ("jit", "pmap", "sharded")}
-  diff = max(abs(a - b) for m in ("pmap", "sharded") for a, b in zip(losses[m], losses["jit"]))
+  diff = max(
+    abs(a - b) for m in ("pmap", "sharded") for a, b in zip(losses[m], losses["jit"], strict=True)
+  )
   return {"losses": losses, "max_abs_diff": diff, "ok": diff <= TOLERANCE["parallel"]}
 
 

@@ -35,12 +35,15 @@ def draw(axes, label, color, workdirs, band):
     steps, mean, low, high = compare.mean_curve(rows, key, band)
     if not steps:
       continue
-    for ax, xs in zip(axes, (steps, [s * scale for s in steps])):
+    for ax, xs in zip(axes, (steps, [s * scale for s in steps]), strict=True):
       ax.plot(xs, mean, style, color=color, label=f"{label} {kind}", markersize=3)
       if len(workdirs) > 1 and kind == "train":
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
       elif len(workdirs) > 1:  # Evaluations are few points: bars show their band.
-        bars = [[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]]
+        bars = [
+          [m - lo for m, lo in zip(mean, low, strict=True)],
+          [hi - m for m, hi in zip(mean, high, strict=True)],
+        ]
         ax.errorbar(xs, mean, yerr=bars, fmt="none", ecolor=color, capsize=3)
 
 
@@ -66,7 +69,7 @@ def main(argv):
   for i, (label, workdirs) in enumerate(groups):
     n = f" ({len(workdirs)} runs, {FLAGS.band})" if len(workdirs) > 1 else ""
     draw(axes, label + n, f"C{i}", workdirs, FLAGS.band)
-  for ax, xlabel in zip(axes, ("step", "tokens seen")):
+  for ax, xlabel in zip(axes, ("step", "tokens seen"), strict=True):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)

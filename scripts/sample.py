@@ -55,7 +55,7 @@ def main(argv):
   from lm_jax import runs, sample  # pylint: disable=g-import-not-at-top
   from lm_jax.data import chat  # pylint: disable=g-import-not-at-top
 
-  _, model, tokenizer, state, step = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+  _, model, tokenizer, state, step, _ = runs.load_run(FLAGS.workdir, FLAGS.checkpoint_step)
   texts = sample.read_prompts(FLAGS.prompt, FLAGS.prompt_file, FLAGS.num_samples)
   if FLAGS.chat:
     system = [{"role": "system", "content": FLAGS.system}] if FLAGS.system else []
@@ -83,7 +83,7 @@ def main(argv):
     use_cache=FLAGS.cache,
   )
   seconds = time.perf_counter() - start
-  print("\n---\n".join(t + tokenizer.decode(ids) for t, ids in zip(texts, new)))
+  print("\n---\n".join(t + tokenizer.decode(ids) for t, ids in zip(texts, new, strict=True)))
   total = sum(len(ids) for ids in new)
   print(
     f"checkpoint {step}: {total} tokens in {seconds:.2f} s (with compilation), "

@@ -22,6 +22,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from configs import tiny  # noqa: E402
+from lm_jax import models  # noqa: E402
+
+# LM_JAX_TEST_MODELS='name=package.module:Class,...' registers models for this test process, so
+# a test can show that a newly registered model gets every property test (test_plugins.py).
+for _entry in filter(None, os.environ.get("LM_JAX_TEST_MODELS", "").split(",")):
+  _name, _target = _entry.split("=")
+  models.REGISTRY[_name] = _target
 
 # A TFDS manual dir holding tiny-shakespeare's input.txt; tests that need it skip without it.
 MANUAL_DIR = os.environ.get("LM_JAX_MANUAL_DIR", "")
@@ -149,22 +156,22 @@ def text_path(tmp_path_factory):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-  from lm_jax.data import token_cache as cache  # (token_cache here is the fixture above)
+  from lm_jax.data import chunks
 
-  monkeypatch.setattr(cache, "CHUNK_CHARS", 2000)  # Many chunks from a small text.
+  monkeypatch.setattr(chunks, "CHUNK_CHARS", 2000)  # Many chunks from a small text.
 
 
 @pytest.fixture
 def runs(config, tmp_path):
   """Three seeds of a GPT and of a Llama, and one unfinished Llama run."""
-  from unit.experiments.test_compare import GPT, LLAMA, make_run
+  from helpers.experiments import GPT, LLAMA, make_run
 
   from lm_jax import config as config_lib
 
   llama = config_lib.ml_collections.ConfigDict(config.to_dict())
   llama.model = config_lib.load(os.path.join(ROOT, "configs", "shakespeare_char_llama.py")).model
   llama.model.update(num_layers=1, num_heads=2, num_kv_heads=1, d_model=16, max_len=16)
-  for seed, (g, m) in enumerate(zip(GPT, LLAMA)):
+  for seed, (g, m) in enumerate(zip(GPT, LLAMA, strict=True)):
     make_run(tmp_path / f"gpt{seed}", config, seed, g)
     make_run(tmp_path / f"llama{seed}", llama, seed, m)
   make_run(tmp_path / "llama_cut", llama, 9, 1.7, last_step=2)

@@ -3,8 +3,9 @@
   sources     the config's sources (a plain config is a one-source mixture), each split's
               text: TFDS (tfds.py), local files (text_files.py) or generated (synthetic)
   tokenizers  the tokenizer: the run's, a cached one, or one trained on the train text
-  streams     each split of each source tokenized once into the cache (token_cache.py), then
-              memory-mapped; a split of the corpus is a Mixture of its sources' streams
+  streams     each split of each source cut in chunks (chunks.py), tokenized once into the
+              cache (token_cache.py, its files in shards.py), then memory-mapped; a split of
+              the corpus is a Mixture of its sources' streams
   batches     training windows as a pure function of (seed, step), evaluation batches
 
 Documents are joined by the tokenizer's end-of-document token into one stream per split, and

@@ -72,7 +72,7 @@ def _window_starts(num_tokens, seed, step, first, count, rows, seq_len, order) -
       np.array(
         [
           _epoch_permutation(seed, int(e), num_windows)[w]
-          for e, w in zip(*np.divmod(index, num_windows))
+          for e, w in zip(*np.divmod(index, num_windows), strict=True)
         ],
         np.int64,
       ).reshape(-1)

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 from lm_jax import UserError, console, network
-from lm_jax.data import chat, record_files, text_files, token_cache
+from lm_jax.data import chat, chunks, record_files, text_files
 
 PREFIX = "hf:"
 ROWS = 1024  # Rows decoded at a time.
@@ -187,7 +187,7 @@ def splits(c, names: dict[str, str]) -> dict[str, tuple]:
     }
     if documents.template is not None:
       identity["template"] = documents.template.to_dict()
-    spans = functools.partial(_spans, name, loaded, parts, documents, token_cache.CHUNK_CHARS)
+    spans = functools.partial(_spans, name, loaded, parts, documents, chunks.CHUNK_CHARS)
     pieces = lambda spans=spans: (p for s in spans() for p in s.pieces())
     out[split] = (identity, pieces, spans)
   return out

@@ -31,6 +31,8 @@ class HFTokenizer(tokenizers.Tokenizer):
   """
 
   kind = "hf"
+  reads_text = False  # Read from data.hf_tokenizer, never cached by text: the text cannot tell
+  # two models' tokenizers apart.
 
   def __init__(
     self,

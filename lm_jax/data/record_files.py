@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 
 from lm_jax import UserError
-from lm_jax.data import chat, text_files, token_cache
+from lm_jax.data import chat, chunks, text_files
 
 SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",)}
 ROWS = 1024  # Parquet rows decoded at a time.
@@ -146,7 +146,7 @@ class Documents:
       new = not first
       first = False
       for text, weight in parts:
-        for piece in token_cache.cut(text):
+        for piece in chunks.cut(text):
           yield (piece, new, weight) if self.format == "chat" else (piece, new)
           new = False
 
@@ -242,7 +242,7 @@ def holdout(paths: list[str], fraction: float) -> tuple[list, list]:
   counts = [_num_records(p) for p in paths]
   cut = int(sum(counts) * (1 - fraction))
   head, tail = [], []
-  for path, count in zip(paths, counts):
+  for path, count in zip(paths, counts, strict=True):
     at = min(max(cut, 0), count)
     cut -= count
     if _is_plain(path):
@@ -272,7 +272,7 @@ def splits(c, paths: dict[str, list[str]], held_out: bool) -> dict[str, tuple]:
   def spans(split):
     return [
       RecordSpan(r, documents, first=i == 0)
-      for i, r in enumerate(_file_ranges(ranges()[split], documents.key, token_cache.CHUNK_CHARS))
+      for i, r in enumerate(_file_ranges(ranges()[split], documents.key, chunks.CHUNK_CHARS))
     ]
 
   def pieces(split):

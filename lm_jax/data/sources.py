@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import hf_datasets, record_files, text_files, tfds, token_cache
+from lm_jax.data import chunks, hf_datasets, record_files, text_files, tfds
 
 SPLITS = ("train", "validation", "test")
 FORMATS = ("text", "chat")  # data.format: documents, or conversations (lm_jax/data/chat.py).
@@ -63,7 +63,7 @@ class Source:
 
   def chunks(self) -> Iterable:
     """What token_cache.build encodes: spans each worker reads, or chunks of the pieces."""
-    return self.spans() if self.spans else token_cache.chunks(self.pieces())
+    return self.spans() if self.spans else chunks.chunks(self.pieces())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +224,7 @@ def file_sources(c) -> dict[str, Source]:
     return {"files": files, "documents": c.documents, "holdout": held, "split": split}
 
   def source(split, r):
-    spans = lambda: text_files.spans(r, c.documents, token_cache.CHUNK_CHARS)
+    spans = lambda: text_files.spans(r, c.documents, chunks.CHUNK_CHARS)
     return Source(identity(split), functools.partial(text_files.pieces, r, c.documents), spans)
 
   return {s: source(s, r) for s, r in ranges.items()}

@@ -2,15 +2,18 @@
 
 A split of the corpus is a `Mixture` of its sources' streams and weights; a plain config's
 split is a mixture of one unnamed stream with weight 1, so batches, evaluation and
-fingerprints have one path. Generated sources (synthetic) give their ids directly.
+fingerprints have one path. A cached split is a `TokenStream` over the shards that
+token_cache.py wrote; generated sources (synthetic) give their ids directly.
 """
 
 import dataclasses
 import fractions
 import os
 
+import numpy as np
+
 from lm_jax import UserError
-from lm_jax.data import token_cache
+from lm_jax.data import chunks, token_cache
 from lm_jax.data.sources import SPLITS, Named, Source
 
 
@@ -43,12 +46,62 @@ class Mixture:
     return {n: f"{split}/{n}" if n else split for n in self.streams}
 
 
-def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.TokenStream:
+class TokenStream:
+  """A split's shards as one sequence of token ids: len(), [i], [a:b] and np.asarray.
+
+  `weights`: the loss weight of each token, a stream of the same length (conversations), or
+  None (every token counts).
+  """
+
+  def __init__(self, directory: str, index: dict):
+    self.index = index
+    self.weights = None
+    if index.get("weights"):
+      self.weights = TokenStream(
+        directory, {**index, "shards": index["weights"], "dtype": "uint8", "weights": None}
+      )
+    self.dtype = np.dtype(index["dtype"])
+    self._shards = [
+      np.memmap(os.path.join(directory, name), dtype=self.dtype, mode="r")
+      for name, size in zip(index["shards"], index["shard_sizes"], strict=True)
+      if size
+    ]
+    self._starts = np.cumsum([0] + [len(s) for s in self._shards])
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      start, stop, step = key.indices(len(self))
+      if step != 1:
+        return np.asarray(self)[key]
+      return self._read(start, max(start, stop))
+    i = range(len(self))[key]
+    return self._read(i, i + 1)[0]
+
+  def _read(self, start: int, stop: int) -> np.ndarray:
+    parts = []
+    i = int(np.searchsorted(self._starts, start, side="right")) - 1
+    while start < stop:
+      shard_start = self._starts[i]
+      end = min(stop, self._starts[i + 1])
+      parts.append(np.asarray(self._shards[i][start - shard_start : end - shard_start]))
+      start, i = end, i + 1
+    if len(parts) == 1:
+      return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
+
+  def __array__(self, dtype=None, copy=None):
+    return self._read(0, len(self)).astype(dtype or self.dtype)
+
+
+def cached_tokens(c, tokenizer, split: str, source: Source) -> TokenStream:
   """The split's token stream: tokenized once into shards (resumably), then memory-mapped."""
-  chunking = (token_cache.CHUNK_CHARS, c.shard_tokens)  # Parts are resumed by number.
+  chunking = (chunks.CHUNK_CHARS, c.shard_tokens)  # Parts are resumed by number.
   key = token_cache.key(token_cache.FORMAT, source.identity, tokenizer.fingerprint(), chunking)
   directory = os.path.join(token_cache.root(c), "tokens", f"{split}-{key}")
-  num_workers = token_cache.workers(c.workers)
+  num_workers = chunks.workers(c.workers)
   build = lambda: {
     "identity": source.identity,
     "tokenizer": tokenizer.kind,
@@ -69,7 +122,7 @@ def cached_tokens(c, tokenizer, split: str, source: Source) -> token_cache.Token
     raise UserError(
       f"the {split} split of {c.dataset!r} is empty: check data.*_split and data.text_files."
     )
-  return token_cache.TokenStream(directory, index)
+  return TokenStream(directory, index)
 
 
 def _stream(c, tokenizer, split: str, source: Source):
@@ -99,13 +152,13 @@ def check_length(corpus_: dict[str, Mixture], seq_len: int) -> None:
         )
 
 
-def cached(corpus_: dict[str, Mixture]) -> dict[str, token_cache.TokenStream]:
+def cached(corpus_: dict[str, Mixture]) -> dict[str, TokenStream]:
   """The cached streams of a corpus by 'SPLIT' or 'SPLIT/SOURCE' (generated ones have none)."""
   return {
     label: mix.streams[name]
     for split, mix in corpus_.items()
     for name, label in mix.labels(split).items()
-    if isinstance(mix.streams[name], token_cache.TokenStream)
+    if isinstance(mix.streams[name], TokenStream)
   }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from lm_jax import UserError, console, network
-from lm_jax.data import token_cache
+from lm_jax.data import chunks
 
 
 def _import_tfds():
@@ -85,7 +85,7 @@ class TfdsSpan:
       split = _import_tfds().core.ReadInstruction(self.part, self.start, self.stop, unit="abs")
     first = self.first
     for text in _examples(self.dataset, self.data_dir, self.name, self.text_key, split):
-      for j, piece in enumerate(token_cache.cut(text)):
+      for j, piece in enumerate(chunks.cut(text)):
         yield piece, j == 0 and not first
         first = False
 
@@ -104,7 +104,7 @@ def _tfds_spans(tfds, builder, c, name: str) -> list[TfdsSpan]:
     info = builder.info.splits[r.splitname]
     start, stop = r.from_ or 0, info.num_examples if r.to is None else r.to
     bounds = np.cumsum([0, *(info.shard_lengths or [info.num_examples])])
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
       a, b = max(int(a), start), min(int(b), stop)
       if a < b:
         spans.append(span(r.splitname, a, b, first=not spans))

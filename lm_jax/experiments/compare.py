@@ -165,17 +165,17 @@ def compare(
     raise UserError(f"no run has reached its final step among {', '.join(paths)}: finish them.")
   keys = _group_keys(runs, group_by or [])
   order = list(dict.fromkeys(keys))
-  groups = [[r for r, k in zip(runs, keys) if k == key] for key in order]
+  groups = [[r for r, k in zip(runs, keys, strict=True) if k == key] for key in order]
   between, within = _spread(groups)
   if group_by:
-    group_keys = [dict(zip(group_by, k)) for k in order]
+    group_keys = [dict(zip(group_by, k, strict=True)) for k in order]
   else:
     group_keys = [{k: v[i] for k, v in between.items()} for i in range(len(groups))]
   base = _pick_baseline(group_keys, baseline)
   base_values = [r["value"] for r in groups[base]]
   params = {}
   out_groups = []
-  for key, g in zip(group_keys, groups):
+  for key, g in zip(group_keys, groups, strict=True):
     values = [r["value"] for r in g]
     model_key = json.dumps(g[0]["config"].model.to_dict(), sort_keys=True)
     if model_key not in params:
@@ -287,6 +287,9 @@ def group_runs(paths: list[str], group_by: list[str]) -> list[tuple[str, list[st
   keys = _group_keys(configs, group_by)
   order = list(dict.fromkeys(keys))
   return [
-    (_label(dict(zip(group_by, key))), [w for w, k in zip(workdirs, keys) if k == key])
+    (
+      _label(dict(zip(group_by, key, strict=True))),
+      [w for w, k in zip(workdirs, keys, strict=True) if k == key],
+    )
     for key in order
   ]

@@ -119,7 +119,7 @@ def expand(
     base = config_lib.load(spec)
     for values in itertools.product(*grid.values()):
       for seed in seeds if seeds is not None else [base.seed]:
-        swept = dict(zip(grid, values))
+        swept = dict(zip(grid, values, strict=True))
         run_overrides = {**overrides, **swept, "seed": str(seed)}
         try:
           config = config_lib.override(base, run_overrides)
@@ -130,7 +130,7 @@ def expand(
         ]
         name = _UNSAFE.sub("_", "-".join([*parts, f"seed={seed}"]))
         try:  # Every run's values, before any starts (the devices are the runs' own).
-          checks.check_config(config, devices=False)
+          checks.check_config(config)
         except UserError as e:
           raise UserError(f"run {name} of this sweep cannot start: {e}") from e
         runs.append(Run(name, spec, run_overrides, os.path.join(root, name)))

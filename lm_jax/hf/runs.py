@@ -2,11 +2,9 @@
 
 import os
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from lm_jax import UserError, checkpoint, checks, lora, models, optim, parallel, records, runs
+from lm_jax import UserError, checkpoint, checks, lora, records, runs
 from lm_jax import state as state_lib
 from lm_jax.data import hf_tokenizer, tokenizers
 from lm_jax.hf import architectures, peft, weights
@@ -35,24 +33,18 @@ def import_hf(hf_dir: str, workdir: str, base_config) -> None:
     model_config[key] = config.model.get(key, model_config[key])
   config.model = ml_collections.ConfigDict(model_config)
   config.data.tokenizer, config.data.hf_tokenizer = "hf", os.path.abspath(hf_dir)
-  checks.check_config(config, devices=False)  # The run it writes must be one that trains.
+  checks.check_config(config)  # The run it writes must be one that trains.
   tokenizer = hf_tokenizer.load_tokenizer(hf_dir)
-  model = models.build_model(config.model, tokenizer.vocab_size)
-  tx, _ = optim.make_optimizer(config.optim, config.train.num_steps)
-  create, rng = state_lib.state_factory(config, model, tx)
-  plan = parallel.Plan("jit")
-  abstract = jax.eval_shape(create).params
-  params = weights.load_params(hf_dir, config.model, plan.state_shardings(abstract))
-  runs.check_params_fit(params, abstract, hf_dir)
-  state = state_lib.TrainState(
-    jnp.array(0, jnp.int32), params, jax.jit(tx.init)(params), model.apply, tx
-  )
+  # Step 0 of a run whose parameters are the model's: the road of train.init_from, on one device.
+  road = ml_collections.ConfigDict(config.to_dict())
+  road.train.update(init_from=os.path.abspath(hf_dir), parallel="jit")
+  s = state_lib.setup(road, tokenizer.vocab_size, tokenizer)
+  state, rng, _, _ = runs.initial_state(s, None)  # Read before anything is written.
   runs.make_workdir(workdir)
   tokenizers.save(tokenizer, os.path.join(workdir, "tokenizer.json"))
   ckpt = checkpoint.Checkpointer(workdir)
   try:
-    tree = plan.place(state_lib.checkpoint_tree(state, rng))
-    ckpt.save(0, tree, meta={"step": 0, "seed": config.seed, "order": config.data.order})
+    runs.save_state(ckpt, s.plan, state, rng, 0, {"seed": config.seed, "order": config.data.order})
   finally:
     ckpt.close()  # Waits for the save.
   records.write_config(config, workdir)  # Last: a run directory is complete once it has one.
@@ -73,9 +65,9 @@ def export_hf(
   in PEFT's layout, for the model it started from.
   """
   if not adapters:
-    _, model, tokenizer, state, _ = runs.load_run(workdir, step)
-    return weights.save_model(out_dir, model, state.params, tokenizer, dtype)
-  config, model, _, state, _ = runs.load_run(workdir, step, merge=False)
+    run = runs.load_run(workdir, step)
+    return weights.save_model(out_dir, run.model, run.state.params, run.tokenizer, dtype)
+  config, model, _, state, *_ = runs.load_run(workdir, step, merge=False)
   s = lora.settings(config.train.get("lora"))
   if s is None:
     raise UserError(

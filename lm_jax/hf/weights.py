@@ -365,7 +365,7 @@ def save_model(out_dir: str, model, params, tokenizer, dtype: str | None = None)
       if not e.ours.endswith("bias"):
         raise
       x = np.zeros(e.shape, dtype)
-    tensors.update({n: np.ascontiguousarray(a) for n, a in zip(e.theirs, e.save(x))})
+    tensors.update({n: np.ascontiguousarray(a) for n, a in zip(e.theirs, e.save(x), strict=True)})
   safetensors.numpy.save_file(tensors, os.path.join(out_dir, _WEIGHTS), metadata={"format": "pt"})
   note = hf_tokenizer.save_tokenizer(tokenizer, out_dir, m["max_len"])
   _write_json(os.path.join(out_dir, "config.json"), config)

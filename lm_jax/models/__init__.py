@@ -15,7 +15,6 @@ Shape letters in tensor names:
   (4C: the four LSTM gates side by side).
 """
 
-import importlib
 import inspect
 
 import flax.linen as nn
@@ -34,23 +33,10 @@ REGISTRY = {
 
 def get_model_class(name: str) -> type[nn.Module]:
   """Resolves a registry name or 'package.module:ClassName' to a class."""
-  target = REGISTRY.get(name, name)
-  if ":" not in target:
-    raise UserError(
-      f"unknown model {name!r}: use one of {sorted(REGISTRY)} or name a "
-      "Flax module as 'package.module:ClassName'."
-    )
-  module_name, class_name = target.split(":", 1)
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise UserError(
-      f"cannot import model module {module_name!r} ({e}): add the folder that holds it "
-      "to PYTHONPATH (e.g. PYTHONPATH=. from that folder)."
-    ) from e
-  cls = getattr(module, class_name, None)
+  what = "a Flax module"
+  cls = config_lib.import_object(name, REGISTRY, "model", "model.name", what)
   if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-    raise UserError(f"{target!r} does not name a Flax module class.")
+    raise UserError(f"{REGISTRY.get(name, name)!r} does not name a Flax module class.")
   return cls
 
 
@@ -102,7 +88,8 @@ _TYPE_CHECKS.update({t.__name__: check for t, check in list(_TYPE_CHECKS.items()
 
 def check_config(model_config) -> None:
   """Refuses config.model values of the wrong type or range before any data is read: types
-  from the module's field annotations, ranges from its own `check()` where it has one."""
+  from the module's field annotations, ranges from its `check()` (every registered model has
+  one; a Decoder's runs the shared checks before its family's)."""
   model = build_model(model_config, vocab_size=1)  # The tokenizer gives the real one later.
   if hasattr(model, "check"):
     model.check()
@@ -121,37 +108,42 @@ def document_ids(data_config, tokenizer) -> tuple:
 
 
 def resolve_auto(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
-  """Settles a Transformer's 'auto' dtype and attention for `device` (default JAX's first).
+  """Settles a decoder's 'auto' dtype and attention for `device` (default JAX's first).
 
   Returns the model with concrete values and what was chosen and why (for
   run.json); explicit values pass through or are refused as unsupported.
   """
-  fields = getattr(model, "__dataclass_fields__", {})
-  if not {"attention", "dtype", "dropout", "d_model", "num_heads"} <= set(fields):
-    return model, {}
-  from lm_jax.models import layers  # pylint: disable=g-import-not-at-top
+  from lm_jax.models import decoder, layers  # pylint: disable=g-import-not-at-top
 
+  if not isinstance(model, decoder.Decoder):
+    return model, {}
   dtype = layers.compute_dtype(model.dtype, device.platform if device is not None else None)
-  head_dim = getattr(model, "head_width", model.d_model // model.num_heads)
   choice, reason = layers.resolve_attention(
     model.attention,
     dtype,
     model.dropout,
-    head_dim,
+    model.head_width,
     device,
-    softcap=getattr(model, "attn_softcap", 0.0),
-    documents=bool(getattr(model, "eod_ids", ())),
+    softcap=model.score_softcap,
+    documents=bool(model.eod_ids),
   )
   info = {"compute_dtype": dtype.name, "attention": choice, "attention_reason": reason}
   return model.clone(dtype=dtype.name, attention=choice), info
 
 
-def flops_per_token(model: nn.Module, params, seq_len: int) -> float:
+def flops_per_token(model: nn.Module, params, seq_len: int, frozen=None) -> float:
   """Training FLOPs per token (forward and backward).
 
-  A model may define `flops_per_token(params, seq_len)`; otherwise 6 per
-  parameter (2 forward, 4 backward).
+  A model may define `flops_per_token(params, seq_len)`; otherwise 6 per parameter (2
+  forward, 4 backward). With `frozen` (a LoRA run: the model's parameters, never trained;
+  `params` its adapters) a frozen weight skips its gradient, 2 of its 6 FLOPs.
   """
-  if hasattr(model, "flops_per_token"):
-    return float(model.flops_per_token(params, seq_len))
-  return 6.0 * sum(x.size for x in jax.tree_util.tree_leaves(params))
+  count = lambda p, n: (
+    float(model.flops_per_token(p, n))
+    if hasattr(model, "flops_per_token")
+    else 6.0 * sum(x.size for x in jax.tree_util.tree_leaves(p))
+  )
+  if frozen is None:
+    return count(params, seq_len)
+  adapters = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  return count(frozen, seq_len) - count(frozen, 0) / 3 + 6.0 * adapters

@@ -33,7 +33,7 @@ def check_transformer(m) -> None:
   config_lib.check_choice("model.dtype", m.dtype, DTYPES)
   config_lib.check_choice("model.attention", m.attention, ATTENTION)
   config_lib.check_choice("model.remat", m.remat, REMAT_POLICIES)
-  if m.d_model % m.num_heads:
+  if not getattr(m, "head_dim", 0) and m.d_model % m.num_heads:
     raise UserError(
       f"model.d_model={m.d_model} is not divisible by model.num_heads={m.num_heads}: "
       "pick a width that is a multiple of the head count."
@@ -63,7 +63,7 @@ def compute_dtype(name: str, platform: str | None = None) -> jnp.dtype:
 
   'auto' is bfloat16 on accelerators (`platform`, default JAX's backend) and
   float32 on CPUs, where XLA computes bfloat16 dots in float32 unless told
-  otherwise (see parallel.prepare_cpu_backend).
+  otherwise (see backend.prepare_cpu_backend).
   """
   if name not in DTYPES:
     raise UserError(f"unknown model.dtype {name!r}: use one of {list(DTYPES)}.")
@@ -96,6 +96,22 @@ def local_layers(pattern: str, num_layers: int) -> tuple[bool, ...]:
       "such as 'l' (every layer local) or 'lg' (alternating)."
     )
   return tuple(pattern[i % len(pattern)] == "l" for i in range(num_layers))
+
+
+def dense(features, name: str, bias: bool, dtype, param_dtype, std=0.02, axis=-1) -> nn.Module:
+  """A projection with a N(0, std) kernel, as GPT-2 initialises them (layers that add to the
+  residual stream take std / sqrt(2 * layers)): nn.Dense for one output axis from the last
+  input axis, else nn.DenseGeneral (`features` a tuple, or `axis` several input axes)."""
+  kwargs = dict(
+    use_bias=bias,
+    kernel_init=nn.initializers.normal(std),
+    dtype=dtype,
+    param_dtype=param_dtype,
+    name=name,
+  )
+  if isinstance(features, int) and axis == -1:
+    return nn.Dense(features, **kwargs)
+  return nn.DenseGeneral(features, axis=axis, **kwargs)
 
 
 class RMSNorm(nn.Module):
@@ -153,36 +169,18 @@ def causal_mask(L: int, S: int, pos, window=0, starts_BxL=None):
   return mask_LxS[None] & (jnp.arange(S)[None, None, :] >= starts_BxL[:, :, None])
 
 
-def causal_attention(
-  q_BxHxLxK,
-  k_BxGxSxK,
-  v_BxGxSxK,
-  pos,
-  dropout,
-  dtype,
-  scale=None,
-  softcap=0.0,
-  window=0,
-  starts_BxL=None,
-):
-  """Softmax attention of queries at [pos, pos + L) over keys at [0, S), in float32.
-
-  Each of the G key/value heads serves H // G query heads (grouped-query
-  attention; G == H is multi-head). Scores are q.k * `scale` (default
-  1/sqrt(K)), soft-capped to (-softcap, softcap) by softcap * tanh(s / softcap)
-  when `softcap` > 0, and masked by `causal_mask` with `window` and `starts_BxL` (each
-  query inside its own document). `dropout` is applied to the probabilities.
-  """
+def _einsum_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, mask, dropout, dtype, scale, softcap):
+  """Softmax attention of the queries over the keys `mask` (LxS, or BxLxS) lets each see, in
+  float32: `attention`'s reference."""
   B, H, L, K = q_BxHxLxK.shape
-  G, S = k_BxGxSxK.shape[1], k_BxGxSxK.shape[2]
+  G = k_BxGxSxK.shape[1]
   scale = 1.0 / math.sqrt(K) if scale is None else scale
   q_BxGxRxLxK = q_BxHxLxK.reshape(B, G, H // G, L, K) * scale
   logits_BxGxRxLxS = jnp.einsum("bgrlk,bgsk->bgrls", q_BxGxRxLxK, k_BxGxSxK.astype(dtype))
   logits_BxGxRxLxS = logits_BxGxRxLxS.astype(jnp.float32)
   if softcap:
     logits_BxGxRxLxS = softcap * jnp.tanh(logits_BxGxRxLxS / softcap)
-  mask = causal_mask(L, S, pos, window, starts_BxL)
-  mask = mask if starts_BxL is None else mask[:, None, None]  # BxLxS -> Bx1x1xLxS.
+  mask = mask if mask.ndim == 2 else mask[:, None, None]  # BxLxS -> Bx1x1xLxS.
   logits_BxGxRxLxS = jnp.where(mask, logits_BxGxRxLxS, jnp.finfo(jnp.float32).min)
   probs_BxGxRxLxS = dropout(jax.nn.softmax(logits_BxGxRxLxS, axis=-1).astype(dtype))
   out_BxGxRxLxK = jnp.einsum("bgrls,bgsk->bgrlk", probs_BxGxRxLxS, v_BxGxSxK.astype(dtype))
@@ -286,22 +284,26 @@ def attention(
   window=0,
   starts_BxL=None,
 ):
-  """causal_attention by `implementation`: 'reference', or jax.nn.dot_product_attention's
-  'xla' or 'cudnn' (no dropout, no softcap; resolve_attention refuses them with either).
+  """Softmax attention of queries at [pos, pos + L) over keys at [0, S), by `implementation`.
 
-  Without a cache (S == L, `pos` the Python int 0) and without a window the
-  fused kernels use their own causal mask; with one, a single query (decoding)
-  sees the first pos + 1 keys by length, and otherwise they get causal_mask.
-  Document starts (`starts_BxL`) always make an explicit mask.
+  Each of the G key/value heads serves H // G query heads (grouped-query attention; G == H is
+  multi-head). Scores are q.k * `scale` (default 1/sqrt(K)), soft-capped to (-softcap,
+  softcap) by softcap * tanh(s / softcap) when `softcap` > 0, and masked by `causal_mask`
+  with `window` and `starts_BxL` (each query inside its own document); `dropout` is applied to
+  the probabilities. 'reference' computes them as einsums in float32; 'xla' and 'cudnn' are
+  jax.nn.dot_product_attention's (no dropout, no softcap; resolve_attention refuses them with
+  either). Without a cache (S == L, `pos` the Python int 0) and without a window the fused
+  kernels use their own causal mask; with one, a single query (decoding) sees the first
+  pos + 1 keys by length, and otherwise they get causal_mask. Document starts always make an
+  explicit mask.
   """
-  if implementation == "reference":
-    return causal_attention(
-      q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, pos, dropout, dtype, scale, softcap, window, starts_BxL
-    )
-  if implementation not in ("xla", "cudnn"):
-    raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
   B, H, L, K = q_BxHxLxK.shape
   S = k_BxGxSxK.shape[2]
+  if implementation == "reference":
+    mask = causal_mask(L, S, pos, window, starts_BxL)
+    return _einsum_attention(q_BxHxLxK, k_BxGxSxK, v_BxGxSxK, mask, dropout, dtype, scale, softcap)
+  if implementation not in ("xla", "cudnn"):
+    raise UserError(f"model.attention={implementation!r} is not resolved: see resolve_attention.")
   layout = lambda x: x.astype(dtype).transpose(0, 2, 1, 3)  # BxHxLxK -> BxLxHxK, as JAX takes it.
   kwargs = {}
   no_window = isinstance(window, int) and window == 0

@@ -13,12 +13,8 @@ import jax.numpy as jnp
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
-from lm_jax.models import layers
+from lm_jax.models import decoder, layers
 from lm_jax.models import rope as rope_lib
-
-
-def _init(std: float):
-  return nn.initializers.normal(stddev=std)
 
 
 class Attention(nn.Module):
@@ -54,13 +50,8 @@ class Attention(nn.Module):
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None, local=True):
     D = x_BxLxD.shape[-1]
     H, G, K = self.num_heads, self.num_kv_heads, self.head_dim
-    dense = lambda features, name: nn.DenseGeneral(
-      features,
-      use_bias=self.qkv_bias,
-      kernel_init=_init(0.02),
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name=name,
+    dense = lambda features, name: layers.dense(
+      features, name, self.qkv_bias, self.dtype, self.param_dtype
     )
     q_BxHxLxK = dense((H, K), "q")(x_BxLxD).transpose(0, 2, 1, 3)
     kv_BxLx2xGxK = dense((2, G, K), "kv")(x_BxLxD)
@@ -91,16 +82,9 @@ class Attention(nn.Module):
       window=layers.select(local, self.sliding_window, 0) if self.sliding_window else 0,
       starts_BxL=starts_BxL,
     )
-    out_BxLxD = nn.DenseGeneral(
-      D,
-      axis=(-2, -1),
-      use_bias=self.out_bias,
-      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="o",
-    )(out_BxHxLxK.transpose(0, 2, 1, 3))
-    return out_BxLxD, kv
+    std = 0.02 / math.sqrt(2 * self.num_layers)
+    o = layers.dense(D, "o", self.out_bias, self.dtype, self.param_dtype, std, axis=(-2, -1))
+    return o(out_BxHxLxK.transpose(0, 2, 1, 3)), kv
 
 
 ACTIVATIONS = {
@@ -122,29 +106,18 @@ class GatedMlp(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxD):
-    D = x_BxLxD.shape[-1]
-    gate_up_BxLx2xF = nn.DenseGeneral(
-      (2, self.mlp_dim),
-      use_bias=self.use_bias,
-      kernel_init=_init(0.02),
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="gate_up",
-    )(x_BxLxD)
+    D, F = x_BxLxD.shape[-1], self.mlp_dim
+    gate_up = layers.dense((2, F), "gate_up", self.use_bias, self.dtype, self.param_dtype)
+    gate_up_BxLx2xF = gate_up(x_BxLxD)
     act = ACTIVATIONS[self.activation]
     h_BxLxF = act(gate_up_BxLx2xF[..., 0, :]) * gate_up_BxLx2xF[..., 1, :]
-    return nn.Dense(
-      D,
-      use_bias=self.use_bias,
-      kernel_init=_init(0.02 / math.sqrt(2 * self.num_layers)),
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-      name="down",
-    )(h_BxLxF)
+    std = 0.02 / math.sqrt(2 * self.num_layers)
+    return layers.dense(D, "down", self.use_bias, self.dtype, self.param_dtype, std)(h_BxLxF)
 
 
 class Block(nn.Module):
-  """Pre-RMSNorm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-RMSNorm residual block: x + attn(norm(x)), then x + mlp(norm(x)); with `post_norms`
+  (Gemma's sandwich), attention's and the MLP's outputs are normalized too."""
 
   num_heads: int
   num_kv_heads: int
@@ -154,19 +127,25 @@ class Block(nn.Module):
   dropout: float
   rope: rope_lib.Rope
   norm_eps: float
-  qkv_bias: bool
-  out_bias: bool
-  mlp_bias: bool
-  qk_norm: bool
-  sliding_window: int
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   attention: str = "reference"
+  qkv_bias: bool = False
+  out_bias: bool = False
+  mlp_bias: bool = False
+  qk_norm: bool = False
+  sliding_window: int = 0
+  local_rope: rope_lib.Rope | None = None
+  query_scale: float = 0.0  # Scores are q.k * query_scale; 0: 1 / sqrt(head_dim).
+  attn_softcap: float = 0.0
+  norm_offset: float = 0.0  # RMSNorm scales are offset + w (Gemma: 1, w from 0).
+  post_norms: bool = False
+  activation: str = "silu"
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool, kv=None, pos=0, starts_BxL=None, local=True):
     norm = lambda name: layers.RMSNorm(
-      self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+      self.norm_eps, self.norm_offset, self.dtype, self.param_dtype, name=name
     )
     attn = Attention(
       self.num_heads,
@@ -181,36 +160,39 @@ class Block(nn.Module):
       out_bias=self.out_bias,
       qk_norm=self.qk_norm,
       norm_eps=self.norm_eps,
+      norm_offset=self.norm_offset,
+      query_scale=self.query_scale,
+      softcap=self.attn_softcap,
       sliding_window=self.sliding_window,
+      local_rope=self.local_rope,
       attention=self.attention,
       name="attn",
     )
     h, kv = attn(norm("attn_norm")(x_BxLxD), deterministic, kv, pos, starts_BxL, local)
+    if self.post_norms:
+      h = norm("attn_post_norm")(h)
     x_BxLxD = x_BxLxD + nn.Dropout(self.dropout)(h, deterministic)
     mlp = GatedMlp(
-      self.mlp_dim, self.num_layers, self.mlp_bias, self.dtype, self.param_dtype, name="mlp"
+      self.mlp_dim,
+      self.num_layers,
+      self.mlp_bias,
+      self.dtype,
+      self.param_dtype,
+      activation=self.activation,
+      name="mlp",
     )
     h = mlp(norm("mlp_norm")(x_BxLxD))
+    if self.post_norms:
+      h = norm("mlp_post_norm")(h)
     return x_BxLxD + nn.Dropout(self.dropout)(h, deterministic), kv
 
 
-class Llama(nn.Module):
-  """Token embeddings, rotary pre-RMSNorm blocks, a head tied to the embedding or not.
+class Llama(decoder.Decoder):
+  """Token embeddings, rotary pre-RMSNorm blocks, a head tied to the embedding or not."""
 
-  The same contract as GPT: `model.apply(v, tokens_BxL)` gives logits_BxLxV
-  (float32); with a cache from `init_cache`, `model.apply(v, tokens_BxL,
-  cache=cache)` gives (logits_BxLxV, cache) for the tokens that follow.
-  """
-
-  vocab_size: int
-  num_layers: int = 4
-  num_heads: int = 4
   num_kv_heads: int = 2  # Key/value heads, each shared by num_heads // num_kv_heads queries.
   head_dim: int = 0  # Each head's width; 0: d_model / num_heads (Qwen3 sets its own).
-  d_model: int = 128
-  max_len: int = 256  # Longest context: the decode cache's limit (RoPE itself has none).
   mlp_dim: int = 0  # SwiGLU width; 0: 8/3 * d_model rounded up to a multiple of 8, as Llama.
-  dropout: float = 0.0
   tie_embeddings: bool = False  # The head reuses the embedding table (Llama 1-3: no).
   rope_base: float = 10000.0
   rope_type: str = "default"  # default, linear or llama3 (Llama 3.1): frequency scaling (rope.py).
@@ -218,30 +200,17 @@ class Llama(nn.Module):
   rope_low_freq_factor: float = 1.0  # llama3: wavelengths over original_max_len / this: / factor.
   rope_high_freq_factor: float = 4.0  # llama3: wavelengths under original_max_len / this: kept.
   rope_original_max_len: int = 8192  # llama3: the context the model was pre-trained on.
-  norm_eps: float = 1e-5
   attention_bias: bool = False  # Biases in the q, k, v and output projections.
   qkv_bias: bool = False  # Biases in the q, k and v projections only (Qwen2).
   mlp_bias: bool = False  # Biases in the SwiGLU's three projections.
   qk_norm: bool = False  # RMSNorm on each head's queries and keys before the rotation (Qwen3).
   sliding_window: int = 0  # Local layers see the last this many positions, their own too; 0: all.
   layer_pattern: str = "l"  # Local (l) or global (g) layers, repeated over the depth (see layers).
-  dtype: str = "float32"  # Activations (auto: bfloat16 on accelerators); softmax and logits
-  # stay float32.
-  param_dtype: str = "float32"  # Parameters (and so the weights a checkpoint holds): or bfloat16.
-  attention: str = "auto"  # reference, xla, cudnn or auto (layers.resolve_attention).
-  remat: str = "none"  # Recompute blocks in the backward pass: none, block, dots (see layers).
-  scan_layers: bool = False  # One nn.scan over stacked blocks: compile time flat in depth.
-  eod_ids: tuple = ()  # Set from data.document_masking: attention and positions restart at these.
 
   @property
   def hidden_dim(self) -> int:
     """The SwiGLU width F."""
     return self.mlp_dim or 8 * math.ceil(self.d_model / 3)  # 8/3 * d_model, up to a multiple of 8.
-
-  @property
-  def head_width(self) -> int:
-    """Each head's width K."""
-    return self.head_dim or self.d_model // self.num_heads
 
   @property
   def rope(self) -> rope_lib.Rope:
@@ -254,105 +223,44 @@ class Llama(nn.Module):
       self.rope_original_max_len,
     )
 
-  def flops_per_token(self, params, seq_len: int) -> float:
-    """6 per parameter that multiplies (the embedding only as a tied head), plus attention's."""
-    n = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    if not self.tie_embeddings:
-      n -= params["embed"]["embedding"].size
-    return 6.0 * n + 12.0 * self.num_layers * self.num_heads * self.head_width * seq_len
-
-  def init_cache(self, batch_size: int, length: int):
-    """An empty KV cache of num_kv_heads heads for `length` positions (at most max_len)."""
-    shape = (batch_size, self.num_kv_heads, min(length, self.max_len), self.head_width)
-    cache = layers.init_kv_cache(
-      self.num_layers, self.scan_layers, shape, layers.compute_dtype(self.dtype)
-    )
-    return {**cache, "start": jnp.zeros((batch_size,), jnp.int32)} if self.eod_ids else cache
-
-  def check(self) -> None:
-    """Refuses settings outside their range (UserError)."""
-    layers.check_transformer(self)
-    config_lib.check_int("model.num_kv_heads", self.num_kv_heads, 1)
-    config_lib.check_int("model.mlp_dim", self.mlp_dim, 0)
-    config_lib.check_number("model.rope_base", self.rope_base, 0, above=True)
-    H, G, D = self.num_heads, self.num_kv_heads, self.d_model
-    if not self.head_dim and D % H or self.head_width % 2:
-      raise UserError(
-        f"model.d_model={D} must be num_heads={H} times an even head width "
-        "(RoPE rotates pairs), or model.head_dim even: change d_model, num_heads or head_dim."
-      )
-    if G < 1 or H % G:
-      raise UserError(f"model.num_kv_heads={G} must divide num_heads={H}.")
-    if self.sliding_window < 0:
-      raise UserError(f"model.sliding_window={self.sliding_window} must be 0 (none) or more.")
-    self.rope.check()
-
-  @nn.compact
-  def __call__(self, tokens_BxL, deterministic: bool = True, cache=None):
-    self.check()
-    L = tokens_BxL.shape[1]
-    pos = 0 if cache is None else cache["pos"]
-    dtype, param_dtype = layers.compute_dtype(self.dtype), layers.param_dtype(self.param_dtype)
-    starts_BxL = None
-    if self.eod_ids:
-      start_B = None if cache is None else cache["start"]
-      starts_BxL = layers.document_starts(tokens_BxL, self.eod_ids, pos, start_B)
-    embed = nn.Embed(
-      self.vocab_size,
-      self.d_model,
-      embedding_init=_init(0.02),
-      param_dtype=param_dtype,
-      name="embed",
-    )
-    x_BxLxD = nn.Dropout(self.dropout)(embed(tokens_BxL), deterministic).astype(dtype)
+  def block_options(self):
     local = layers.local_layers(self.layer_pattern, self.num_layers)
     window = self.sliding_window if any(local) else 0  # Layers alike: the window is static.
-    block_kwargs = {
-      "num_heads": self.num_heads,
+    options = {
       "num_kv_heads": self.num_kv_heads,
       "head_dim": self.head_width,
-      "num_layers": self.num_layers,
       "mlp_dim": self.hidden_dim,
-      "dropout": self.dropout,
       "rope": self.rope,
-      "norm_eps": self.norm_eps,
       "qkv_bias": self.qkv_bias or self.attention_bias,
       "out_bias": self.attention_bias,
       "mlp_bias": self.mlp_bias,
       "qk_norm": self.qk_norm,
       "sliding_window": window,
-      "dtype": dtype,
-      "param_dtype": param_dtype,
-      "attention": layers.resolve_attention(
-        self.attention, dtype, self.dropout, self.head_width, documents=bool(self.eod_ids)
-      )[0],
     }
-    x_BxLxD, kv_layers = layers.apply_blocks(
-      Block,
-      block_kwargs,
-      self.num_layers,
-      self.remat,
-      self.scan_layers,
-      x_BxLxD,
-      deterministic,
-      None if cache is None else cache["layers"],
-      pos,
-      starts_BxL,
-      per_layer=local if window and not all(local) else None,
+    return Block, options, local if window and not all(local) else None
+
+  def final_norm(self, dtype, param_dtype):
+    return layers.RMSNorm(self.norm_eps, dtype=dtype, param_dtype=param_dtype, name="norm")
+
+  def check_options(self) -> None:
+    config_lib.check_int("model.mlp_dim", self.mlp_dim, 0)
+    config_lib.check_number("model.rope_base", self.rope_base, 0, above=True)
+    check_heads(self)
+    self.rope.check()
+
+
+def check_heads(m) -> None:
+  """Heads of an even width (RoPE rotates pairs), key/value heads that divide the query heads,
+  and a window of 0 (none) or more: Llama's and Gemma's shared ranges."""
+  config_lib.check_int("model.num_kv_heads", m.num_kv_heads, 1)
+  config_lib.check_int("model.head_dim", m.head_dim, 0)
+  H, G, D = m.num_heads, m.num_kv_heads, m.d_model
+  if not m.head_dim and D % H or m.head_width % 2:
+    raise UserError(
+      f"model.d_model={D} must be num_heads={H} times an even head width "
+      "(RoPE rotates pairs), or model.head_dim even: change d_model, num_heads or head_dim."
     )
-    norm = layers.RMSNorm(self.norm_eps, dtype=dtype, param_dtype=param_dtype, name="norm")
-    x_BxLxD = norm(x_BxLxD).astype(jnp.float32)
-    if self.tie_embeddings:
-      logits_BxLxV = embed.attend(x_BxLxD)
-    else:
-      logits_BxLxV = nn.Dense(
-        self.vocab_size,
-        use_bias=False,
-        kernel_init=_init(0.02),
-        param_dtype=param_dtype,
-        name="head",
-      )(x_BxLxD)
-    if cache is None:
-      return logits_BxLxV
-    cache = {"pos": pos + L, "layers": kv_layers}
-    return logits_BxLxV, cache if starts_BxL is None else {**cache, "start": starts_BxL[:, -1]}
+  if H % G:
+    raise UserError(f"model.num_kv_heads={G} must divide num_heads={H}.")
+  if m.sliding_window < 0:
+    raise UserError(f"model.sliding_window={m.sliding_window} must be 0 (none) or more.")

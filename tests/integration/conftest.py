@@ -1,7 +1,7 @@
 """Fixtures of several integration test files: a trained run, tiny Hugging Face models.
 
 Built once per test process; the Hugging Face ones skip their tests where torch and
-transformers are not installed (the helpers they use live in hf/test_weights.py).
+transformers are not installed (their builders live in tests/helpers/hf.py).
 """
 
 import pytest
@@ -9,35 +9,25 @@ import pytest
 
 @pytest.fixture(scope="session")
 def hf_dirs(tmp_path_factory):
-  """{arch: directory} of tiny random models saved with save_pretrained, and the tokenizer."""
-  from integration.hf.test_weights import ARCHS, torch, train_tokenizer, transformers
+  """{arch: directory} of a tiny random model of each of helpers.hf.ARCHS, saved with
+  save_pretrained with its tokenizer (helpers.hf.fast_tokenizer())."""
+  from helpers import hf
 
   root = tmp_path_factory.mktemp("hf")
-  fast = train_tokenizer(root / "tokenizer")
-  dirs = {}
-  for i, (arch, make_config) in enumerate(ARCHS.items()):
-    torch.manual_seed(i)
-    config = make_config(len(fast))
-    config.update({"initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0})
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # Norm scales and biases start at 1 and 0: move them too.
-      for p in model.parameters():
-        p.add_(0.1 * torch.randn_like(p))
-    dirs[arch] = str(root / arch)
-    model.save_pretrained(dirs[arch])
-    fast.save_pretrained(dirs[arch])
-  return dirs
+  fast = hf.fast_tokenizer()
+  return {arch: hf.save_model(arch, root / arch, fast, seed=i) for i, arch in enumerate(hf.ARCHS)}
 
 
 @pytest.fixture(scope="session")
 def ours(hf_dirs):
-  """{arch: (model, params, tokenizer, jitted forward pass)}, imported once."""
+  """{arch: (model, params, tokenizer, jitted forward pass)} of hf_dirs as lm_jax imports
+  them, imported once."""
   import jax
-  from integration.hf.test_weights import imported
+  from helpers import hf
 
   out = {}
   for arch, hf_dir in hf_dirs.items():
-    model, params, tokenizer = imported(hf_dir)
+    model, params, tokenizer = hf.imported(hf_dir)
     out[arch] = (model, params, tokenizer, jax.jit(lambda p, t, m=model: m.apply({"params": p}, t)))
   return out
 

@@ -9,10 +9,11 @@ import numpy as np
 import optax
 import pytest
 from conftest import launch_train, launch_two_processes
+from helpers import states
+from helpers.trees import assert_trees_close, assert_trees_equal
 
 from lm_jax import config as config_lib
 from lm_jax import models, optim, records, runs, train
-from lm_jax import state as state_lib
 from lm_jax.data import batches
 
 
@@ -33,8 +34,7 @@ def test_carried_windows_equal_one_pass():
     logits, carry = model.apply(params, tokens_BxL[:, start : start + 7], cache=carry)
     parts.append(logits)
   np.testing.assert_allclose(jnp.concatenate(parts, axis=1), whole, atol=1e-5, rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(final)):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  assert_trees_close(carry, final, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("grad_accum_steps", [1, 2])
@@ -47,14 +47,7 @@ def test_train_step_continues_the_streams(grad_accum_steps):
   c.update(learning_rate=0.0, min_learning_rate=0.0, schedule="constant", grad_clip=0.0)
   tx, _ = optim.make_optimizer(c, 10)
   params = model.init(jax.random.key(3), jnp.zeros((1, L), jnp.int32))["params"]
-  state = state_lib.TrainState(
-    step=jnp.array(0),
-    params=params,
-    opt_state=tx.init(params),
-    apply_fn=model.apply,
-    tx=tx,
-    carry=model.init_carry(B),
-  )
+  state = states.train_state(model, tx=tx, params=params, carry=model.init_carry(B))
   step = jax.jit(
     lambda s, b: train.train_step(s, b, jax.random.key(0), grad_accum_steps=grad_accum_steps)
   )
@@ -64,8 +57,7 @@ def test_train_step_continues_the_streams(grad_accum_steps):
   logits, final = model.apply(
     {"params": params}, jnp.asarray(streams_BxN[:, : 3 * L]), cache=model.init_carry(B)
   )
-  for a, b in zip(jax.tree_util.tree_leaves(state.carry), jax.tree_util.tree_leaves(final)):
-    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  assert_trees_close(state.carry, final, atol=1e-5, rtol=1e-5)
   targets = streams_BxN[:, 2 * L + 1 : 3 * L + 1]
   log_probs = jax.nn.log_softmax(logits[:, 2 * L :])
   want = -np.take_along_axis(np.asarray(log_probs), targets[..., None], -1).mean()
@@ -131,8 +123,7 @@ def test_resume_mid_epoch_with_carried_state_is_bit_exact(config, tmp_path):
   assert keep(resumed) == keep(straight)
   a, b = runs.load_run(straight)[3], runs.load_run(resumed)[3]
   assert a.carry is not None
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(a, b)
 
 
 def test_carry_follows_its_rows_in_every_layout(config, tmp_path):
@@ -146,10 +137,7 @@ def test_carry_follows_its_rows_in_every_layout(config, tmp_path):
     state, ev = train.train_and_evaluate(c, str(tmp_path / mode))
     found[mode] = (state, ev)
   for mode in ("pmap", "sharded"):
-    for x, y in zip(
-      jax.tree_util.tree_leaves(found["jit"][0]), jax.tree_util.tree_leaves(found[mode][0])
-    ):
-      np.testing.assert_allclose(x, y, atol=2e-5, rtol=2e-5, err_msg=mode)
+    assert_trees_close(found["jit"][0], found[mode][0], err_msg=mode, atol=2e-5, rtol=2e-5)
     np.testing.assert_allclose(found["jit"][1]["loss"], found[mode][1]["loss"], rtol=1e-5)
   assert found["jit"][0].carry["layers"][0][0].shape == (8, 16)  # Global rows.
 
@@ -174,5 +162,4 @@ def test_two_processes_carry_their_own_rows(config, tmp_path, mode):
       [r[key] for r in two if key in r], [r[key] for r in one if key in r], rtol=1e-5
     )
   a, b = runs.load_run(str(tmp_path / "one"))[3], runs.load_run(str(tmp_path / "two"))[3]
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+  assert_trees_close(a, b, atol=1e-5, rtol=1e-5)

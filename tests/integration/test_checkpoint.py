@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, make_text
+from helpers.runs import train_losses, write_config
+from helpers.trees import assert_trees_close, assert_trees_equal
 
 from configs import tiny
 from lm_jax import UserError, checkpoint, records, runs, train
@@ -27,21 +28,6 @@ def run_script(*args, wait=True):
       cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def write_config(config, path):
-  with open(path, "w") as f:
-    f.write(config.to_json_best_effort())
-  return str(path)
-
-
-def train_losses(workdir):
-  return [(r["step"], r["train_loss"]) for r in records.read_metrics(workdir) if "train_loss" in r]
-
-
-def assert_same_params(a, b):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(x, y)
 
 
 def sigterm_at(monkeypatch, at_step):
@@ -81,8 +67,8 @@ def test_sigterm_saves_and_a_new_process_resumes_exactly(resumable, tmp_path, mo
   a = runs.load_run(str(tmp_path / "straight"))
   b = runs.load_run(str(tmp_path / "resumed"))
   assert a[4] == b[4] == 12
-  assert_same_params(a[3].params, b[3].params)
-  assert_same_params(a[3].opt_state, b[3].opt_state)
+  assert_trees_equal(a[3].params, b[3].params)
+  assert_trees_equal(a[3].opt_state, b[3].opt_state)
 
 
 @pytest.mark.slow
@@ -102,7 +88,7 @@ def test_sigkill_at_any_moment_resumes_to_the_same_result(resumable, tmp_path):
   r = run_script("--workdir", killed)
   assert r.returncode == 0, r.stderr[-2000:]
   assert train_losses(killed) == train_losses(str(tmp_path / "straight"))
-  assert_same_params(
+  assert_trees_equal(
     runs.load_run(killed)[3].params, runs.load_run(str(tmp_path / "straight"))[3].params
   )
 
@@ -118,7 +104,7 @@ def test_unfinished_and_corrupt_checkpoints_are_skipped(config, tmp_path, capsys
     if os.path.isfile(path) and "metadata" not in path.lower():
       with open(path, "r+b") as f:
         f.truncate(3)
-  *_, state, step = runs.load_run(workdir)
+  *_, state, step, _ = runs.load_run(workdir)
   assert step == 4 and int(state.step) == 4
   assert "checkpoint 6 in" in capsys.readouterr().err
   assert sorted(os.listdir(ckpt_dir))[:3] == ["2", "4", "6"]  # Read-only: nothing moved.
@@ -242,10 +228,7 @@ def test_checkpoints_move_between_layouts(config, tmp_path):
     config.mesh.update(mesh or dict(data=-1, fsdp=1, tensor=1))
     train.train_and_evaluate(config, str(tmp_path / "moved"))
   moved = runs.load_run(str(tmp_path / "moved"))[3]
-  for x, y in zip(
-    jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(moved.params)
-  ):
-    np.testing.assert_allclose(x, y, atol=1e-5)
+  assert_trees_close(straight.params, moved.params, atol=1e-5)
 
 
 def test_non_finite_loss_stops_the_run(config, tmp_path):
@@ -386,8 +369,7 @@ def test_a_damaged_newest_step_falls_back_and_the_run_ends_bit_exact(
   }
   assert moved == damaged  # Set aside as it was, never deleted.
   assert losses(copy) == losses(workdir)
-  for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(final)):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(state, final)
   assert runs.load_run(copy)[4] == 6
   assert sweep.is_finished(copy)
 
@@ -397,12 +379,9 @@ def test_damage_to_files_a_restore_does_not_read_changes_nothing(unbroken, tmp_p
   _, workdir, _ = unbroken
   copy = damaged_copy(unbroken, tmp_path, 6, kind, UNREAD)
   capsys.readouterr()
-  config, _, _, state, step = runs.load_run(copy)
+  config, _, _, state, step, _ = runs.load_run(copy)
   assert step == 6 and "warning" not in capsys.readouterr().err
-  for a, b in zip(
-    jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(runs.load_run(workdir)[3])
-  ):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(state, runs.load_run(workdir)[3])
 
 
 def test_several_damaged_steps_are_all_named_and_set_aside(unbroken, tmp_path, capsys):
@@ -422,8 +401,7 @@ def test_several_damaged_steps_are_all_named_and_set_aside(unbroken, tmp_path, c
     "6.damaged",
   ]
   assert losses(copy) == losses(workdir)
-  for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(final)):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(state, final)
 
 
 def test_every_step_damaged_is_refused_listing_each_and_nothing_changes(unbroken, tmp_path):

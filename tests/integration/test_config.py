@@ -1,7 +1,7 @@
 """A run's config on disk: resuming refuses changes, config.json reproduces the run."""
 
 import pytest
-from integration.test_checkpoint import train_losses, write_config
+from helpers.runs import train_losses, write_config
 
 from lm_jax import UserError, train
 from lm_jax import config as config_lib

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import states
 
 from lm_jax import UserError, evaluate, models, parallel, train
 from lm_jax import config as config_lib
@@ -23,11 +24,7 @@ def build(name, **kwargs):
   model = models.build_model(
     config_lib.ml_collections.ConfigDict({"name": name, **base[name], **kwargs}), 23
   )
-  params = model.init(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))["params"]
-  state = train.state_lib.TrainState(
-    step=jnp.array(0), params=params, opt_state=None, apply_fn=model.apply, tx=None
-  )
-  return model, state
+  return model, states.train_state(model)
 
 
 def nll(model, params, inputs_BxL, targets_BxL, **kwargs):

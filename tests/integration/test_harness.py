@@ -1,4 +1,4 @@
-"""lm-evaluation-harness through lm_jax/harness.py, against the harness's own Hugging Face backend.
+"""lm-evaluation-harness through lm_jax/harness/, against the harness's own Hugging Face backend.
 
 A tiny random GPT-2 and a byte-level BPE are built with `transformers`, imported into lm_jax, and
 evaluated on local tasks (multiple choice, rolling log-likelihood, generation with a stop
@@ -15,6 +15,8 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, WORDS, make_text
+from helpers import hf
+from helpers.trees import assert_trees_equal
 
 from lm_jax import UserError, records, runs, train
 from lm_jax.experiments import compare
@@ -27,9 +29,7 @@ pytest.importorskip("lm_eval", reason=INSTALL)
 pytest.importorskip("accelerate", reason=INSTALL)
 torch = pytest.importorskip("torch", reason=INSTALL)
 transformers = pytest.importorskip("transformers", reason=INSTALL)
-hf_tokenizers = pytest.importorskip("tokenizers", reason=INSTALL)
 
-EOT = "<|endoftext|>"
 TASKS = "lmjax_mc,lmjax_roll,lmjax_gen"
 
 
@@ -120,31 +120,10 @@ def write_tasks(folder, num_docs=12, seed=0, greedy=None):
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-  """A tiny random GPT-2 with a byte-level BPE, saved as Hugging Face saves them."""
-  path = str(tmp_path_factory.mktemp("gpt2"))
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=[EOT],
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(2000, seed=5).lower()], trainer)
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
-  torch.manual_seed(0)
-  config = transformers.GPT2Config(
-    vocab_size=len(fast) + 4, n_positions=64, n_embd=32, n_layer=2, n_head=4
-  )
-  config.update({"initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0})
-  model = transformers.GPT2LMHeadModel(config)
-  with torch.no_grad():  # Norm scales and biases start at 1 and 0: move them too.
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  model.save_pretrained(path)
-  fast.save_pretrained(path)
-  return path
+  """A tiny random GPT-2 (helpers.hf.ARCHS) with a byte-level BPE, saved as Hugging Face saves
+  them; the BPE learns lowercase text, as the tasks are."""
+  fast = hf.fast_tokenizer(hf.byte_level_bpe([make_text(2000, seed=5).lower()]))
+  return hf.save_model("gpt2", tmp_path_factory.mktemp("gpt2"), fast, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +180,7 @@ def test_adapter_equals_the_harness_hf_backend(harness, hf_dir, tasks_dir, tmp_p
   for task in TASKS.split(","):
     a, b = by_doc(ours["samples"][task]), by_doc(theirs["samples"][task])
     assert [s["doc_id"] for s in a] == [s["doc_id"] for s in b] and a
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
       assert x["arguments"] == y["arguments"]  # The same requests...
       for u, v in zip(leaves(x["resps"]), leaves(y["resps"]), strict=True):  # ...answered alike.
         if isinstance(v, bool):
@@ -248,7 +227,7 @@ def char_config(config, tasks_dir, **train):
 
 def mc_accuracy_by_hand(workdir, tasks_dir):
   """The multiple-choice accuracy from whole-sequence forward passes, one request at a time."""
-  config, model, tokenizer, state, _ = runs.load_run(workdir)
+  config, model, tokenizer, state, *_ = runs.load_run(workdir)
   forward = jax.jit(lambda t: model.apply({"params": state.params}, t))
   L = config.model.max_len
   correct = []
@@ -317,8 +296,7 @@ def test_char_run_in_the_loop_and_resumed_after_sigterm_during_it(
   assert losses(resumed) == losses(straight)
   assert harness_lines(resumed) == lines
   a, b = runs.load_run(straight), runs.load_run(resumed)
-  for x, y in zip(jax.tree_util.tree_leaves(a[3].params), jax.tree_util.tree_leaves(b[3].params)):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(a[3].params, b[3].params)
 
 
 @pytest.mark.slow

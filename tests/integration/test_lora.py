@@ -11,8 +11,11 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT
+from helpers import states
+from helpers.runs import train_losses
+from helpers.trees import assert_trees_close
 
-from lm_jax import checkpoint, evaluate, lora, models, optim, records, runs, sample, train
+from lm_jax import checkpoint, evaluate, lora, models, optim, runs, sample, train
 from lm_jax import state as state_lib
 
 
@@ -20,10 +23,6 @@ def lora_config(config, **lora):
   config.train.lora.update(rank=4, alpha=8.0, **lora)
   config.optim.update(learning_rate=1e-2, warmup_steps=0)  # Adapters start at zero: move them.
   return config
-
-
-def train_losses(workdir):
-  return [(r["step"], r["train_loss"]) for r in records.read_metrics(workdir) if "train_loss" in r]
 
 
 def assert_same(a, b):
@@ -52,7 +51,7 @@ def test_only_the_adapters_train_and_the_run_samples_and_evaluates(config, tmp_p
   assert losses[-1] < losses[0]
 
   # Evaluation and sampling see the adapted model: the base plus the adapters, merged.
-  _, model, tokenizer, merged, _ = runs.load_run(workdir)
+  _, model, tokenizer, merged, *_ = runs.load_run(workdir)
   assert_same(
     merged.params, lora.merge(state.frozen, state.params, lora.settings(config.train.lora))
   )
@@ -68,7 +67,8 @@ def test_adapters_start_at_zero_so_the_model_is_unchanged(config):
   model = models.build_model(config.model, 30)
   create, _ = state_lib.state_factory(config, model, optim.make_optimizer(config.optim, 6)[0])
   state = jax.jit(create)()
-  plain = state_lib.create_train_state(model, state.tx, jax.random.split(jax.random.key(0))[0], 16)
+  config.train.lora.rank = 0
+  plain = states.train_state(model, config, state.tx)
   assert_same(state.frozen, plain.params)  # The same initial model as without LoRA.
   tokens = np.arange(32).reshape(2, 16) % 30
   adapted = jax.jit(state.apply_fn)(state.variables(state.params), tokens)
@@ -85,10 +85,7 @@ def test_jit_pmap_and_sharded_train_lora_alike(config, tmp_path):
     state, ev = train.train_and_evaluate(config, str(tmp_path / mode))
     results[mode] = (state.params, ev["loss"], [x for _, x in train_losses(str(tmp_path / mode))])
   for mode in ("pmap", "sharded"):
-    for x, y in zip(
-      jax.tree_util.tree_leaves(results[mode][0]), jax.tree_util.tree_leaves(results["jit"][0])
-    ):
-      np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
+    assert_trees_close(results[mode][0], results["jit"][0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(results[mode][1], results["jit"][1], rtol=1e-5)
     np.testing.assert_allclose(results[mode][2], results["jit"][2], rtol=1e-5)
   frozen = runs.load_run(str(tmp_path / "sharded"), merge=False)[3].frozen

@@ -1,8 +1,7 @@
 """Optimizers and schedules in training: the plateau schedule resumes exactly, z-loss is
 reported apart from the cross-entropy."""
 
-import jax
-import numpy as np
+from helpers.trees import assert_trees_equal
 
 from lm_jax import records, runs, train
 
@@ -33,8 +32,7 @@ def test_plateau_resumed_equals_unbroken(config, tmp_path):
   ]
   assert strip(rows(resumed)) == strip(rows(straight))
   a, b = runs.load_run(straight)[3], runs.load_run(resumed)[3]
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(a, b)
   assert float(b.schedule_state["lr_scale"]) <= lrs[16] / 0.03 < 1  # Saved and restored.
 
 

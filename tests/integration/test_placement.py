@@ -7,6 +7,7 @@ import pytest
 
 from configs import tiny
 from lm_jax import UserError, compile_check, data, train
+from lm_jax import state as state_lib
 from lm_jax.data import batches, streams
 
 # The MLP is 48 wide, not V: weights are told apart by their shapes in the HLO.
@@ -35,17 +36,17 @@ def config_for(name: str, mode: str, mesh: dict):
 
 def train_steps(config):
   """Losses of STEPS steps, the compiled step's HLO and the abstract parameters."""
-  built = train.setup(config, V)
+  built = state_lib.setup(config, V)
   plan = built.plan
   tokens = streams.Mixture.single(data.synthetic_tokens("random", V, 20_000, seed=0))
   batch = lambda s: plan.shard(batches.train_batch(tokens, 0, s, B, L, plan.rows(B)))
-  state = plan.init(built.create)
-  step = built.train_step.lower(state, batch(0), built.rng).compile()
+  state = plan.init(built.create, built.abstract)
+  step = train.compile_step(built).lower(state, batch(0), built.rng).compile()
   losses = []
   for s in range(STEPS):
     state, metrics = step(state, batch(s), built.rng)
     losses.append(float(plan.to_host(metrics)["train_loss"]))
-  return np.array(losses), step.as_text(), plan, jax.eval_shape(built.create)
+  return np.array(losses), step.as_text(), plan, built.abstract
 
 
 def tensor_split_weights(plan, abstract) -> set:
@@ -80,8 +81,8 @@ def test_tensor_parallel_steps_equal_one_device_and_never_gather_a_whole_weight(
 
 def test_tensor_parallelism_needs_the_sharded_mode_and_a_model_it_splits():
   with pytest.raises(UserError, match="mesh.tensor=2 splits layers over devices only in"):
-    train.setup(config_for("gpt", "pmap", dict(tensor=2)), V)
+    train.compile_step(state_lib.setup(config_for("gpt", "pmap", dict(tensor=2)), V))
   lstm = config_for("gpt", "sharded", dict(data=4, tensor=2))
   lstm.model = ml_collections.ConfigDict({"name": "lstm", "embed_size": 16, "hidden_size": 16})
   with pytest.raises(UserError, match="model 'lstm' has neither: set mesh.tensor=1"):
-    train.setup(lstm, V)
+    train.compile_step(state_lib.setup(lstm, V))

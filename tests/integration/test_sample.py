@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import MODELS, V, build, forward, init
+from helpers.models import NAMES, REGISTERED, V, build, forward, init
 
-from lm_jax import UserError, models, sample
+from lm_jax import UserError, sample
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", NAMES)
 def test_cached_decoding_equals_full_forward(name):
   model = build(name)
   params, tokens = init(model, length=12, batch=3)
@@ -30,7 +30,7 @@ def test_cached_decoding_equals_full_forward(name):
   np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", REGISTERED)
 def test_top_k_1_and_temperature_0_equal_greedy(name):
   model = build(name)
   params, _ = init(model)
@@ -39,10 +39,10 @@ def test_top_k_1_and_temperature_0_equal_greedy(name):
     model, params, prompts, jax.random.key(3), max_new_tokens=8, **kw
   )
   greedy = run(temperature=0.0)
-  for a, b in zip(greedy, run(temperature=1.0, top_k=1)):
+  for a, b in zip(greedy, run(temperature=1.0, top_k=1), strict=True):
     np.testing.assert_array_equal(a, b)
   no_cache = run(temperature=0.0, use_cache=False)
-  for a, b in zip(greedy, no_cache):
+  for a, b in zip(greedy, no_cache, strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -53,8 +53,8 @@ def test_same_seed_same_samples():
     model, params, [np.array([1, 2])] * 4, jax.random.key(seed), max_new_tokens=10, temperature=1.0
   )
   a, b, c = run(0), run(0), run(1)
-  assert all(np.array_equal(x, y) for x, y in zip(a, b))
-  assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+  assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+  assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
   assert all(len(x) == 10 and x.min() >= 0 and x.max() < V for x in a)
 
 

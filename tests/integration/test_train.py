@@ -7,7 +7,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from integration.test_checkpoint import train_losses
+from helpers.runs import train_losses
+from helpers.trees import assert_trees_close, assert_trees_equal
 
 from lm_jax import UserError, checkpoint, records, runs, train
 from lm_jax import config as config_lib
@@ -24,11 +25,6 @@ class Bigram(nn.Module):
     return nn.Dense(self.vocab_size)(nn.Embed(self.vocab_size, self.width)(tokens_BxL))
 
 
-def params_close(a, b, atol):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
-
-
 @pytest.mark.parametrize("model", ["gpt", "lstm"])
 def test_pmap_equals_jit(config, tmp_path, model):
   if model == "lstm":
@@ -41,7 +37,7 @@ def test_pmap_equals_jit(config, tmp_path, model):
     state, ev = train.train_and_evaluate(config, str(tmp_path / mode))
     results[mode] = (state, ev, records.read_metrics(str(tmp_path / mode)))
   (s1, e1, m1), (s8, e8, m8) = results["jit"], results["pmap"]
-  params_close(s1.params, s8.params, atol=2e-6)
+  assert_trees_close(s1.params, s8.params, atol=2e-6, rtol=0)
   np.testing.assert_allclose(e1["loss"], e8["loss"], rtol=1e-5)
   losses1 = [r["train_loss"] for r in m1 if "train_loss" in r]
   losses8 = [r["train_loss"] for r in m8 if "train_loss" in r]
@@ -104,7 +100,7 @@ def test_a_diverging_run_stops_at_its_first_bad_step_and_keeps_its_checkpoint(co
   config.optim.learning_rate = 1e30  # Clipped gradients or not, Adam's step is about lr.
   config.train.update(num_steps=12, eval_every=100)
   found = []
-  for w, every in zip(workdirs, (1, 8)):
+  for w, every in zip(workdirs, (1, 8), strict=True):
     config.train.update(log_every=every, checkpoint_every=8)
     with pytest.raises(UserError, match=r"^the run diverged: its loss, gradients or upd") as e:
       train.train_and_evaluate(config, w)
@@ -115,8 +111,7 @@ def test_a_diverging_run_stops_at_its_first_bad_step_and_keeps_its_checkpoint(co
     rows = records.read_metrics(w)
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
     restored = runs.load_run(w)[3]
-    for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(good)):
-      np.testing.assert_array_equal(a, b)
+    assert_trees_equal(restored, good)
   (first, seen), (first_seldom, seen_seldom) = found
   assert 4 < first <= 8 and seen == first  # Logged every step: seen at once.
   assert (first_seldom, seen_seldom) == (first, 8)  # Every step watched, read at step 8.

@@ -3,11 +3,13 @@ in one sentence that names the key, what it takes and how to change it."""
 
 import re
 
+import ml_collections
 import pytest
 
 from configs import shakespeare_char_llama, shakespeare_char_lstm, tiny
-from lm_jax import UserError, checks
+from lm_jax import UserError, checks, models, parallel, train
 from lm_jax import config as config_lib
+from lm_jax.models.decoder import Decoder
 
 FIX = r"change it in the config or with --config\.{key}=VALUE\.$"
 
@@ -102,18 +104,30 @@ def test_a_value_of_the_wrong_type_is_refused(key, value, rule):
   [
     ({"model.d_model": "31"}, r"model.d_model=31 is not divisible by model.num_heads=2"),
     ({"train.profile_steps": "[5, 1]"}, r"train.profile_steps=\[5, 1\] must be \[first, last\]"),
-    ({"train.parallel": "pmap", "train.batch_size": "12"}, r"batch_size=12 is not divisible by"),
-    ({"train.parallel": "sharded", "mesh.data": "3", "mesh.fsdp": "3"}, r"does not cover the 8"),
-    (
-      {"train.parallel": "sharded", "mesh.data": "0"},
-      r"mesh.data=0 x mesh.fsdp=1 x mesh.tensor=1 is invalid: give positive sizes",
-    ),
     ({"mesh.fsdp": "-2"}, r"mesh.fsdp=-2 is not an integer >= -1"),
   ],
 )
 def test_settings_that_do_not_fit_together_are_refused(overrides, message):
   with pytest.raises(UserError, match=message):
     checks.check_config(config_lib.override(tiny.get_config(), overrides))
+
+
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    ({"train.parallel": "pmap", "train.batch_size": "12"}, r"batch_size=12 is not divisible by"),
+    ({"train.parallel": "sharded", "mesh.data": "3", "mesh.fsdp": "3"}, r"does not cover the 8"),
+    (
+      {"train.parallel": "sharded", "mesh.data": "0"},
+      r"mesh.data=0 x mesh.fsdp=1 x mesh.tensor=1 is invalid: give positive sizes",
+    ),
+  ],
+)
+def test_a_layout_the_devices_cannot_take_is_refused_before_data(overrides, message):
+  config = config_lib.override(tiny.get_config(), overrides)
+  checks.check_config(config)
+  with pytest.raises(UserError, match=message):
+    parallel.training_plan(config)
 
 
 def test_model_checks_are_each_models_own():
@@ -133,6 +147,25 @@ def test_model_checks_are_each_models_own():
   ]:
     with pytest.raises(UserError, match=message):
       checks.check_config(config_lib.override(lstm, {key: value}))
+
+
+@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_every_registered_model_checks_its_own_settings(name):
+  assert callable(getattr(models.get_model_class(name), "check", None))
+
+
+DECODERS = [n for n in sorted(models.REGISTRY) if issubclass(models.get_model_class(n), Decoder)]
+
+
+@pytest.mark.parametrize("key", ["num_heads", "num_layers"])
+@pytest.mark.parametrize("name", DECODERS)
+def test_a_decoder_without_heads_or_layers_is_refused_before_data(name, key, tmp_path):
+  config = tiny.get_config()
+  config.model = ml_collections.ConfigDict({"name": name, key: 0})
+  config.data.update(dataset="text", text_files={"train": str(tmp_path / "absent.txt")})
+  with pytest.raises(UserError, match=rf"^model.{key}=0 is not an integer >= 1: "):
+    train.train_and_evaluate(config, str(tmp_path / "run"))  # Refused before the text is read.
+  assert not (tmp_path / "run").exists()
 
 
 def test_a_mixture_sources_own_keys_are_checked_under_its_name():

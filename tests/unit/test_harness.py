@@ -1,8 +1,14 @@
-"""The harness adapter's request handling, on a fake scorer (no model compiles)."""
+"""The harness adapter's request handling, on a fake scorer (no model compiles); importing the
+harness leaves the process as it was, and its Hub check reaches an already imported `datasets`."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from lm_jax import UserError, parallel
+from lm_jax import UserError, network, parallel
 from lm_jax.data import tokenizers
 
 pytest.importorskip("lm_eval", reason="the harness is not installed: pip install -e .[harness]")
@@ -58,7 +64,7 @@ def test_loglikelihood_scores_the_continuation_after_its_context():
   text = "abcdefghijklmnopqrstuvwxyz"
   args = [("ab", "c"), ("", "xyz"), (text, "0123"), ("bc", "d")]
   got = lm.loglikelihood(requests("loglikelihood", args))
-  for (context, continuation), (logp, greedy) in zip(args, got):
+  for (context, continuation), (logp, greedy) in zip(args, got, strict=True):
     ids = [256] * (not context) + list((context + continuation).encode())  # Prefix: empty only.
     ids = ids[-(16 + 1) :]  # Longer than the context: its last 16 tokens predict.
     n = len(continuation)
@@ -73,7 +79,7 @@ def test_rolling_predicts_every_token_once_in_windows_of_the_context():
   lm = fake_lm(max_length=16)
   docs = ["", "x", "a" * 16, "the quick brown fox jumps over the lazy dog " * 3]
   got = lm.loglikelihood_rolling(requests("loglikelihood_rolling", [(d,) for d in docs]))
-  for doc, total in zip(docs, got):
+  for doc, total in zip(docs, got, strict=True):
     ids = [256] + list(doc.encode())
     want = sum(score(ids[t], ids[t + 1]) for t in range(len(ids) - 1))
     assert total == pytest.approx(want, abs=1e-6)
@@ -106,3 +112,39 @@ def test_metric_names():
     "harness/hellaswag/acc": 0.25,
     "harness/gsm8k/exact_match/strict-match": 0.5,
   }
+
+
+def test_importing_the_harness_changes_no_environment_variable_and_loads_no_dependency():
+  code = (
+    "import json, os, sys; before = dict(os.environ); from lm_jax import harness; "
+    "changed = {k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k)}; "
+    "loaded = [m for m in ('jax', 'lm_eval', 'datasets', 'huggingface_hub') if m in sys.modules]; "
+    "print(json.dumps([sorted(changed), loaded]))"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout) == [[], []]
+
+
+def test_every_public_name_is_read_from_its_module():
+  assert all(getattr(harness, name) is not None for name in harness.__all__)
+  assert not hasattr(harness, "no_such_name")
+
+
+def test_an_unreachable_hub_turns_an_imported_datasets_offline(monkeypatch):
+  import datasets  # pylint: disable=g-import-not-at-top
+  from huggingface_hub import constants  # pylint: disable=g-import-not-at-top
+
+  from lm_jax.harness import tasks  # pylint: disable=g-import-not-at-top
+
+  for name in network.HUB_OFFLINE:
+    monkeypatch.setenv(name, "0")  # Recorded first, so that the variables set below are undone.
+    monkeypatch.delenv(name)
+  monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # As read at its import.
+  monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+  monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+  monkeypatch.setattr(network, "unreachable_host", lambda urls, timeout: urls[0])
+  tasks._offline_without_hub()  # pylint: disable=protected-access
+  assert all(os.environ[name] == "1" for name in network.HUB_OFFLINE)
+  assert datasets.config.HF_HUB_OFFLINE and datasets.config.HF_DATASETS_OFFLINE
+  assert constants.HF_HUB_OFFLINE

@@ -92,5 +92,5 @@ def test_flops_leave_out_the_frozen_weights_gradients():
   full = models.flops_per_token(model, frozen, 8)
   weights = sum(x.size for x in jax.tree_util.tree_leaves(frozen)) - 8 * 8  # Less wpe.
   n_adapters = sum(x.size for x in jax.tree_util.tree_leaves(adapters))
-  assert lora.flops_per_token(model, adapters, frozen, 8) == full - 2 * weights + 6 * n_adapters
-  assert lora.flops_per_token(model, frozen, None, 8) == full
+  assert models.flops_per_token(model, adapters, 8, frozen) == full - 2 * weights + 6 * n_adapters
+  assert models.flops_per_token(model, frozen, 8, None) == full

@@ -22,7 +22,8 @@ def test_a_host_that_takes_no_connection_is_named_and_one_that_listens_is_not():
 
 def test_the_hub_goes_offline_only_out_of_reach_and_only_when_unset(monkeypatch):
   for name in network.HUB_OFFLINE:
-    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(name, "0")  # Recorded first, so that the variables set below are undone.
+    monkeypatch.delenv(name)
   monkeypatch.setattr(network, "unreachable_host", lambda urls, timeout: None)
   assert not network.offline_without_hub()
   assert not any(name in os.environ for name in network.HUB_OFFLINE)

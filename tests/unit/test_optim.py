@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from helpers.trees import assert_trees_equal
 
 from configs import shakespeare_char_gpt_cpu, tiny
 from lm_jax import UserError, checkpoint, models, optim
@@ -222,8 +223,7 @@ def test_every_optimizer_learns_and_its_state_round_trips(name, tmp_path):
   target = jax.tree_util.tree_map(jnp.zeros_like, {"opt_state": opt_state})
   _, restored, _ = checkpoint.Checkpointer(str(tmp_path), read_only=True).restore(target)
   assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(target)
-  for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(opt_state)):
-    np.testing.assert_array_equal(a, b)
+  assert_trees_equal(restored, {"opt_state": opt_state})
 
 
 def test_sgd_step_is_w_minus_lr_g_exactly():
@@ -232,9 +232,10 @@ def test_sgd_step_is_w_minus_lr_g_exactly():
   grads = jax.grad(toy_loss)(params, TOKENS)
   updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   new = jax.jit(optax.apply_updates)(params, updates)
-  for w, g, n in zip(*(jax.tree_util.tree_leaves(t) for t in (params, grads, new))):
-    w, g = np.asarray(w), np.asarray(g)
-    np.testing.assert_array_equal(np.asarray(n), w - np.float32(20.0) * g)
+  want = jax.tree_util.tree_map(
+    lambda w, g: np.asarray(w) - np.float32(20.0) * np.asarray(g), params, grads
+  )
+  assert_trees_equal(new, want)
 
 
 def test_sgd_momentum_is_pytorchs():
@@ -322,11 +323,12 @@ def test_muon_equals_the_reference_implementation(stacked):
     new = optax.apply_updates(new, updates)
   want = reference_muon(params, grads_by_step, 0.02, 3e-3, 0.1)
   labels = optim.muon_labels(params)
-  for (path, x), x0 in zip(
-    jax.tree_util.tree_leaves_with_path(new), jax.tree_util.tree_leaves(params)
-  ):
+
+  def close_to_the_reference(path, x, x0):
     k = jax.tree_util.keystr(path)  # The change over three steps, against the reference's.
     np.testing.assert_allclose(x - x0, want[k] - x0, rtol=1e-3, atol=1e-6, err_msg=k)
+
+  jax.tree_util.tree_map_with_path(close_to_the_reference, new, params)
   by_key = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(labels)}
   assert {k for k, v in by_key.items() if v == "muon"} == {
     k for k in by_key if k.endswith("['kernel']") and "head" not in k

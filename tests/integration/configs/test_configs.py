@@ -1,4 +1,4 @@
-"""Every shipped config loads, builds its model and trains two steps at a reduced size."""
+"""Every shipped config's smoke preset trains on a small text: the recipe as shipped, shrunk."""
 
 import glob
 import math
@@ -6,67 +6,43 @@ import os
 
 import pytest
 from conftest import ROOT
+from corpora import CONVERSATIONS, write_chats
+from helpers import hf
 
 from lm_jax import config as config_lib
 from lm_jax import records, train
 
 CONFIGS = sorted(
-  p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("__init__.py")
+  os.path.basename(p)
+  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  if not p.endswith("__init__.py")
 )
-# Configs that take an argument naming a model; their tests build one.
-NEEDS_A_MODEL = {
-  "finetune_hf.py": (
-    "tests/integration/hf/test_runs.py::test_init_from_starts_from_those_parameters"
-  ),
-  "sft_hf.py": "tests/integration/data/test_conversations.py",
-}
-# Shrinks whichever of these keys a model has; everything else stays as shipped.
-SMALL_MODEL = {
-  "num_layers": "1",
-  "num_heads": "2",
-  "num_kv_heads": "1",
-  "d_model": "16",
-  "max_len": "16",
-  "mlp_dim": "0",
-  "embed_size": "16",
-  "hidden_size": "16",
-}
+# Configs whose argument names the model they start from: a small chat model made here.
+FROM_A_MODEL = ("finetune_hf.py", "sft_hf.py")
 
 
-def test_every_config_file_is_covered():
-  assert {os.path.basename(p) for p in CONFIGS} >= {"shakespeare_char_gpt_cpu.py", "tiny.py"}
+def smoke(name: str, corpus: dict, workdir: str, source: str = ""):
+  """The config's smoke preset, reading `corpus`; trains it in `workdir`."""
+  arg = f"{source},smoke" if source else "smoke"
+  config = config_lib.load(os.path.join(ROOT, "configs", f"{name}:{arg}"))
+  config.data.update(dataset="text" if config.data.format == "text" else "jsonl")
+  config.data.text_files.update(corpus)
+  for key, source_config in config.data.mixture.items():  # Each source reads the text too.
+    config.data.mixture[key] = {"weight": source_config.weight, "dataset": "text"}
+    config.data.mixture[key]["text_files"] = corpus
+  return train.train_and_evaluate(config, workdir)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_trains_two_steps(path, corpus, tmp_path):
-  if os.path.basename(path) in NEEDS_A_MODEL:
-    pytest.skip(f"trains in {NEEDS_A_MODEL[os.path.basename(path)]}")
-  base = config_lib.load(path)
-  overrides = {f"model.{k}": v for k, v in SMALL_MODEL.items() if k in base.model}
-  if base.data.tokenizer == "sentencepiece":
-    overrides["data.vocab_size"] = "320"  # The test corpus has too few words for 32k pieces.
-  overrides.update(
-    {
-      "data.dataset": "text",
-      "data.text_files.train": corpus["train"],
-      "data.text_files.validation": corpus["validation"],
-      "data.seq_len": "16",
-      "train.batch_size": "4",
-      "train.eval_batch_size": "0",
-      "train.grad_accum_steps": "1",
-      "train.num_steps": "2",
-      "train.num_epochs": "0",
-      "train.log_every": "1",
-      "train.eval_every": "2",
-      "train.checkpoint_every": "2",
-      "train.parallel": "jit",
-    }
-  )
-  config = config_lib.override(base, overrides)
-  for name, source in config.data.mixture.items():  # Each source reads the test corpus too.
-    config.data.mixture[name] = {"weight": source.weight, "dataset": "text", "text_files": corpus}
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_preset_trains(name, corpus, tmp_path):
+  source = ""
+  if name in FROM_A_MODEL:
+    texts = [str(m) for m in CONVERSATIONS] + [open(corpus["train"]).read()]
+    source = hf.chat_model(tmp_path / "model", texts)
+  if name == "sft_hf.py":
+    corpus = {"train": write_chats(tmp_path / "chats.jsonl"), "validation": "", "test": ""}
   workdir = str(tmp_path / "run")
-  _, final = train.train_and_evaluate(config, workdir)
+  _, final = smoke(name, corpus, workdir, source)
   assert math.isfinite(final["loss"])
   logged = [r for r in records.read_metrics(workdir) if "train_loss" in r]
   assert [r["step"] for r in logged] == [1, 2]

@@ -5,9 +5,8 @@ import json
 import os
 import signal
 
-import jax
-import numpy as np
 import pytest
+from helpers.trees import assert_trees_equal
 
 from lm_jax import evaluate, records, runs, train
 from lm_jax.data import batches
@@ -49,8 +48,7 @@ def test_resumed_mixture_run_sees_the_same_batches_and_ends_the_same(mixed, tmp_
   assert resumed == straight and sorted(straight) == list(range(8))
 
   a, b = runs.load_run(str(tmp_path / "straight")), runs.load_run(str(tmp_path / "resumed"))
-  for x, y in zip(jax.tree_util.tree_leaves(a[3].params), jax.tree_util.tree_leaves(b[3].params)):
-    np.testing.assert_array_equal(x, y)
+  assert_trees_equal(a[3].params, b[3].params)
 
   evals = [r for r in records.read_metrics(str(tmp_path / "straight")) if "val_loss" in r]
   assert [r["step"] for r in evals] == [4, 8]

@@ -5,9 +5,9 @@ from configs import tiny
 
 def test_tokenization_benchmark_rows_agree_across_worker_counts(monkeypatch):
   from lm_jax.data import benchmark as data_benchmark
-  from lm_jax.data import token_cache
+  from lm_jax.data import chunks
 
-  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 50_000)  # Enough chunks for a pool.
+  monkeypatch.setattr(chunks, "CHUNK_CHARS", 50_000)  # Enough chunks for a pool.
   config = tiny.get_config()
   rows = list(data_benchmark.run(config, ["char", "byte"], [1, 2], corpus_mb=1))
   assert [(r["tokenizer"], r["workers"]) for r in rows] == [

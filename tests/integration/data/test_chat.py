@@ -9,18 +9,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import pytest
 from conftest import ROOT, make_text
+from helpers import hf
 
 from lm_jax import train
 
-hf_tokenizers = pytest.importorskip("tokenizers")
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHATML = (
-  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 class Scripted(nn.Module):
@@ -42,20 +36,8 @@ class Scripted(nn.Module):
 
 
 def chat_tokenizer(path):
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(500, seed=1)], trainer)
-  os.makedirs(path)
-  tok.save(os.path.join(path, "tokenizer.json"))
-  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-    json.dump({"eos_token": "<|endoftext|>", "chat_template": CHATML}, f)
+  tok = hf.byte_level_bpe([make_text(500, seed=1)], ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+  hf.save_tokenizer(tok, path, eos_token="<|endoftext|>", chat_template=hf.CHATML)
   return tok
 
 

@@ -4,77 +4,31 @@ import json
 import math
 import os
 
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from conftest import ROOT
 from corpora import CONVERSATIONS, write_chats
+from helpers import hf
 
 from lm_jax import config as config_lib
-from lm_jax import evaluate, models, records, train
-from lm_jax.data import batches, chat, hf_tokenizer, tokenizers
-from lm_jax.hf import weights
-
-CHATML = (
-  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def chat_model(folder, corpus: list[str]) -> str:
-  """A tiny random GPT with a byte-level BPE and a ChatML template, as Hugging Face saves one."""
-  from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
-  from tokenizers import models as bpe
-
-  tok = Tokenizer(bpe.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-  trainer = trainers.BpeTrainer(
-    vocab_size=400,
-    special_tokens=specials,
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator(corpus, trainer)
-  tokenizer = hf_tokenizer.HFTokenizer(json.loads(tok.to_str()), eos_id=0)
-  m = ml_collections.ConfigDict(
-    {
-      "name": "gpt",
-      "num_layers": 1,
-      "num_heads": 2,
-      "d_model": 32,
-      "max_len": 64,
-      "use_bias": False,
-    }
-  )
-  model = models.build_model(m, tokenizer.vocab_size)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32), deterministic=True)["params"]
-  weights.save_model(str(folder), model, params, tokenizer)
-  path = os.path.join(folder, "tokenizer_config.json")
-  with open(path) as f:
-    tokenizer_config = json.load(f)
-  with open(path, "w") as f:
-    json.dump({**tokenizer_config, "chat_template": CHATML}, f)
-  return str(folder)
+from lm_jax import evaluate, records, train
+from lm_jax.data import batches, chat, tokenizers
 
 
 def runs_of(targets, weights):
   """The maximal runs of targets with weight 1 and with weight 0."""
   out = {0: [], 1: []}
-  for row, w in zip(targets, weights):
+  for row, w in zip(targets, weights, strict=True):
     edges = np.flatnonzero(np.diff(w)) + 1
-    for ids, ws in zip(np.split(row, edges), np.split(w, edges)):
+    for ids, ws in zip(np.split(row, edges), np.split(w, edges), strict=True):
       out[int(ws[0])].append(ids)
   return out
 
 
 def test_sft_config_trains_on_the_assistants_replies_only(tmp_path, monkeypatch):
   rendered = [
-    "".join(t for t, _ in chat.pieces(chat.ChatTemplate(CHATML), m)) for m in CONVERSATIONS
+    "".join(t for t, _ in chat.pieces(chat.ChatTemplate(hf.CHATML), m)) for m in CONVERSATIONS
   ]
-  hf_dir = chat_model(tmp_path / "model", rendered)
+  hf_dir = hf.chat_model(tmp_path / "model", rendered)
   base = config_lib.load(os.path.join(ROOT, f"configs/sft_hf.py:{hf_dir}"))
   config = config_lib.override(
     base,

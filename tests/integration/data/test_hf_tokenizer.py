@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
-from integration.hf.test_weights import EOT, TEXT, transformers, write
+from helpers.hf import EOT, INSTALL, TEXT, write
 
 from lm_jax import UserError
 from lm_jax.data import hf_tokenizer
+
+transformers = pytest.importorskip("transformers", reason=INSTALL)
 
 
 def test_tokenizer_matches_transformers_and_round_trips(hf_dirs):

@@ -1,18 +1,19 @@
 """TFDS text datasets: any dataset by name, shard files read in parallel, offline failures."""
 
+import itertools
 import socket
 
 import numpy as np
 import pytest
 from conftest import make_text
-from unit.data.test_data import data_config
+from helpers.data import data_config
 
 from lm_jax import UserError, data
 from lm_jax.data import tokenizers
 
 
 def test_unknown_tfds_name_suggests_close_matches(tmp_path):
-  c = data_config(tmp_path, dataset="tiny_shakespear")
+  c = data_config(dataset="tiny_shakespear")
   with pytest.raises(UserError, match=r"no dataset 'tiny_shakespear' \(close: .*tiny_shakespeare"):
     data.prepare(c, str(tmp_path))
 
@@ -24,7 +25,7 @@ def test_failed_download_is_explained(tmp_path, monkeypatch):
     raise ConnectionError("network unreachable")
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
-  c = data_config(tmp_path, dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
+  c = data_config(dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
   with pytest.raises(UserError, match="--config.data.manual_dir"):
     data.prepare(c, str(tmp_path))
 
@@ -36,7 +37,6 @@ def test_any_tfds_text_dataset_by_name(tmp_path, monkeypatch):
   monkeypatch.setattr(data.tfds.network, "unreachable_host", lambda urls: None)
 
   c = data_config(
-    tmp_path,
     dataset="lm1b",
     tokenizer="byte",
     eval_split="test",
@@ -65,7 +65,7 @@ def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp
     split_datasets={"train": split(texts), "validation": split(texts[:10])},
     features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
   ).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=6))
-  c = data_config(tmp_path, dataset="local_texts", data_dir=str(tmp_path / "tfds"))
+  c = data_config(dataset="local_texts", data_dir=str(tmp_path / "tfds"))
   c.update(tokenizer="byte", test_split="", train_split="train[5:55]+validation[:4]")
   _, [named] = data.sources.resolve(c)
   source = named.splits["train"]
@@ -73,7 +73,7 @@ def test_tfds_splits_are_read_by_shard_file_in_parallel_with_the_same_tokens(tmp
   shards = tfds.builder("local_texts", data_dir=str(tmp_path / "tfds")).info.splits
   assert shards["train"].shard_lengths == [10] * 6
   bounds = np.cumsum([0, *shards["validation"].shard_lengths])
-  held = [(int(a), min(int(b), 4)) for a, b in zip(bounds, bounds[1:]) if a < 4]
+  held = [(int(a), min(int(b), 4)) for a, b in itertools.pairwise(bounds) if a < 4]
   assert [(s.part, s.start, s.stop) for s in spans] == [
     ("train", 5, 10),
     *(("train", a, a + 10) for a in range(10, 50, 10)),
@@ -101,7 +101,7 @@ def test_offline_tfds_fails_in_seconds_with_the_fix(tmp_path, monkeypatch):
     raise OSError("Name or service not known")
 
   monkeypatch.setattr(socket, "create_connection", no_network)
-  c = data_config(tmp_path, dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
+  c = data_config(dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
   # Refused by the connection check, before TFDS's own download retries (minutes) begin.
   with pytest.raises(UserError, match=r"raw.githubusercontent.com cannot be reached.*manual_dir"):
     data.prepare(c, str(tmp_path))

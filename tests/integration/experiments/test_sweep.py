@@ -1,5 +1,6 @@
 """Sweeps running: sharing the host, failures, stopping, kill and restart."""
 
+import contextlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import time
 
 import pytest
 from conftest import ROOT
+from helpers.runs import write_config
 
 from lm_jax import config as config_lib
 from lm_jax import records
@@ -48,13 +50,8 @@ def fake_train(tmp_path):
   return str(path)
 
 
-def write_json_config(config, path) -> str:
-  path.write_text(config.to_json_best_effort())
-  return str(path)
-
-
 def test_a_failing_run_does_not_stop_the_others(config, tmp_path, fake_train):
-  spec = write_json_config(config, tmp_path / "c.json")
+  spec = write_config(config, tmp_path / "c.json")
   root = str(tmp_path / "sweep")
   runs = sweep.expand([spec], {}, [0, 1, 2], {}, root)
   out = io.StringIO()
@@ -76,7 +73,7 @@ def test_a_failing_run_does_not_stop_the_others(config, tmp_path, fake_train):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_jobs_pin_each_run_to_its_own_cores(config, tmp_path, fake_train):
-  spec = write_json_config(config, tmp_path / "c.json")
+  spec = write_config(config, tmp_path / "c.json")
   root = str(tmp_path / "sweep")
   runs = sweep.expand([spec], {}, [0, 2], {}, root)
   assert "device_count" in os.environ["XLA_FLAGS"]  # Set by conftest; runs must not inherit it.
@@ -92,15 +89,25 @@ def sweep_command(*args):
 
 
 def test_sigterm_to_the_sweep_stops_its_runs(config, tmp_path, fake_train):
-  spec = write_json_config(config, tmp_path / "c.json")
+  spec = write_config(config, tmp_path / "c.json")
   root = tmp_path / "sweep"
   args = ["--config", spec, "--root", str(root), "--seeds", "7,0", "--train_script", fake_train]
   p = subprocess.Popen(
-    sweep_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    sweep_command(*args),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,  # Its own process group, to kill with its run if it never waits.
   )
+  waiting = root / "seed=7" / "waiting"
   deadline = time.time() + 60
-  while not (root / "seed=7" / "waiting").exists() and time.time() < deadline:
+  while not waiting.exists() and p.poll() is None and time.time() < deadline:
     time.sleep(0.05)
+  if not waiting.exists():  # Nothing to stop: fail here, not on a SIGTERM sent too early.
+    with contextlib.suppress(ProcessLookupError):  # The sweep and its run, if any is left.
+      os.killpg(p.pid, signal.SIGKILL)
+    stdout, stderr = p.communicate()
+    pytest.fail(f"the sweep's run seed=7 never came to wait for SIGTERM:\n{stdout}{stderr[-2000:]}")
   p.send_signal(signal.SIGTERM)  # To the sweep alone: it forwards SIGTERM to its run.
   stdout, stderr = p.communicate(timeout=60)
   assert p.returncode == 128 + signal.SIGTERM, stderr[-2000:]
@@ -113,10 +120,10 @@ def test_sigterm_to_the_sweep_stops_its_runs(config, tmp_path, fake_train):
 @pytest.mark.slow
 def test_sweep_killed_midway_restarts_without_redoing_finished_runs(config, tmp_path):
   config.train.update(num_steps=300, checkpoint_every=20, log_every=20, eval_every=300)
-  gpt = write_json_config(config, tmp_path / "gpt.json")
+  gpt = write_config(config, tmp_path / "gpt.json")
   config.model = config_lib.load(os.path.join(ROOT, "configs", "shakespeare_char_llama.py")).model
   config.model.update(num_layers=1, num_heads=2, num_kv_heads=1, d_model=16, max_len=16)
-  llama = write_json_config(config, tmp_path / "llama.json")
+  llama = write_config(config, tmp_path / "llama.json")
   root = tmp_path / "sweep"
   args = ["--config", f"{gpt},{llama}", "--root", str(root), "--seeds", "0"]
   with open(tmp_path / "first.txt", "w") as out:

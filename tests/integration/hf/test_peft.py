@@ -20,57 +20,19 @@ INSTALL = (
 torch = pytest.importorskip("torch", reason=INSTALL)
 transformers = pytest.importorskip("transformers", reason=INSTALL)
 peft = pytest.importorskip("peft", reason=INSTALL)
-hf_tokenizers = pytest.importorskip("tokenizers", reason=INSTALL)
 
-EOT = "<|endoftext|>"
-ARCHS = {  # GPT-2's Conv1D layers (fan_in_fan_out) and Llama's Linear ones, fused kv and gate_up.
-  "gpt2": lambda v: transformers.GPT2Config(
-    vocab_size=v, n_positions=32, n_embd=32, n_layer=2, n_head=4
-  ),
-  "llama": lambda v: transformers.LlamaConfig(
-    vocab_size=v,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=32,
-    tie_word_embeddings=False,
-  ),
+# GPT-2's Conv1D layers (fan_in_fan_out) and Llama's Linear ones, fused kv and gate_up; Llama's
+# head too: lm_head is a Linear PEFT adapts as well.
+TARGETS = {
+  "gpt2": None,
+  "llama_gqa": [r".*attn/[^/]+/kernel", r".*mlp/[^/]+/kernel", "head/kernel"],
 }
-# Llama's head too: lm_head is a Linear PEFT adapts as well.
-TARGETS = {"gpt2": None, "llama": [r".*attn/[^/]+/kernel", r".*mlp/[^/]+/kernel", "head/kernel"]}
-
-
-@pytest.fixture(scope="module")
-def hf_dirs(tmp_path_factory):
-  """{arch: a tiny random model saved with save_pretrained, with a byte-level BPE tokenizer}."""
-  root = tmp_path_factory.mktemp("hf")
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=[EOT],
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(2000, seed=5)], trainer)
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT)
-  dirs = {}
-  for i, (arch, make_config) in enumerate(ARCHS.items()):
-    torch.manual_seed(i)
-    config = make_config(len(fast))
-    config.update({"initializer_range": 0.3, "bos_token_id": 0, "eos_token_id": 0})
-    dirs[arch] = str(root / arch)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(dirs[arch])
-    fast.save_pretrained(dirs[arch])
-  return dirs
+ARCHS = list(TARGETS)
 
 
 @pytest.fixture(scope="module")
 def lora_runs(hf_dirs, tmp_path_factory):
-  """{arch: a LoRA run of 2 steps from that model, on local text}, trained once."""
+  """{arch: a LoRA run of 2 steps from hf_dirs[arch], on local text}, trained once."""
   from configs import tiny
 
   root = tmp_path_factory.mktemp("runs")
@@ -80,7 +42,8 @@ def lora_runs(hf_dirs, tmp_path_factory):
     with open(paths[split], "w") as f:
       f.write(make_text(2000 if split == "train" else 200, seed=i))
   out = {}
-  for arch, hf_dir in hf_dirs.items():
+  for arch in ARCHS:
+    hf_dir = hf_dirs[arch]
     c = tiny.get_config()
     c.model = ml_collections.ConfigDict(architectures.model_config(hf_dir))
     c.data.update(dataset="text", tokenizer="hf", hf_tokenizer=hf_dir, seq_len=16)
@@ -112,7 +75,7 @@ def torch_logits(model, ids):
     return model(torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCHS)
 def test_the_frozen_model_is_bit_identical_after_training(hf_dirs, lora_runs, arch):
   state = runs.load_run(lora_runs[arch], merge=False)[3]
   jax.tree_util.tree_map(
@@ -124,7 +87,7 @@ def test_the_frozen_model_is_bit_identical_after_training(hf_dirs, lora_runs, ar
   assert b and all(np.abs(np.asarray(x)).max() > 1e-3 for x in b)  # The adapters trained.
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCHS)
 def test_merged_export_equals_the_adapted_model(lora_runs, arch, tmp_path):
   run, out = lora_runs[arch], str(tmp_path / "merged")
   assert hf_runs.export_hf(run, out) == []
@@ -138,7 +101,7 @@ def test_merged_export_equals_the_adapted_model(lora_runs, arch, tmp_path):
   np.testing.assert_allclose(torch_logits(reference, ids), adapted, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", ARCHS)
 def test_peft_loads_the_adapters_and_computes_the_adapted_model(hf_dirs, lora_runs, arch, tmp_path):
   run, out = lora_runs[arch], str(tmp_path / "adapters")
   assert hf_runs.export_hf(run, out, adapters=True) == []
@@ -156,9 +119,9 @@ def test_peft_loads_the_adapters_and_computes_the_adapted_model(hf_dirs, lora_ru
 
 def test_adapters_of_a_run_without_lora_are_refused(hf_dirs, config, tmp_path):
   config.data.update(tokenizer="hf", seq_len=16)
-  hf_runs.import_hf(hf_dirs["llama"], str(tmp_path / "imported"), config)
+  hf_runs.import_hf(hf_dirs["llama_gqa"], str(tmp_path / "imported"), config)
   with pytest.raises(UserError, match="no LoRA run .* export it without --adapters"):
     hf_runs.export_hf(str(tmp_path / "imported"), str(tmp_path / "out"), adapters=True)
   config.train.lora.rank = 8
   with pytest.raises(UserError, match="import it with train.lora.rank=0"):
-    hf_runs.import_hf(hf_dirs["llama"], str(tmp_path / "again"), config)
+    hf_runs.import_hf(hf_dirs["llama_gqa"], str(tmp_path / "again"), config)

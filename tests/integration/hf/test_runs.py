@@ -27,7 +27,7 @@ def test_imported_run_loads_samples_and_evaluates(hf_dirs, ours, config, tmp_pat
 
   workdir = str(tmp_path / "run")
   hf_runs.import_hf(hf_dirs["gpt2"], workdir, small_config(config))
-  _, model, tokenizer, state, step = runs.load_run(workdir)
+  _, model, tokenizer, state, step, _ = runs.load_run(workdir)
   params = ours["gpt2"][1]
   assert step == 0 and tokenizer.kind == "hf" and tokenizer.eos_id == 0
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), params)

@@ -1,4 +1,7 @@
-"""Hugging Face interop against `transformers` itself: tiny random models, exact parity."""
+"""Hugging Face weights read and written: layouts, dtypes, shardings, refusals, native models.
+
+Against `transformers` itself, on the tiny models of integration/conftest.py (helpers.hf.ARCHS).
+"""
 
 import json
 import os
@@ -8,161 +11,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import make_text
+from helpers.hf import INSTALL, hf_logits, imported, reference, token_ids, write
 
-from lm_jax import UserError, models, sample
-from lm_jax.data import hf_tokenizer, tokenizers
+from lm_jax import UserError, models, train
+from lm_jax.data import tokenizers
 from lm_jax.hf import architectures, weights
 
-INSTALL = (
-  "the Hugging Face parity tests need torch and transformers: pip install torch==2.13.0 "
-  "--index-url https://download.pytorch.org/whl/cpu && pip install transformers==5.23.0"
-)
 torch = pytest.importorskip("torch", reason=INSTALL)
 transformers = pytest.importorskip("transformers", reason=INSTALL)
-hf_tokenizers = pytest.importorskip("tokenizers", reason=INSTALL)
-
-EOT = "<|endoftext|>"
-TEXT = "The king said: « héllo — ✓ »\n  tabs\tand  spaces, 1234 times.\n"
-# The vocabulary sizes of the models: GPT-2's is padded past the tokenizer's ids.
-ARCHS = {
-  "gpt2": lambda v: transformers.GPT2Config(
-    vocab_size=v + 4, n_positions=64, n_embd=32, n_layer=2, n_head=4
-  ),
-  "llama_gqa": lambda v: transformers.LlamaConfig(
-    vocab_size=v,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    tie_word_embeddings=False,
-    rope_theta=500.0,
-  ),
-  "llama_tied": lambda v: transformers.LlamaConfig(
-    vocab_size=v,
-    hidden_size=32,
-    intermediate_size=40,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    max_position_embeddings=64,
-    tie_word_embeddings=True,
-    attention_bias=True,
-    mlp_bias=True,
-    rms_norm_eps=1e-5,
-  ),
-}
-
-
-def train_tokenizer(path):
-  """A byte-level BPE like GPT-2's, trained on a small corpus, saved as Hugging Face does."""
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=[EOT],
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(2000, seed=5)], trainer)
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT)
-  fast.save_pretrained(path)
-  return fast
-
-
-def reference(hf_dir):
-  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-  return model.eval()
-
-
-def imported(hf_dir, **model_overrides):
-  """(model, params, tokenizer) as lm_jax imports them."""
-  config = ml_collections.ConfigDict({**architectures.model_config(hf_dir), **model_overrides})
-  tokenizer = hf_tokenizer.load_tokenizer(hf_dir)
-  return (
-    models.build_model(config, tokenizer.vocab_size),
-    weights.load_params(hf_dir, config),
-    tokenizer,
-  )
-
-
-def hf_logits(model, ids):
-  with torch.no_grad():
-    return model(torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
-
-
-def tokens(tokenizer, n=24):
-  return tokenizer.encode(make_text(200, seed=9))[None, :n]
-
-
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_logits_equal_transformers(hf_dirs, ours, arch):
-  _, params, tokenizer, forward = ours[arch]
-  ids = tokens(tokenizer)
-  logits = forward(params, ids)
-  theirs = hf_logits(reference(hf_dirs[arch]), ids)
-  assert logits.shape == theirs.shape
-  assert np.abs(theirs).max() > 1.0  # Logits far from uniform: the test can tell models apart.
-  np.testing.assert_allclose(logits, theirs, atol=1e-4, rtol=0)
-
-
-def test_scanned_import_equals_unrolled(hf_dirs, ours):
-  _, params, tokenizer, forward = ours["llama_gqa"]
-  scanned, stacked, _ = imported(hf_dirs["llama_gqa"], scan_layers=True)
-  ids = tokens(tokenizer)
-  assert "blocks" in stacked and "block_0" not in stacked
-  np.testing.assert_allclose(
-    jax.jit(scanned.apply)({"params": stacked}, ids), forward(params, ids), atol=1e-5, rtol=1e-5
-  )
-
-
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_greedy_generation_equals_transformers(hf_dirs, ours, arch):
-  model, params, tokenizer, _ = ours[arch]
-  prompt = tokens(tokenizer, 6)
-  reference_model = reference(hf_dirs[arch])
-  reference_model.generation_config.eos_token_id = None  # 20 tokens, whatever they are.
-  reference_model.generation_config.pad_token_id = 0
-  with torch.no_grad():
-    out = reference_model.generate(
-      torch.tensor(np.asarray(prompt)), max_new_tokens=20, do_sample=False
-    )
-  [ours] = sample.generate(
-    model, params, list(prompt), jax.random.key(0), max_new_tokens=20, temperature=0.0
-  )
-  np.testing.assert_array_equal(ours, out[0, prompt.shape[1] :].numpy())
-
-
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_cached_decoding_equals_full_forward(ours, arch):
-  model, params, tokenizer, forward = ours[arch]
-  ids = tokens(tokenizer, 12)
-  step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
-  logits, cache = step_fn(ids[:, :5], model.init_cache(1, 12))
-  pieces = [logits]
-  for t in range(5, 12):
-    logits, cache = step_fn(ids[:, t : t + 1], cache)
-    pieces.append(logits)
-  full = forward(params, ids)
-  np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_export_loads_in_transformers_and_imports_back_exactly(ours, arch, tmp_path):
-  model, params, tokenizer, forward = ours[arch]
-  out = str(tmp_path / "export")
-  assert weights.save_model(out, model, params, tokenizer) == []
-  ids = tokens(tokenizer)
-  np.testing.assert_allclose(
-    hf_logits(reference(out), ids), forward(params, ids), atol=1e-4, rtol=0
-  )
-  auto = transformers.AutoTokenizer.from_pretrained(out)
-  assert auto(TEXT, add_special_tokens=False)["input_ids"] == tokenizer.encode(TEXT).tolist()
-  again = weights.load_params(out, architectures.model_config(out))
-  jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
+from safetensors import safe_open  # noqa: E402  (installed with transformers)
 
 
 def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
@@ -182,6 +39,76 @@ def test_sharded_and_older_layouts_import_the_same(hf_dirs, ours, tmp_path):
   save_file(tensors, os.path.join(old, "model.safetensors"), metadata={"format": "pt"})
   params = weights.load_params(old, architectures.model_config(old))
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["gpt2"][1])
+
+
+def safetensors_dtypes(hf_dir):
+  with safe_open(os.path.join(hf_dir, "model.safetensors"), framework="numpy") as f:
+    return {f.get_slice(n).get_dtype() for n in f.keys()}
+
+
+def test_bfloat16_checkpoint_stays_bfloat16_in_and_out(hf_dirs, ours, tmp_path):
+  bf16_dir = str(tmp_path / "bf16")
+  reference(hf_dirs["llama3"], "bfloat16").save_pretrained(bf16_dir)
+  transformers.AutoTokenizer.from_pretrained(hf_dirs["llama3"]).save_pretrained(bf16_dir)
+  assert safetensors_dtypes(bf16_dir) == {"BF16"}
+  model, params, tokenizer = imported(bf16_dir, param_dtype="bfloat16")
+  assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.bfloat16)}
+  as_float32 = weights.load_params(bf16_dir, architectures.model_config(bf16_dir))
+  jax.tree_util.tree_map(  # bfloat16 -> float32 is exact, so both hold the same numbers.
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a, np.float32), b), params, as_float32
+  )
+  # Computing in float32 from bfloat16 parameters is the bfloat16 checkpoint, upcast.
+  ids = token_ids(tokenizer)
+  upcast = reference(bf16_dir, "float32")
+  logits = jax.jit(model.apply)({"params": params}, ids)
+  np.testing.assert_allclose(logits, hf_logits(upcast, ids), atol=1e-4, rtol=0)
+  out = str(tmp_path / "export")  # The run's dtype by default...
+  weights.save_model(out, model, params, tokenizer)
+  assert safetensors_dtypes(out) == {"BF16"}
+  assert architectures.read_config(out)["dtype"] == "bfloat16"
+  assert next(reference(out, "auto").parameters()).dtype == torch.bfloat16
+  again = weights.load_params(out, architectures.model_config(out) | {"param_dtype": "bfloat16"})
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
+  wide = str(tmp_path / "float32")  # ...or the one asked for.
+  weights.save_model(wide, model, params, tokenizer, dtype="float32")
+  assert safetensors_dtypes(wide) == {"F32"}
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal,
+    weights.load_params(wide, architectures.model_config(wide)),
+    as_float32,
+  )
+
+
+def test_sharded_fine_tuning_starts_from_bfloat16_weights_with_float32_moments(
+  hf_dirs, ours, config, tmp_path
+):
+  """train.init_from reads each tensor onto its devices (fsdp), in the run's param_dtype."""
+  path = hf_dirs["qwen3"]
+  config.model = ml_collections.ConfigDict(
+    architectures.model_config(path) | {"param_dtype": "bfloat16"}
+  )
+  config.data.update(tokenizer="hf", hf_tokenizer=path, seq_len=16)
+  config.optim.update(learning_rate=0.0, min_learning_rate=0.0, warmup_steps=0)
+  config.train.update(
+    init_from=path, num_steps=1, eval_every=1, checkpoint_every=1, parallel="sharded"
+  )
+  config.mesh.update(data=-1, fsdp=2)
+  state, _ = train.train_and_evaluate(config, str(tmp_path / "run"))
+  want = jax.tree_util.tree_map(lambda x: np.asarray(x, jnp.bfloat16), ours["qwen3"][1])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), want)
+  assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
+  moments = [x for x in jax.tree_util.tree_leaves(state.opt_state) if x.ndim]
+  assert moments and {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
+
+
+def test_weights_go_to_their_shardings_as_read(hf_dirs, ours):
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("fsdp",))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  config = architectures.model_config(hf_dirs["llama3"])
+  shardings = jax.tree_util.tree_map(lambda _: split, ours["llama3"][1])
+  params = weights.load_params(hf_dirs["llama3"], config, shardings)
+  assert {x.sharding for x in jax.tree_util.tree_leaves(params)} == {split}
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, ours["llama3"][1])
 
 
 NATIVE = {  # Models as lm_jax trains them: no biases, exact GELU, SwiGLU width from the rule.
@@ -211,12 +138,6 @@ def test_native_models_export_with_a_note_for_their_tokenizer(name, tmp_path):
   np.testing.assert_allclose(
     hf_logits(reference(out), ids), jax.jit(model.apply)({"params": params}, ids), atol=1e-4, rtol=0
   )
-
-
-def write(path, name, content):
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, name), "w") as f:
-    f.write(json.dumps(content) if isinstance(content, dict) else content)
 
 
 def test_bad_directories_are_refused(hf_dirs, tmp_path):

@@ -73,7 +73,7 @@ def test_a_masked_run_trains_evaluates_and_samples_inside_documents(config, tmp_
   config.train.update(num_steps=2, log_every=1, eval_every=2)
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
-  _, model, tokenizer, state, _ = runs.load_run(workdir)
+  _, model, tokenizer, state, *_ = runs.load_run(workdir)
   # The char tokenizer ends a document at each newline.
   assert model.eod_ids == tuple(int(i) for i in tokenizer.eod_ids) == (tokenizer.encode("\n")[0],)
   assert evaluate.evaluate_run(workdir, "validation", parallel_mode="jit")["tokens"] > 0

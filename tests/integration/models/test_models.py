@@ -5,69 +5,27 @@ import math
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
+from helpers.models import (
+  NAMES,
+  REGISTERED,
+  V,
+  build,
+  forward,
+  init,
+  loss_of,
+  value_and_grad,
+  where,
+)
+from helpers.trees import assert_trees_close
 
-from lm_jax import UserError, losses, models
-
-V = 23
-_LLAMA = dict(num_layers=2, num_heads=4, num_kv_heads=2, d_model=16, max_len=16)
-_GEMMA = dict(_LLAMA, num_layers=3, head_dim=6, sliding_window=4)
-# Small hyperparameters per model; a model missing here is built with its defaults. Variants
-# (a 'name' of their own) are registered models with options, windows shorter than the inputs.
-SMALL = {
-  "gpt": dict(num_layers=2, num_heads=2, d_model=16, max_len=16),
-  "llama": _LLAMA,
-  "lstm": dict(embed_size=16, hidden_size=16, num_layers=2),
-  "gemma": dict(_GEMMA, query_pre_attn_scalar=10, attn_softcap=3.0, final_softcap=4.0),
-  "gemma3": dict(
-    _GEMMA,
-    name="gemma",
-    qk_norm=True,
-    layer_pattern="llg",
-    rope_local_base=100.0,
-    rope_type="linear",
-    rope_factor=2.0,
-    attn_softcap=0.0,
-    final_softcap=0.0,
-  ),
-  "llama3": dict(
-    _LLAMA, name="llama", rope_type="llama3", rope_factor=8.0, rope_original_max_len=4
-  ),
-  "mistral": dict(_LLAMA, name="llama", sliding_window=4),
-  "qwen2": dict(
-    _LLAMA, name="llama", qkv_bias=True, tie_embeddings=True, sliding_window=4, layer_pattern="gl"
-  ),
-  "qwen3": dict(_LLAMA, name="llama", qk_norm=True, head_dim=6),
-}
-MODELS = sorted(SMALL)  # Causality, gradients and cached decoding hold for every variant too.
+from lm_jax import UserError
+from lm_jax.models import decoder, layers
 
 
-def build(name, **overrides):
-  config = {"name": name, **SMALL.get(name, {}), **overrides}
-  return models.build_model(ml_collections.ConfigDict(config), V)
-
-
-def init(model, length=12, batch=3):
-  tokens = jax.random.randint(jax.random.key(1), (batch, length), 0, V)
-  params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]  # Compiled: seconds faster.
-  return params, tokens
-
-
-def forward(model, params, tokens):
-  """model.apply compiled (op by op, a small model runs several times slower)."""
-  return jax.jit(lambda p, t: model.apply({"params": p}, t))(params, tokens)
-
-
-def loss_of(model, params, tokens):
-  logits = model.apply({"params": params}, tokens[:, :-1])
-  loss_sum, n = losses.cross_entropy_sums(logits, tokens[:, 1:])
-  return loss_sum / n
-
-
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", NAMES)
 def test_output_shape_and_dtype(name):
   model = build(name)
   params, tokens = init(model)
@@ -76,18 +34,23 @@ def test_output_shape_and_dtype(name):
   assert logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", NAMES)
 def test_causal(name):
+  """Changing the tokens after position t changes no logit at or before t, for every t."""
   model = build(name)
-  params, tokens = init(model)
-  t = 5
-  changed = tokens.at[:, t + 1 :].set((tokens[:, t + 1 :] + 7) % V)
-  a, b = forward(model, params, tokens), forward(model, params, changed)
-  np.testing.assert_array_equal(a[:, : t + 1], b[:, : t + 1])
-  assert not np.allclose(a[:, t + 1 :], b[:, t + 1 :])
+  params, tokens = init(model, batch=1)
+  L = tokens.shape[1]
+  later_LxL = jnp.arange(L)[None, :] > jnp.arange(L)[:, None]  # Row t: the positions after t.
+  changed_LxL = jnp.where(later_LxL, (tokens + 7) % V, tokens)
+  # One batch: row 0 as it is, row t + 1 changed after t (rows of one batch compute alike).
+  logits = forward(model, params, jnp.concatenate([tokens, changed_LxL]))
+  for t in range(L):
+    np.testing.assert_array_equal(logits[t + 1, : t + 1], logits[0, : t + 1])
+    if t + 1 < L:
+      assert not np.allclose(logits[t + 1, t + 1 :], logits[0, t + 1 :])
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", REGISTERED)
 def test_initial_loss_near_log_vocab(name):
   model = build(name)
   params, tokens = init(model, length=16, batch=8)
@@ -95,7 +58,7 @@ def test_initial_loss_near_log_vocab(name):
   assert abs(float(loss) - math.log(V)) < 0.1 * math.log(V)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", NAMES)
 def test_gradient_matches_finite_difference(name):
   model = build(name)
   params, tokens = init(model)
@@ -110,7 +73,7 @@ def test_gradient_matches_finite_difference(name):
   assert abs(numeric - float(g[i])) < 0.02 * abs(float(g[i])) + 1e-4
 
 
-@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+@pytest.mark.parametrize("name", REGISTERED)
 def test_overfits_one_batch(name):
   model = build(name)
   params, tokens = init(model, length=16, batch=4)
@@ -130,27 +93,11 @@ def test_overfits_one_batch(name):
   assert float(loss) < 0.5 * first
 
 
-TRANSFORMERS = ["gemma", "gpt", "llama", "qwen2"]  # qwen2, gemma: local and global layers.
-FUSED = ["gemma3", "gpt", "llama", "qwen2"]  # Fused attention cannot soft-cap (gemma's default).
+SCANNED = where("scan_layers", "remat")
+FUSED = [n for n in where("attention") if not getattr(build(n), "score_softcap", 0.0)]
 
 
-def value_and_grad(model, params, tokens):
-  return jax.jit(jax.value_and_grad(lambda p: loss_of(model, p, tokens)))(params)
-
-
-def assert_trees_close(a, b, **tolerances):
-  assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, **tolerances), a, b)
-
-
-def stack_blocks(params, num_layers):
-  """Unscanned params in the scanned layout: block_0..block_{n-1} stacked as 'blocks'."""
-  rest = {k: v for k, v in params.items() if not k.startswith("block_")}
-  blocks = [params[f"block_{i}"] for i in range(num_layers)]
-  return {**rest, "blocks": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *blocks)}
-
-
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", where("dtype", "param_dtype"))
 def test_bfloat16_keeps_float32_params_and_logits(name):
   model = build(name)
   params, tokens = init(model)
@@ -163,7 +110,7 @@ def test_bfloat16_keeps_float32_params_and_logits(name):
   np.testing.assert_allclose(logits, expected, atol=0.05 * float(jnp.abs(expected).max()))
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", where("remat"))
 @pytest.mark.parametrize("remat", ["block", "dots"])
 def test_remat_keeps_loss_and_gradients(name, remat):
   model = build(name)
@@ -185,12 +132,12 @@ def test_unknown_remat_is_refused():
     init(model)
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", SCANNED)
 def test_scanned_layers_equal_unrolled_ones(name):
   model = build(name)
   params, tokens = init(model)
   scanned = build(name, scan_layers=True, remat="block")
-  stacked = stack_blocks(params, SMALL[name]["num_layers"])
+  stacked = layers.stack_blocks(params)
   scanned_init = jax.eval_shape(scanned.init, jax.random.key(0), tokens)["params"]
   shapes = lambda tree: jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), tree)
   assert shapes(scanned_init) == shapes(stacked)
@@ -200,21 +147,17 @@ def test_scanned_layers_equal_unrolled_ones(name):
   loss, grads = value_and_grad(model, params, tokens)
   scanned_loss, scanned_grads = value_and_grad(scanned, stacked, tokens)
   np.testing.assert_allclose(scanned_loss, loss, rtol=1e-6)
-  assert_trees_close(
-    scanned_grads, stack_blocks(grads, SMALL[name]["num_layers"]), rtol=1e-4, atol=1e-7
-  )
+  assert_trees_close(scanned_grads, layers.stack_blocks(grads), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", where("scan_layers", "init_cache"))
 def test_scanned_cached_decoding_equals_full_forward(name):
   model = build(name, scan_layers=True)
   params, tokens = init(model)
   cache = model.init_cache(3, 12)
-  small = SMALL[name]
-  heads = small.get("num_kv_heads", small["num_heads"])  # Grouped-query: only G heads cached.
-  width = small.get("head_dim") or small["d_model"] // small["num_heads"]
-  k_shape = (small["num_layers"], 3, heads, 12, width)
-  assert cache["layers"]["k"].shape == k_shape
+  if isinstance(model, decoder.Decoder):  # Grouped-query: only G heads cached.
+    k_shape = (model.num_layers, 3, model.kv_heads, 12, model.head_width)
+    assert cache["layers"]["k"].shape == k_shape
   step_fn = jax.jit(lambda t, c: model.apply({"params": params}, t, cache=c))
   logits, cache = step_fn(tokens[:, :5], cache)  # Prefill, then one token at a time.
   pieces = [logits]

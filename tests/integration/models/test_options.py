@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import TRANSFORMERS, V, build, init
+from helpers.models import V, build, init, where
 
 
 @pytest.mark.parametrize("name", ["gemma", "llama"])
@@ -21,7 +21,7 @@ def test_one_local_layer_sees_exactly_its_window(name):
     assert moved == (s > t - 4), s
 
 
-@pytest.mark.parametrize("name", TRANSFORMERS)
+@pytest.mark.parametrize("name", where("param_dtype"))
 def test_bfloat16_parameters_are_the_rounded_float32_model(name):
   model = build(name)
   params, tokens = init(model)

@@ -2,7 +2,7 @@
 
 import json
 
-from integration.scripts.test_sample import script
+from helpers.runs import script
 
 
 def test_evaluate_script_prints_json_alone(run_dir):

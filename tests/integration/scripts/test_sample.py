@@ -1,19 +1,6 @@
 """scripts/sample.py on a trained run."""
 
-import subprocess
-import sys
-
-from conftest import ROOT
-
-
-def script(name, *args):
-  return subprocess.run(
-    [sys.executable, f"scripts/{name}.py", *args],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+from helpers.runs import script
 
 
 def test_sample_script(run_dir):

@@ -5,11 +5,10 @@ import os
 
 import pytest
 from conftest import make_text
+from helpers import hf
 
 from lm_jax import UserError
 from lm_jax.data import chat, hf_tokenizer, tokenizers
-
-hf_tokenizers = pytest.importorskip("tokenizers")
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<end_of_turn>"]
 CHATML = (  # Qwen's shape: a default system message, <|im_end|> after every turn.
@@ -45,28 +44,14 @@ CONVERSATIONS = [
 
 def tokenizer_dir(path, template=None, as_file=False):
   """A byte-level BPE with chat special tokens, saved as a Hugging Face tokenizer directory."""
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=SPECIALS,
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(500, seed=1)], trainer)
-  os.makedirs(path, exist_ok=True)
-  tok.save(os.path.join(path, "tokenizer.json"))
+  tok = hf.byte_level_bpe([make_text(500, seed=1)], SPECIALS)
   added = {"content": "<|endoftext|>", "special": True, "normalized": False}  # As older saves.
   config = {"eos_token": "<|endoftext|>", "bos_token": {"__type": "AddedToken", **added}}
   if template and as_file:
-    with open(os.path.join(path, chat.TEMPLATE_FILE), "w") as f:
-      f.write(template)
+    hf.write(path, chat.TEMPLATE_FILE, template)
   elif template:
     config["chat_template"] = template
-  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
-    json.dump(config, f)
-  return str(path)
+  return hf.save_tokenizer(tok, path, **config)
 
 
 @pytest.mark.parametrize("template", [CHATML, LLAMA3, GEMMA, PLAIN])

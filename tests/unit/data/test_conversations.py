@@ -6,14 +6,10 @@ import json
 import numpy as np
 import pytest
 from corpora import CONVERSATIONS, config, write_chats
+from helpers import hf
 
 from lm_jax import UserError, data
-from lm_jax.data import batches, chat, streams, token_cache, tokenizers
-
-CHATML = (
-  "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from lm_jax.data import batches, chat, chunks, streams, tokenizers
 
 
 def chat_config(path, **kwargs):
@@ -35,7 +31,7 @@ def replies(conversations=CONVERSATIONS, end=chat.END) -> str:
 
 
 def test_only_the_assistants_tokens_carry_weight(tmp_path, monkeypatch):
-  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 2000)
+  monkeypatch.setattr(chunks, "CHUNK_CHARS", 2000)
   tok, corpus = data.prepare(chat_config(write_chats(tmp_path / "c.jsonl")), "")
   stream = corpus["train"].streams[""]
   assert stream.weights is not None and len(stream.weights) == len(stream)
@@ -47,7 +43,7 @@ def test_only_the_assistants_tokens_carry_weight(tmp_path, monkeypatch):
 
 
 def test_a_chat_template_marks_each_reply_and_its_end_of_turn():
-  template = chat.ChatTemplate(CHATML)
+  template = chat.ChatTemplate(hf.CHATML)
   for turns in CONVERSATIONS[:6]:
     pieces = chat.pieces(template, turns)
     assert "".join(t for t, _ in pieces) == template.render(turns)
@@ -98,7 +94,7 @@ def test_batches_carry_the_streams_weights(tmp_path):
   for step in range(3):
     for order in batches.ORDERS:
       batch = batches.train_batch(corpus["train"], 0, step, 8, 16, order=order)
-      for b, (inputs, weights) in enumerate(zip(batch["inputs"], batch["weights"])):
+      for b, (inputs, weights) in enumerate(zip(batch["inputs"], batch["weights"], strict=True)):
         if order == "sequential":  # Row b reads contiguous stream b, window after window.
           length = len(ids) // 8
           start = b * length + step % ((length - 1) // 16) * 16
@@ -119,10 +115,10 @@ class Killed(Exception):
 
 
 def test_an_interrupted_build_resumes_tokens_and_weights(tmp_path, monkeypatch):
-  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 1000)
+  monkeypatch.setattr(chunks, "CHUNK_CHARS", 1000)
   c = chat_config(write_chats(tmp_path / "c.jsonl"), shard_tokens=3000)
   full = data.prepare_cache(c)["train"]
-  real, calls = token_cache.encode_chunk, []
+  real, calls = chunks.encode_chunk, []
 
   def dies(*args):
     calls.append(1)
@@ -132,7 +128,7 @@ def test_an_interrupted_build_resumes_tokens_and_weights(tmp_path, monkeypatch):
 
   c.cache_dir = str(tmp_path / "cut")
   with monkeypatch.context() as m:
-    m.setattr(token_cache, "encode_chunk", dies)
+    m.setattr(chunks, "encode_chunk", dies)
     with pytest.raises(Killed):
       data.prepare_cache(c)
   resumed = data.prepare_cache(c)

@@ -6,16 +6,10 @@ import os
 import numpy as np
 import pytest
 from conftest import make_text
+from helpers.data import data_config
 
-from configs import tiny
 from lm_jax import UserError, data
-from lm_jax.data.token_cache import TokenStream
-
-
-def data_config(tmp_path, **kwargs):
-  c = tiny.get_config().data
-  c.update({"dataset": "text", "seq_len": 16, "vocab_size": 300, **kwargs})
-  return c
+from lm_jax.data.streams import TokenStream
 
 
 def write(path, text):
@@ -25,7 +19,7 @@ def write(path, text):
 
 def test_documents_are_joined_by_end_of_document(tmp_path):
   train_path = write(tmp_path / "train.txt", "one doc\n\nsecond doc\n\n\nthird\n")
-  c = data_config(tmp_path, tokenizer="byte", documents="blank_line", seq_len=2)
+  c = data_config(tokenizer="byte", documents="blank_line", seq_len=2)
   c.text_files.update(train=train_path, validation=train_path)
   tok, tokens = data.prepare(c, str(tmp_path))
   assert (
@@ -36,7 +30,7 @@ def test_documents_are_joined_by_end_of_document(tmp_path):
 
 def test_holdout_takes_the_end_of_the_train_text(tmp_path):
   text = make_text(2000, 0)
-  c = data_config(tmp_path, holdout_fraction=0.1)
+  c = data_config(holdout_fraction=0.1)
   c.text_files.train = write(tmp_path / "train.txt", text)
   tok, tokens = data.prepare(c, str(tmp_path))
   train_text, val_text = (
@@ -49,7 +43,7 @@ def test_holdout_takes_the_end_of_the_train_text(tmp_path):
 
 
 def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_cache, monkeypatch):
-  c = data_config(tmp_path)
+  c = data_config()
   c.text_files.update(corpus)
   _, first = data.prepare(c, str(tmp_path / "run1"))
   stream = first["train"].streams[""]
@@ -69,7 +63,7 @@ def test_token_cache_is_reused_and_keyed_by_tokenizer(tmp_path, corpus, token_ca
 
 
 def test_source_change_invalidates_the_cache(tmp_path, corpus):
-  c = data_config(tmp_path)
+  c = data_config()
   c.text_files.update(corpus)
   _, before = data.prepare(c, str(tmp_path / "run1"))
   with open(corpus["validation"], "a") as f:
@@ -80,7 +74,7 @@ def test_source_change_invalidates_the_cache(tmp_path, corpus):
 
 
 def test_workdir_tokenizer_must_match_the_config(tmp_path, corpus):
-  c = data_config(tmp_path)
+  c = data_config()
   c.text_files.update(corpus)
   data.prepare(c, str(tmp_path))
   c.tokenizer = "byte"
@@ -98,7 +92,7 @@ def test_workdir_tokenizer_must_match_the_config(tmp_path, corpus):
   ],
 )
 def test_bad_local_text_is_explained(tmp_path, corpus, problem, match):
-  c = data_config(tmp_path)
+  c = data_config()
   c.text_files.update(corpus)
   path = tmp_path / "validation.txt"
   if problem == "no_file":
@@ -110,9 +104,7 @@ def test_bad_local_text_is_explained(tmp_path, corpus, problem, match):
 
 
 def test_synthetic_data_needs_no_files(tmp_path):
-  c = data_config(
-    tmp_path, dataset="synthetic", synthetic="pattern", vocab_size=50, synthetic_tokens=5000
-  )
+  c = data_config(dataset="synthetic", synthetic="pattern", vocab_size=50, synthetic_tokens=5000)
   tok, tokens = data.prepare(c, str(tmp_path))
   assert tok.vocab_size == 50 and len(tokens["train"].streams[""]) == 5000
   assert np.mean(np.diff(tokens["train"].streams[""]) % 50 == 1) > 0.9

@@ -1,19 +1,21 @@
 """JSON Lines and Parquet records: the same documents, tokens and fingerprints as text files."""
 
+import itertools
+
 import numpy as np
 import pytest
 from corpora import DOCS, config, write_records, write_texts
 
 from configs import tiny
 from lm_jax import UserError, data
-from lm_jax.data import record_files, token_cache, tokenizers
+from lm_jax.data import chunks, record_files, tokenizers
 
 SUFFIXES = [".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"]
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-  monkeypatch.setattr(token_cache, "CHUNK_CHARS", 3000)  # Spans of byte ranges and row groups.
+  monkeypatch.setattr(chunks, "CHUNK_CHARS", 3000)  # Spans of byte ranges and row groups.
 
 
 def test_every_format_gives_the_text_files_fingerprints(tmp_path, small_chunks):
@@ -45,10 +47,10 @@ def test_every_format_gives_the_text_files_fingerprints(tmp_path, small_chunks):
 
 def test_parquet_spans_are_runs_of_row_groups(tmp_path, small_chunks):
   path = write_records(tmp_path / "a.parquet", DOCS, row_group=5)
-  spans = list(record_files._file_ranges([(path, 0, None)], "text", token_cache.CHUNK_CHARS))
+  spans = list(record_files._file_ranges([(path, 0, None)], "text", chunks.CHUNK_CHARS))
   bounds = [r for (r,) in spans]
   assert bounds[0][1] == 0 and bounds[-1][2] == len(DOCS) and len(bounds) > 3
-  assert all(a[2] == b[1] for a, b in zip(bounds, bounds[1:]))
+  assert all(a[2] == b[1] for a, b in itertools.pairwise(bounds))
   assert all(stop % 5 == 0 or stop == len(DOCS) for _, _, stop in bounds)  # Whole row groups.
 
 

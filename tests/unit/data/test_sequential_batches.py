@@ -48,7 +48,9 @@ def predictions(batch_iter):
   """{predicted position: (count, context)} over weighted positions of `batch_iter`."""
   seen = []
   for batch in batch_iter:
-    for row_in, row_t, row_w in zip(batch["inputs"], batch["targets"], batch["weights"]):
+    for row_in, row_t, row_w in zip(
+      batch["inputs"], batch["targets"], batch["weights"], strict=True
+    ):
       for j in np.flatnonzero(row_w):
         seen.append((int(row_t[j]), row_in[: j + 1].tolist()))
   return seen

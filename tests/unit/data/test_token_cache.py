@@ -4,32 +4,12 @@ import fcntl
 import json
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
+from helpers.data import build_cache, spans_of, train_tokenizer
 
-from configs import tiny
-from lm_jax.data import batches, streams, text_files, token_cache, tokenizers
-
-
-def pieces_of(path):
-  return lambda: text_files.pieces(text_files.whole([path]), "blank_line")
-
-
-def train(kind, path):
-  c = tiny.get_config().data
-  c.update(vocab_size=300 if kind == "sentencepiece" else 40)
-  return tokenizers.train(kind, (t for t, _ in pieces_of(path)()), c)
-
-
-def spans_of(path):
-  return lambda: text_files.spans(text_files.whole([path]), "blank_line", token_cache.CHUNK_CHARS)
-
-
-def build(directory, path, tokenizer, workers=1, shard_tokens=10**9, read_by_workers=True):
-  chunks = spans_of(path) if read_by_workers else lambda: token_cache.chunks(pieces_of(path)())
-  return token_cache.build(str(directory), chunks, tokenizer, workers, shard_tokens, "t")
+from lm_jax.data import batches, chunks, streams, token_cache
 
 
 class Killed(Exception):
@@ -39,8 +19,8 @@ class Killed(Exception):
 def test_interrupted_build_resumes_to_the_same_tokens(
   tmp_path, text_path, small_chunks, monkeypatch
 ):
-  tok = train("byte", text_path)
-  real, calls = token_cache.encode_chunk, []
+  tok = train_tokenizer("byte", text_path)
+  real, calls = chunks.encode_chunk, []
 
   def dies_at_the_tenth_chunk(*args):
     calls.append(1)
@@ -48,18 +28,18 @@ def test_interrupted_build_resumes_to_the_same_tokens(
       raise Killed
     return real(*args)
 
-  monkeypatch.setattr(token_cache, "encode_chunk", dies_at_the_tenth_chunk)
+  monkeypatch.setattr(chunks, "encode_chunk", dies_at_the_tenth_chunk)
   die = False
-  full = build(tmp_path / "full", text_path, tok, shard_tokens=5000)
+  full = build_cache(tmp_path / "full", text_path, tok, shard_tokens=5000)
   num_chunks, die = len(calls), True
   calls.clear()
   with pytest.raises(Killed):
-    build(tmp_path / "cut", text_path, tok, shard_tokens=5000)
+    build_cache(tmp_path / "cut", text_path, tok, shard_tokens=5000)
   kept = {n: os.stat(tmp_path / "cut" / n).st_mtime_ns for n in os.listdir(tmp_path / "cut")}
   assert "shard-00001.json" in kept and any(n.endswith(".tmp") for n in kept)
   calls.clear()
   die = False
-  resumed = build(tmp_path / "cut", text_path, tok, shard_tokens=5000)
+  resumed = build_cache(tmp_path / "cut", text_path, tok, shard_tokens=5000)
   last = json.loads(
     (tmp_path / "cut" / f"shard-{resumed['resumed_shards'] - 1:05d}.json").read_text()
   )
@@ -73,9 +53,9 @@ def test_interrupted_build_resumes_to_the_same_tokens(
 
 
 def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, small_chunks):
-  tok = train("byte", text_path)
-  index = build(tmp_path, text_path, tok, shard_tokens=1000)
-  stream = token_cache.TokenStream(str(tmp_path), index)
+  tok = train_tokenizer("byte", text_path)
+  index = build_cache(tmp_path, text_path, tok, shard_tokens=1000)
+  stream = streams.TokenStream(str(tmp_path), index)
   flat = np.asarray(stream)
   assert len(index["shards"]) > 10 and len(stream) == len(flat) == index["tokens"]
   for a, b in [(0, 5), (1990, 2010), (0, len(flat)), (5, 5 + 3 * 2000), (len(flat) - 3, None)]:
@@ -85,24 +65,37 @@ def test_windows_and_evaluation_cross_shard_boundaries(tmp_path, text_path, smal
     got = batches.train_batch(streams.Mixture.single(stream), 1, step, 16, 300, order="epochs")
     want = batches.train_batch(streams.Mixture.single(flat), 1, step, 16, 300, order="epochs")
     np.testing.assert_array_equal(got["inputs"], want["inputs"])
-  for got, want in zip(batches.eval_batches(stream, 300, 8), batches.eval_batches(flat, 300, 8)):
+  for got, want in zip(
+    batches.eval_batches(stream, 300, 8), batches.eval_batches(flat, 300, 8), strict=True
+  ):
     for k in got:
       np.testing.assert_array_equal(got[k], want[k])
 
 
 @pytest.mark.parametrize("finishes", [True, False])
-def test_build_waits_for_a_chunk_another_process_holds(tmp_path, text_path, small_chunks, finishes):
-  tok = train("byte", text_path)
-  alone = build(tmp_path / "alone", text_path, tok)
+def test_build_waits_for_a_chunk_another_process_holds(
+  tmp_path, text_path, small_chunks, finishes, monkeypatch
+):
+  tok = train_tokenizer("byte", text_path)
+  alone = build_cache(tmp_path / "alone", text_path, tok)
   directory = str(tmp_path / "shared")
   os.makedirs(directory)
   lock = open(os.path.join(directory, "part-0000003.lock"), "a")
   fcntl.flock(lock, fcntl.LOCK_EX)  # Another process is encoding chunk 3.
+  waiting, retake = threading.Event(), token_cache._Encoder.retake
+
+  def refused(enc, i):
+    took = retake(enc, i)
+    if i == 3 and not took:  # The builder has come to chunk 3 and found it still held.
+      waiting.set()
+    return took
+
+  monkeypatch.setattr(token_cache._Encoder, "retake", refused)
   result = {}
-  thread = threading.Thread(target=lambda: result.update(build(directory, text_path, tok)))
+  thread = threading.Thread(target=lambda: result.update(build_cache(directory, text_path, tok)))
   thread.start()
-  time.sleep(1.0)
-  assert thread.is_alive() and "index" not in result  # Waiting for chunk 3.
+  assert waiting.wait(timeout=60)
+  assert thread.is_alive() and not result  # Waiting for chunk 3.
   if finishes:
     token_cache.encode_part(tok, directory, 3, list(spans_of(text_path)())[3], np.uint16)
   lock.close()  # Finished, or let go unfinished (it died): then the build encodes chunk 3.

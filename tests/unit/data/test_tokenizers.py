@@ -7,7 +7,8 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 from conftest import make_text
-from unit.data.test_data import data_config
+from helpers import hf
+from helpers.data import data_config
 
 from configs import tiny
 from lm_jax import UserError
@@ -47,7 +48,7 @@ def test_char_round_trip(text):
 def test_encode_batch_equals_encode(sentencepiece):
   texts = ["The king", "", "went down.\n", "日本"]
   for tok in (tokenizers.train("char", texts, None), tokenizers.ByteTokenizer(), sentencepiece):
-    for got, text in zip(tok.encode_batch(texts), texts):
+    for got, text in zip(tok.encode_batch(texts), texts, strict=True):
       np.testing.assert_array_equal(got, tok.encode(text))
 
 
@@ -82,7 +83,7 @@ def test_sentencepiece_bytes_counted_without_decoding(sentencepiece, text):
 
 
 def test_word_tokenizer_keeps_the_most_frequent_words(tmp_path):
-  c = data_config(tmp_path, vocab_size=3)
+  c = data_config(vocab_size=3)
   tok = tokenizers.train("word", ["b a c a\nb a <unk> d", "a b  e"], c)
   assert tok.words == ["a", "b", "c"] and tok.vocab_size == 5  # Ties in code-point order.
   assert tok.encode(" a\tzz b\n<unk> c ").tolist() == [2, 0, 3, 0, 4]
@@ -96,30 +97,16 @@ TEXT = make_text(200, 1) + "naïve 日本 ∑ — ✓\n"
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   """A Hugging Face tokenizer directory: a small byte-level BPE, end of text its eos_token."""
-  import tokenizers as hf_tokenizers  # The `tokenizers` package, not lm_jax.data.tokenizers.
-
-  tok = hf_tokenizers.Tokenizer(hf_tokenizers.models.BPE())
-  tok.pre_tokenizer = hf_tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = hf_tokenizers.decoders.ByteLevel()
-  trainer = hf_tokenizers.trainers.BpeTrainer(
-    vocab_size=300,
-    special_tokens=[tokenizers.EOD],
-    initial_alphabet=hf_tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  tok.train_from_iterator([make_text(2000, 5)], trainer)
-  path = tmp_path_factory.mktemp("hf")
-  tok.save(str(path / "tokenizer.json"))
-  (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": tokenizers.EOD}))
-  return str(path)
+  tok = hf.byte_level_bpe(special_tokens=[tokenizers.EOD])
+  return hf.save_tokenizer(tok, tmp_path_factory.mktemp("hf"), eos_token=tokenizers.EOD)
 
 
 def trained(kind, tmp_path, sentencepiece, hf_dir):
   """(tokenizer of `kind`, the data config that trained it); sentencepiece: the fixture's."""
   if kind == "sentencepiece":
-    c = data_config(tmp_path, tokenizer=kind, vocab_size=400, sentencepiece_type="bpe")
+    c = data_config(tokenizer=kind, vocab_size=400, sentencepiece_type="bpe")
     return sentencepiece, c
-  c = data_config(tmp_path, tokenizer=kind, vocab_size=400, hf_tokenizer=hf_dir)
+  c = data_config(tokenizer=kind, vocab_size=400, hf_tokenizer=hf_dir)
   return tokenizers.train(kind, [TEXT], c), c
 
 
@@ -152,7 +139,7 @@ def test_every_kind_records_its_settings_in_the_saved_file(kind, tmp_path, sente
 
 
 def test_a_saved_word_tokenizer_of_another_vocab_size_is_refused(tmp_path):
-  c = data_config(tmp_path, tokenizer="word", vocab_size=5)
+  c = data_config(tokenizer="word", vocab_size=5)
   path = str(tmp_path / "tokenizer.json")
   tokenizers.save(tokenizers.train("word", [TEXT], c), path)
   loaded = tokenizers.load(path)
@@ -170,7 +157,7 @@ def test_a_saved_word_tokenizer_of_another_vocab_size_is_refused(tmp_path):
 def test_a_saved_sentencepiece_of_other_settings_is_refused(change, sentencepiece, tmp_path):
   path = str(tmp_path / "tokenizer.json")
   tokenizers.save(sentencepiece, path)
-  c = data_config(tmp_path, tokenizer="sentencepiece", vocab_size=400, sentencepiece_type="bpe")
+  c = data_config(tokenizer="sentencepiece", vocab_size=400, sentencepiece_type="bpe")
   tokenizers.check_matches(tokenizers.load(path), c, path)
   ((key, value),) = change.items()
   c[key] = value
@@ -186,7 +173,7 @@ def test_a_file_without_settings_is_checked_on_what_it_shows(sentencepiece, tmp_
   path.write_text(json.dumps(saved))
   loaded = tokenizers.load(str(path))
   assert loaded.recorded == {"vocab_size": 400}  # Its vocabulary shows this much.
-  c = data_config(tmp_path, tokenizer="sentencepiece", vocab_size=400, sentencepiece_type="unigram")
+  c = data_config(tokenizer="sentencepiece", vocab_size=400, sentencepiece_type="unigram")
   tokenizers.check_matches(loaded, c, str(path))
   c.vocab_size = 500
   with pytest.raises(UserError, match="vocab_size 500"):
@@ -194,7 +181,7 @@ def test_a_file_without_settings_is_checked_on_what_it_shows(sentencepiece, tmp_
 
 
 def test_fingerprint_names_the_vocabulary_not_the_recorded_settings(tmp_path):
-  c = data_config(tmp_path, tokenizer="word", vocab_size=5)
+  c = data_config(tokenizer="word", vocab_size=5)
   tok = tokenizers.train("word", [TEXT], c)
   before = tok.fingerprint()
   tok.recorded = {"vocab_size": 99}

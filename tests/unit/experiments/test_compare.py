@@ -1,40 +1,12 @@
 """Comparisons from run directories: groups, statistics, differing keys, skipped runs, curves."""
 
 import json
-import os
 
 import pytest
+from helpers.experiments import GPT, LLAMA
 
 from lm_jax import UserError
-from lm_jax import config as config_lib
-from lm_jax.data import tokenizers
 from lm_jax.experiments import compare, stats
-
-GPT = [1.90, 1.88, 1.89]
-LLAMA = [1.63, 1.65, 1.62]
-
-
-def make_run(workdir, config, seed, val_loss, last_step=None, elapsed=(1.0, 2.0, 3.0)):
-  """A run directory as training leaves it, with the given final validation loss."""
-  os.makedirs(workdir)
-  config = config_lib.override(config, {"seed": str(seed)})
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort())
-  tokenizers.save(tokenizers.CharTokenizer("\n abcdefgh"), os.path.join(workdir, "tokenizer.json"))
-  n = config.train.num_steps if last_step is None else last_step
-  rows = [
-    {
-      "step": s,
-      "train_loss": 3.0 - s / 10 - seed / 100,
-      "tokens_per_sec": 100.0 * i,
-      "elapsed_sec": t,
-    }
-    for i, (s, t) in enumerate(zip(range(2, n + 1, 2), elapsed), 1)
-  ]
-  rows.append({"step": n, "val_loss": val_loss})
-  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  return str(workdir)
 
 
 def test_groups_statistics_and_test_against_the_baseline(runs):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from conftest import ROOT
-from integration.experiments.test_sweep import write_json_config
+from helpers.runs import write_config
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
@@ -12,8 +12,8 @@ from lm_jax.experiments import sweep
 
 
 def test_grid_expands_every_combination_with_readable_names(config, tmp_path):
-  gpt = write_json_config(config, tmp_path / "gpt.json")
-  other = write_json_config(config, tmp_path / "wide.json")
+  gpt = write_config(config, tmp_path / "gpt.json")
+  other = write_config(config, tmp_path / "wide.json")
   grid = sweep.parse_grid(["model.num_layers=1,2", "optim.learning_rate=1e-3,3e-3"])
   runs = sweep.expand([gpt, other], grid, [0, 1], {"train.num_steps": "4"}, "root")
   assert len(runs) == 2 * 2 * 2 * 2
@@ -40,9 +40,9 @@ def test_grid_expands_every_combination_with_readable_names(config, tmp_path):
 
 
 def test_sweep_refuses_keys_a_config_lacks_before_anything_runs(config, tmp_path):
-  gpt = write_json_config(config, tmp_path / "gpt.json")
+  gpt = write_config(config, tmp_path / "gpt.json")
   llama = config_lib.load(os.path.join(ROOT, "configs", "shakespeare_char_llama.py"))
-  llama = write_json_config(llama, tmp_path / "llama.json")
+  llama = write_config(llama, tmp_path / "llama.json")
   with pytest.raises(
     UserError, match=r"llama.json cannot take .* unknown config key 'model.use_bias'"
   ):

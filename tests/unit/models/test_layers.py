@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from integration.models.test_models import build, init
+from helpers.models import build, init
 
 from lm_jax import UserError, models
 from lm_jax.data import tokenizers

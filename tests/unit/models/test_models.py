@@ -2,7 +2,7 @@
 
 import ml_collections
 import pytest
-from integration.models.test_models import V
+from helpers.models import V
 
 from lm_jax import UserError, models
 

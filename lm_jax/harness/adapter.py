@@ -1,4 +1,5 @@
-"""lm-evaluation-harness on lm_jax runs: any model and tokenizer as the harness's `TemplateLM`.
+"""The model the harness sees: any lm_jax model and tokenizer as its `TemplateLM` (`LMJax`), and
+the programs it runs, compiled once per shape.
 
 The harness asks for three kinds of request, answered as its own Hugging Face backend (`hf`)
 answers them, so that the numbers agree with it:
@@ -15,45 +16,25 @@ answers them, so that the numbers agree with it:
 
 Requests are sorted by length and run in batches of `batch_size` rows padded to a power of two
 (at most the context), so a task compiles a handful of programs; the batches are split over the
-devices of the run's parallel plan. This is the only module, with scripts/eval_harness.py, that
-imports the harness. Where the Hub takes no connection, `datasets` runs offline (task data
-from disk, or a refusal at once) unless HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set.
+devices of the run's parallel plan.
 """
 
 import contextlib
-import copy
-import dataclasses
 import functools
 import json
-import os
 import time
 
-from lm_jax import network  # noqa: E402,I001  (before `datasets` is first imported)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from lm_eval import utils as lm_eval_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.models import utils as model_utils
 
-# Without a network, `datasets` retries the Hub for half a minute before it fails; offline, a
-# task whose data is not on disk fails at once.
-network.offline_without_hub()
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
-from lm_eval import simple_evaluate  # noqa: E402
-from lm_eval import utils as lm_eval_utils  # noqa: E402
-from lm_eval.api.model import TemplateLM  # noqa: E402
-from lm_eval.loggers import EvaluationTracker  # noqa: E402
-from lm_eval.models import utils as model_utils  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-
-from lm_jax import UserError, console, parallel, records, runs, sample  # noqa: E402
+from lm_jax import UserError, parallel, sample
 
 MIN_LENGTH = 16  # The shortest padded length: shorter rows waste little, and compile once.
-LOCAL_DATA_FIX = (
-  "put the task's data in local files and point a task YAML at them (dataset_path: json, "
-  "dataset_kwargs: {data_files: {test: FILE.jsonl}}) in a folder passed as --include_path "
-  "(train.eval_tasks_include_path in a run's config); docs/evaluation.md shows one. To let "
-  "`datasets` download it instead, set HF_DATASETS_OFFLINE=0 HF_HUB_OFFLINE=0."
-)
 
 
 def padded_length(n: int, max_length: int) -> int:
@@ -268,7 +249,7 @@ class LMJax(TemplateLM):
       counts.append(len(disjoint))
     scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
     totals, at = [], 0
-    for request, n in zip(requests, counts):
+    for request, n in zip(requests, counts, strict=True):
       totals.append(sum(s for s, _ in scores[at : at + n]))
       at += n
       self.cache_hook.add_partial("loglikelihood_rolling", request.args, totals[-1])
@@ -289,7 +270,7 @@ class LMJax(TemplateLM):
     for idx in groups.values():
       contexts = [requests[i].args[0] for i in idx]
       texts = self._generate_group(contexts, requests[idx[0]].args[1], bar)
-      for i, text in zip(idx, texts):
+      for i, text in zip(idx, texts, strict=True):
         results[i] = text
         self.cache_hook.add_partial("generate_until", requests[i].args, text)
     bar.close()
@@ -351,254 +332,3 @@ class LMJax(TemplateLM):
         texts[i] = model_utils.postprocess_generated_text(self.tok_decode(new), until, None)
       bar.update(len(idx))
     return texts
-
-
-# Tasks and results.
-
-
-class Tasks:
-  """Harness tasks by name, among the harness's own and the YAMLs under `include_path`.
-
-  Made once: unknown names, and tasks whose data is neither on disk nor downloadable, are
-  refused here, in seconds, before any model runs.
-  """
-
-  def __init__(self, names, include_path: str = ""):
-    self.names = [n.strip() for n in (names.split(",") if isinstance(names, str) else names)]
-    self.names = [n for n in self.names if n]
-    if not self.names:
-      raise UserError("no harness task given: name one or more, e.g. --tasks hellaswag,arc_easy.")
-    if include_path and not os.path.isdir(include_path):
-      raise UserError(f"--include_path {include_path} is not a folder of task YAMLs: check it.")
-    _quiet_harness()
-    self.include_path = include_path or None
-    manager = None
-    if include_path:  # Indexing the harness's own thousands of tasks takes seconds: only if needed.
-      manager = TaskManager(include_path=include_path, include_defaults=False)
-      if not set(self.names) <= set(manager.all_tasks):
-        manager = None
-    self.manager = manager or TaskManager(include_path=self.include_path)
-    unknown = [n for n in self.names if n not in self.manager.all_tasks]
-    if unknown:
-      raise UserError(
-        f"unknown harness task(s) {', '.join(unknown)}: check the names (`lm_eval ls tasks` "
-        "lists the harness's own), or pass --include_path DIR with their YAMLs."
-      )
-    for name in self.names:
-      _load_task(self.manager, name)
-
-
-def _load_task(manager, name: str):
-  try:
-    return manager.load([name])
-  except (ConnectionError, FileNotFoundError) as e:
-    raise UserError(
-      f"harness task {name!r} cannot read its data ({str(e)[:200]}): {LOCAL_DATA_FIX}"
-    ) from e
-
-
-def _quiet_harness() -> None:
-  """The harness's and `datasets`' INFO logging and progress bars stay off unless verbose."""
-  if console.verbose():
-    return
-  import logging  # pylint: disable=g-import-not-at-top
-
-  import datasets  # pylint: disable=g-import-not-at-top
-
-  datasets.utils.logging.disable_progress_bar()
-  datasets.utils.logging.set_verbosity_error()
-  logging.getLogger("lm_eval").setLevel(logging.WARNING)
-
-
-def evaluate(
-  lm: LMJax,
-  tasks: Tasks,
-  *,
-  limit: int | None = None,
-  num_fewshot: int | None = None,
-  log_samples: bool = False,
-  bootstrap_iters: int = 100_000,
-  model_args: dict | None = None,
-) -> dict:
-  """The harness's results for `tasks` (with 'samples' when `log_samples`), as its CLI gets them."""
-  # Bootstrapped standard errors otherwise fork a pool of workers off this multithreaded process.
-  os.environ.setdefault("DISABLE_MULTIPROC", "1")
-  tracker, start = EvaluationTracker(), time.perf_counter()
-  results = simple_evaluate(
-    model=lm,
-    model_args=model_args or {},
-    tasks=tasks.names,
-    num_fewshot=num_fewshot,
-    limit=limit or None,
-    log_samples=log_samples,
-    bootstrap_iters=bootstrap_iters,
-    evaluation_tracker=tracker,
-    task_manager=tasks.manager,
-    torch_random_seed=None,  # lm_jax draws with JAX keys; torch need not load.
-  )
-  tracker.general_config_tracker.log_end_time()
-  samples = results.get("samples") or {}
-  results["task_hashes"] = {  # As the harness's tracker adds them when it saves.
-    task: lm_eval_utils.hash_string(
-      "".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in rows)
-    )
-    for task, rows in samples.items()
-  }
-  results.update(dataclasses.asdict(tracker.general_config_tracker))
-  results["config"]["batch_size"] = lm.batch_size
-  results["lm_jax"] = {
-    "wall_sec": time.perf_counter() - start,
-    "requests": lm.requests,
-    "requests_per_sec": lm.requests / lm.request_sec if lm.request_sec else None,
-    "programs": len(lm.programs.shapes),
-    **lm.info,
-  }
-  return results
-
-
-def metrics(results: dict) -> dict:
-  """{'harness/<task>/<metric>': value} for each task's metrics (a filter other than 'none' is
-  appended as '/<filter>'); standard errors and non-numbers are left out."""
-  out = {}
-  for task, values in results.get("results", {}).items():
-    for key, value in values.items():
-      name, _, filter_name = key.partition(",")
-      if not filter_name or name.endswith("_stderr") or not isinstance(value, (int, float)):
-        continue
-      suffix = "" if filter_name == "none" else f"/{filter_name}"
-      out[f"harness/{task}/{name}{suffix}"] = float(value)
-  return out
-
-
-def write_results(results: dict, path: str, samples_id: str) -> None:
-  """The results as the harness saves them, at `path`; the samples, if any, beside them as
-  samples_<task>_<samples_id>.jsonl (the harness puts a date where lm_jax puts the step)."""
-  results = dict(results)
-  samples = results.pop("samples", None)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    encode = lm_eval_utils.handle_non_serializable
-    json.dump(results, f, indent=2, default=encode, ensure_ascii=False)
-    f.write("\n")
-  os.replace(tmp, path)
-  if samples:
-    tracker = EvaluationTracker(output_path=os.path.join(folder, "results.json"))
-    tracker.date_id = samples_id
-    for task in results["configs"]:
-      target = os.path.join(folder, f"samples_{task}_{samples_id}.jsonl")
-      if os.path.exists(target):  # The harness appends; a second evaluation replaces.
-        os.remove(target)
-      tracker.save_results_samples(task_name=task, samples=copy.deepcopy(samples[task]))
-
-
-def table(results: dict) -> str:
-  """The harness's results table (and its groups' table, when there are groups)."""
-  text = lm_eval_utils.make_table(results)
-  return text + ("\n" + lm_eval_utils.make_table(results, "groups") if "groups" in results else "")
-
-
-# A run's checkpoint, and the live parameters of a training run.
-
-
-def _info(model, params, tokenizer, step: int) -> dict:
-  n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-  return {"model_num_parameters": n, "tokenizer": tokenizer.kind, "step": int(step)}
-
-
-def evaluate_run(
-  workdir: str,
-  tasks: str,
-  *,
-  limit: int | None = None,
-  num_fewshot: int | None = None,
-  include_path: str = "",
-  step: int | None = None,
-  output: str = "",
-  log_samples: bool = False,
-  batch_size: int = 0,
-  parallel_mode: str = "",
-  max_gen_toks: int = 256,
-) -> tuple[dict, str]:
-  """Evaluates a run's newest (or given) checkpoint on harness tasks.
-
-  Writes the results to WORKDIR/harness/<step>.json (or `output`), the samples beside them
-  with `log_samples`, and each task metric to metrics.jsonl and TensorBoard at the
-  checkpoint's step as harness/<task>/<metric>. Returns (results, the results' path).
-  """
-  task_set = Tasks(tasks, include_path)  # Refuses unknown tasks before a model loads.
-  config, model, tokenizer, state, step = runs.load_run(workdir, step)
-  plan = parallel.make_plan(parallel_mode or config.train.parallel, config.mesh)
-  batch_size = batch_size or config.train.eval_batch_size or config.train.batch_size
-  lm = LMJax(
-    Programs(model, plan),
-    plan.put(state.params),
-    tokenizer,
-    batch_size=batch_size,
-    max_length=context_length(model, config),
-    max_gen_toks=max_gen_toks,
-    seed=config.seed,
-    info=_info(model, state.params, tokenizer, step),
-  )
-  results = evaluate(
-    lm,
-    task_set,
-    limit=limit,
-    num_fewshot=num_fewshot,
-    log_samples=log_samples,
-    model_args={"pretrained": os.path.abspath(workdir), "step": step},
-  )
-  path = output or os.path.join(workdir, "harness", f"{step}.json")
-  write_results(results, path, str(step))
-  writer = records.MetricWriter(workdir)
-  try:
-    for key, value in metrics(results).items():
-      writer.write(step, **{key: value})
-  finally:
-    writer.close()
-  return results, path
-
-
-class InLoop:
-  """train.eval_tasks on the live parameters, every train.eval_tasks_every steps and at the end."""
-
-  def __init__(self, config, workdir: str, model, tokenizer, plan: parallel.Plan):
-    c = config.train
-    if jax.process_count() > 1:
-      raise UserError(
-        "train.eval_tasks runs in single-process runs: evaluate this run's checkpoints with "
-        "scripts/eval_harness.py instead."
-      )
-    if c.get("eval_tasks_every", 1) < 1:
-      raise UserError(f"train.eval_tasks_every={c.eval_tasks_every}: give a positive step count.")
-    self.every, self.workdir = c.get("eval_tasks_every", 500), workdir
-    self.limit = c.get("eval_tasks_limit", 0) or None
-    self.tasks = Tasks(c.eval_tasks, c.get("eval_tasks_include_path", ""))
-    self.programs, self.tokenizer, self.config = Programs(model, plan), tokenizer, config
-
-  def due(self, step: int, last: bool) -> bool:
-    return step % self.every == 0 or last
-
-  def evaluate(self, params, writer: records.MetricWriter, step: int) -> dict:
-    """Evaluates `params` (the plan's layout); logs the metrics, writes harness/<step>.json."""
-    c = self.config.train
-    lm = LMJax(
-      self.programs,
-      params,
-      self.tokenizer,
-      batch_size=c.eval_batch_size or c.batch_size,
-      max_length=context_length(self.programs.model, self.config),
-      seed=self.config.seed,
-      progress=False,
-      info={"tokenizer": self.tokenizer.kind, "step": int(step)},
-    )
-    results = evaluate(
-      lm, self.tasks, limit=self.limit, model_args={"pretrained": self.workdir, "step": step}
-    )
-    found = metrics(results)
-    for key, value in found.items():
-      writer.write(step, **{key: value})
-    if jax.process_index() == 0:
-      write_results(results, os.path.join(self.workdir, "harness", f"{step}.json"), str(step))
-    return found
