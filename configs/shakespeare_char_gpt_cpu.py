@@ -145,6 +145,17 @@ def get_config(arg=None):
   t.lora.dropout = 0.0  # On the adapters' inputs, while training.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
+  # Weights & Biases (docs/training.md; needs .[wandb]): metrics.jsonl's rows, this config and
+  # run.json in a W&B run whose files lie in WORKDIR/wandb; a resumed run continues it.
+  t.wandb = ml_collections.ConfigDict()
+  t.wandb.project = ""  # '' off.
+  t.wandb.entity = ""  # A team or user ('' = the logged-in user's default).
+  t.wandb.name = ""  # '' = the workdir's folder name.
+  t.wandb.group = ""  # Runs shown together ('' none; a sweep sets its root's folder name).
+  t.wandb.tags = []  # Strings, e.g. ['baseline', 'cpu'].
+  # online, offline (files only; upload later with `wandb sync`) or disabled. Online falls back
+  # to offline, with a warning, when W&B's server takes no connection.
+  t.wandb.mode = "online"
 
   # Evaluation protocol (every one scores each next-token prediction once, from exact sums).
   config.eval = e = ml_collections.ConfigDict()

@@ -2,11 +2,11 @@
 
 The keys the training loop reads are checked here; each other part checks its own keys where
 it reads them (config.data in the data package, config.model in the model, config.optim in
-optim.py, train.parallel and config.mesh in parallel.py), and `check_config` calls them all.
-Nothing here reads data, compiles, or starts a backend.
+optim.py, train.parallel and config.mesh in parallel.py, train.wandb in tracking.py), and
+`check_config` calls them all. Nothing here reads data, compiles, or starts a backend.
 """
 
-from lm_jax import UserError, data, models, optim, parallel, profiling, runs
+from lm_jax import UserError, data, models, optim, parallel, profiling, runs, tracking
 from lm_jax import config as config_lib
 from lm_jax.data import batches
 
@@ -53,6 +53,7 @@ def _check(config) -> None:
   config_lib.check_bool("eval.carry", e.get("carry", False))
   config_lib.check_int("eval.stride", e.get("stride", 0), 0)
   profiling.check_profile_steps(c.get("profile_steps"))
+  tracking.check_config(c.get("wandb"))
   parallel.check_config(c, config.mesh)
   data.check_config(config.data)
   models.check_config(config.model)

@@ -1,9 +1,9 @@
-"""What every script shares: --verbose, a quiet console, the backend start, the error exit.
+"""What every command shares: --verbose, a quiet console, the backend start, the error exit.
 
-A script defines its flags, then calls `cli.run(main)`; `main` catches nothing: a UserError
-ends the script with one `error: ...` line on stderr and exit status 1, no traceback. This
-module imports only absl and the console, so `--help` stays fast; scripts import JAX and the
-rest of lm_jax inside `main`.
+A command (lm_jax/commands/) defines its flags, then calls `cli.run(main)`; `main` catches
+nothing: a UserError ends the command with one `error: ...` line on stderr and exit status 1,
+no traceback. This module imports only absl and the console, so `--help` stays fast; commands
+import JAX and the rest of lm_jax inside `main`.
 """
 
 import sys
@@ -16,7 +16,7 @@ FLAGS = flags.FLAGS
 
 
 def _define(define, name: str, *args, **kwargs) -> None:
-  """Defines a flag as the script's own (listed by its --help), once."""
+  """Defines a flag as the program's own (listed by its --help), once."""
   if name not in FLAGS:
     define(name, *args, **kwargs, module_name=sys.argv[0])
 
@@ -53,6 +53,23 @@ def start_backend(config) -> None:
 
 def run(main, argv: list[str] | None = None) -> None:
   """`app.run(main)` with --verbose, library logging turned down, and UserError as one line."""
+  _run(main, main.__module__, argv)
+
+
+def run_with_overrides(main, argv: list[str] | None = None) -> None:
+  """`run` for a command that takes `--config.KEY=VALUE` arguments: absl never sees them, and
+  `main(args, overrides)` gets them as {KEY: VALUE}."""
+  from lm_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  overrides, argv = config_lib.split_overrides(sys.argv if argv is None else argv)
+  _run(lambda args: main(args, overrides), main.__module__, argv)
+
+
+def _run(main, module: str, argv: list[str] | None) -> None:
+  # absl's --help lists the flags of the program it runs (sys.argv[0]: scripts/X.py or
+  # `lm-jax X`); the command's own are its module's.
+  for flag in FLAGS.get_key_flags_for_module(module):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   _define(
     flags.DEFINE_bool,
     "verbose",
@@ -67,4 +84,10 @@ def run(main, argv: list[str] | None = None) -> None:
     except UserError as e:
       sys.exit(f"error: {e}")
 
-  app.run(main_or_error, argv=argv)
+  try:
+    app.run(main_or_error, argv=argv)
+  except SystemExit as e:  # absl exits 1 after the help it was asked for; that is a success.
+    asked = set(sys.argv if argv is None else argv) & {"--help", "-h", "-?", "--helpfull"}
+    if asked and e.code == 1:
+      sys.exit(0)
+    raise

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from lm_jax import UserError
+from lm_jax.models import from_nnx
 
 NAMES = ("lora_a", "lora_b")
 
@@ -170,6 +171,11 @@ def _check_targets(s: Settings, params: dict, adapted: list[str]) -> None:
 
 def init(model: nn.Module, s: Settings, rng, seq_len: int) -> tuple[dict, dict]:
   """(the model's parameters as model.init makes them, adapters with B = 0), for `rng`."""
+  if isinstance(model, from_nnx.FromNNX):
+    raise UserError(
+      f"train.lora adapts Linen Dense layers, and {model.nnx_class.__name__} is an NNX module "
+      "whose nnx.Linear calls it cannot reach: set train.lora.rank=0."
+    )
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   adapted = []
   with nn.intercept_methods(_interceptor(s, True, adapted)):

@@ -1,7 +1,8 @@
 """What a run writes into its workdir besides checkpoints.
 
 config.json (the resolved config), run.json (versions, commit, devices),
-metrics.jsonl (one JSON object per line) and TensorBoard event files.
+metrics.jsonl (one JSON object per line) and TensorBoard event files; with
+train.wandb.project set, the same rows in a W&B run (tracking.py).
 Only process 0 writes.
 """
 
@@ -15,6 +16,7 @@ import time
 import types
 
 import lm_jax
+from lm_jax import tracking
 
 VERSIONED = (
   "jax",
@@ -35,12 +37,16 @@ def _is_writer() -> bool:
 
 
 class MetricWriter:
-  """Appends scalars to WORKDIR/metrics.jsonl and to TensorBoard event files."""
+  """Appends scalars to WORKDIR/metrics.jsonl and to TensorBoard event files, and, where
+  `config` sets train.wandb.project, to the run's W&B run."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, config=None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.workdir = workdir
     self._events = None
+    w = None if config is None else config.train.get("wandb")
+    on = tracking.enabled(w) and _is_writer()
+    self._tracker = tracking.Tracker(config, workdir) if on else None
 
   def _event_writer(self):
     if self._events is None:
@@ -56,6 +62,9 @@ class MetricWriter:
     if not _is_writer():
       return
     row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    if self._tracker is not None and not self._tracker.started:
+      # Started at the first row (after a resume's truncate_metrics): it catches up first.
+      self._tracker.start(read_metrics(self.workdir))
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
@@ -70,6 +79,8 @@ class MetricWriter:
         wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
       )
     )
+    if self._tracker is not None:
+      self._tracker.log(row)
 
   def write_text(self, tag: str, text: str) -> None:
     """A text summary (TensorBoard's Text tab), e.g. the config."""
@@ -104,6 +115,8 @@ class MetricWriter:
     if self._events is not None:
       self._events.close()
       self._events = None
+    if self._tracker is not None:
+      self._tracker.finish()
 
 
 def _plain(v):

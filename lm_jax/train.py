@@ -52,7 +52,7 @@ def train_and_evaluate(config, workdir: str):
   with runs.lock_workdir(workdir):
     run = _prepare(config, workdir, plan)
     ckpt = checkpoint.Checkpointer(workdir, c.keep_checkpoints, c.keep_best)
-    writer = records.MetricWriter(workdir)
+    writer = records.MetricWriter(workdir, run.config)  # run.config: epochs resolved.
     try:
       start = runs.initial_state(run.setup, ckpt)
       _begin(run, start, writer)

@@ -3,31 +3,10 @@
   python scripts/compare.py runs/gpt_vs_llama --group_by model.name --baseline gpt
   python scripts/compare.py runs/a runs/b runs/sweep --metric val_loss --json
 
-Arguments are run directories or sweep directories (their sweep.json lists the
-runs). Without --group_by, runs whose configs differ only in the seed form a group.
+`lm-jax compare` is the same command; lm_jax/commands/compare.py holds it and says more.
 """
 
-import json
-
-from absl import flags
-
-from lm_jax import UserError, cli
-from lm_jax.experiments import compare
-
-flags.DEFINE_list("group_by", [], "Config keys that define a group, e.g. model.name.")
-flags.DEFINE_string("metric", "val_loss", "A metrics.jsonl key, taken at each run's final step.")
-flags.DEFINE_string("baseline", None, "The baseline group's value(s) (default: the first group).")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  paths = argv[1:]
-  if not paths:
-    raise UserError("name run or sweep directories: compare.py runs/sweep [runs/other ...].")
-  result = compare.compare(paths, FLAGS.group_by, FLAGS.metric, FLAGS.baseline)
-  print(json.dumps(result, indent=2) if FLAGS.json else compare.format_table(result))
-
+from lm_jax.commands import compare
 
 if __name__ == "__main__":
-  cli.run(main)
+  compare.run()

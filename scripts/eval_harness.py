@@ -4,61 +4,10 @@
       --include_path tasks/ [--limit N] [--num_fewshot K] [--step S] [--output FILE] \
       [--log_samples]
 
-Writes the results to WORKDIR/harness/<step>.json (or --output) in the harness's format, the
-per-request samples beside them with --log_samples, and each task metric to metrics.jsonl and
-TensorBoard as harness/<task>/<metric>. Needs the harness: pip install -e .[harness].
+`lm-jax eval-harness` is the same command; lm_jax/commands/eval_harness.py holds it and says more.
 """
 
-import sys
-
-from absl import flags
-
-from lm_jax import UserError, cli
-
-flags.DEFINE_string("workdir", None, "A training run's directory.", required=True)
-flags.DEFINE_list("tasks", None, "Harness task names, comma-separated.", required=True)
-flags.DEFINE_integer("limit", None, "Documents per task (default: all).")
-flags.DEFINE_integer("num_fewshot", None, "Few-shot examples (default: each task's own).")
-flags.DEFINE_string("include_path", "", "A folder of task YAMLs, searched besides the harness's.")
-flags.DEFINE_integer("step", None, "Checkpoint to evaluate (default: the newest).")
-flags.DEFINE_string("output", "", "Results file (default: WORKDIR/harness/<step>.json).")
-flags.DEFINE_bool("log_samples", False, "Also write each request's inputs and outputs.")
-flags.DEFINE_integer("batch_size", 0, "Rows per batch (default: the run's eval batch size).")
-flags.DEFINE_string("parallel", "", "jit, pmap, sharded or auto (default: the run's).")
-flags.DEFINE_integer("max_gen_toks", 256, "New tokens at most, for tasks that do not say.")
-FLAGS = flags.FLAGS
-INSTALL = "the harness is not installed: pip install -e .[harness] (lm-eval and accelerate)."
-
-
-def main(argv):
-  del argv
-  try:
-    from lm_jax import harness  # pylint: disable=g-import-not-at-top  (late: --help stays fast)
-  except ImportError as e:
-    if e.name not in ("lm_eval", "accelerate", "datasets"):
-      raise
-    raise UserError(INSTALL) from e
-  results, path = harness.evaluate_run(
-    FLAGS.workdir,
-    FLAGS.tasks,
-    limit=FLAGS.limit,
-    num_fewshot=FLAGS.num_fewshot,
-    include_path=FLAGS.include_path,
-    step=FLAGS.step,
-    output=FLAGS.output,
-    log_samples=FLAGS.log_samples,
-    batch_size=FLAGS.batch_size,
-    parallel_mode=FLAGS.parallel,
-    max_gen_toks=FLAGS.max_gen_toks,
-  )
-  print(harness.table(results))
-  r = results["lm_jax"]
-  print(
-    f"step {r['step']}: {r['requests']} requests in {r['wall_sec']:.1f} s with task loading and "
-    f"compilation ({r['requests_per_sec'] or 0:,.1f} requests/s answering them); results in {path}",
-    file=sys.stderr,
-  )
-
+from lm_jax.commands import eval_harness
 
 if __name__ == "__main__":
-  cli.run(main)
+  eval_harness.run()

@@ -16,6 +16,10 @@ import numpy as np
 from lm_jax import UserError, console, network
 from lm_jax.data import chunks
 
+# Datasets whose raw files lm_jax carries (a folder beside this module, as a TFDS manual dir):
+# prepared from there when their download host cannot be reached and no data.manual_dir is set.
+PACKAGED = {"tiny_shakespeare": "tiny_shakespeare"}  # input.txt, 1.1 MB, char-rnn's (MIT).
+
 
 def _import_tfds():
   """TFDS, with TensorFlow kept off the accelerators and quiet."""
@@ -132,14 +136,22 @@ def splits(c, names: dict[str, str]) -> dict[str, tuple]:
   def prepare():
     if builder.is_prepared():
       return
-    if not c.manual_dir:  # Fail in seconds offline, not after minutes of download retries.
+    manual_dir = c.manual_dir
+    if not manual_dir:  # Fail in seconds offline, not after minutes of download retries.
       unreachable = network.unreachable_host(getattr(builder, "url_infos", None) or {})
-      if unreachable:
+      if unreachable and c.dataset not in PACKAGED:
         raise cannot_prepare(f"{unreachable} cannot be reached")
+      if unreachable:  # TFDS checks the copy's sha256 as it would the download's.
+        manual_dir = os.path.join(os.path.dirname(__file__), PACKAGED[c.dataset])
+        print(
+          f"{unreachable} cannot be reached: TFDS prepares {c.dataset} from the copy inside "
+          f"lm_jax ({manual_dir}), the same file.",
+          file=sys.stderr,
+        )
     print(f"preparing TFDS dataset {c.dataset} in {builder.data_dir} (once)", file=sys.stderr)
     try:
       builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=c.manual_dir or None)
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None)
       )
     except Exception as e:  # Network, checksum and manual-file errors all end here.
       raise cannot_prepare(f"{type(e).__name__}: {str(e)[:300]}") from e

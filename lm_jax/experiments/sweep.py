@@ -7,7 +7,9 @@ sweep writes ROOT/sweep.json listing its runs and their status, and each
 run's console output to ROOT/NAME/train.log. The same sweep again skips
 finished runs and resumes the others from their checkpoints. The runs share
 the sweep's process group: SIGTERM or Ctrl-C to the sweep reaches every run
-(the sweep forwards SIGTERM), which saves a checkpoint and stops.
+(the sweep forwards SIGTERM), which saves a checkpoint and stops. With
+train.wandb.project set, the runs share a W&B group: the root's folder name,
+unless train.wandb.group is set.
 """
 
 import dataclasses
@@ -31,12 +33,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One run of a sweep: `config` (a spec) with `overrides` (seed included) in `workdir`."""
+  """One run of a sweep: `config` (a spec) with `overrides` (seed included) in `workdir`;
+  `group`: the W&B group its command sets ('' none)."""
 
   name: str
   config: str
   overrides: dict
   workdir: str
+  group: str = ""
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -117,6 +121,7 @@ def expand(
   runs = []
   for spec in specs:
     base = config_lib.load(spec)
+    group = _group(base, overrides, root)
     for values in itertools.product(*grid.values()):
       for seed in seeds if seeds is not None else [base.seed]:
         swept = dict(zip(grid, values, strict=True))
@@ -133,7 +138,7 @@ def expand(
           checks.check_config(config)
         except UserError as e:
           raise UserError(f"run {name} of this sweep cannot start: {e}") from e
-        runs.append(Run(name, spec, run_overrides, os.path.join(root, name)))
+        runs.append(Run(name, spec, run_overrides, os.path.join(root, name), group))
   names = [r.name for r in runs]
   if len(set(names)) < len(names):
     dup = next(n for n in names if names.count(n) > 1)
@@ -141,6 +146,15 @@ def expand(
       f"two runs would share the name {dup!r}: use values that differ in [A-Za-z0-9._+-]."
     )
   return runs
+
+
+def _group(config, overrides: dict[str, str], root: str) -> str:
+  """The W&B group of the sweep's runs of `config`: the root's folder name, where the config
+  has a train.wandb section whose group neither it nor the sweep's overrides set."""
+  w = config.train.get("wandb")
+  if w is None or w.get("group") or "train.wandb.group" in overrides:
+    return ""
+  return os.path.basename(os.path.abspath(root))
 
 
 def _read_json(path: str):
@@ -226,6 +240,7 @@ def _child_env(share: Share) -> dict:
 def command(run: Run, train_script: str) -> list[str]:
   """The train.py command line of a run; the same command starts and resumes it."""
   flags = [f"--config.{k}={v}" for k, v in run.overrides.items()]
+  flags += [f"--config.train.wandb.group={run.group}"] if run.group else []
   return [sys.executable, train_script, "--config", run.config, "--workdir", run.workdir, *flags]
 
 

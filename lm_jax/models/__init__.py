@@ -1,10 +1,10 @@
 """Model registry: `config.model.name` -> Flax module.
 
-A name is either a key of `REGISTRY` or `'package.module:ClassName'`, any
-importable Flax module. Every model is built as `Class(vocab_size=V, **kwargs)`
-from the keys of `config.model` other than `name`, and called as
-`model.apply({'params': params}, tokens_BxL, deterministic=..., rngs=...)`
-returning logits_BxLxV.
+A name is either a key of `REGISTRY` or `'package.module:ClassName'`, any importable Flax
+module: Linen, or NNX through models/from_nnx.py. Every model is built as
+`Class(vocab_size=V, **kwargs)` from the keys of `config.model` other than `name`, and called
+as `model.apply({'params': params}, tokens_BxL, deterministic=..., rngs=...)` returning
+logits_BxLxV.
 
 Shape letters in tensor names:
   B batch, L sequence length, S key/value length, V vocabulary, N flattened
@@ -22,6 +22,7 @@ import jax
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
+from lm_jax.models import from_nnx
 
 REGISTRY = {
   "gemma": "lm_jax.models.gemma:Gemma",
@@ -35,8 +36,10 @@ def get_model_class(name: str) -> type[nn.Module]:
   """Resolves a registry name or 'package.module:ClassName' to a class."""
   what = "a Flax module"
   cls = config_lib.import_object(name, REGISTRY, "model", "model.name", what)
-  if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-    raise UserError(f"{REGISTRY.get(name, name)!r} does not name a Flax module class.")
+  if not (inspect.isclass(cls) and issubclass(cls, nn.Module) or from_nnx.is_nnx(cls)):
+    raise UserError(
+      f"{REGISTRY.get(name, name)!r} does not name a Flax module class (Linen or NNX)."
+    )
   return cls
 
 
@@ -48,7 +51,11 @@ def build_model(model_config, vocab_size: int, eod_ids: tuple = ()) -> nn.Module
   """
   kwargs = dict(model_config)
   cls = get_model_class(kwargs.pop("name"))
-  fields = {f.name for f in getattr(cls, "__dataclass_fields__", {}).values()}
+  if from_nnx.is_nnx(cls):
+    types = {k: p.annotation for k, p in from_nnx.fields(cls).items()}
+  else:
+    types = {f.name: f.type for f in getattr(cls, "__dataclass_fields__", {}).values()}
+  fields = set(types)
   if eod_ids:
     if "eod_ids" not in fields:
       raise UserError(
@@ -64,9 +71,11 @@ def build_model(model_config, vocab_size: int, eod_ids: tuple = ()) -> nn.Module
       f"its fields are {valid}: remove the key from config.model."
     )
   for key, value in kwargs.items():  # Types as the module's fields declare them.
-    check = _TYPE_CHECKS.get(cls.__dataclass_fields__[key].type)
+    check = _TYPE_CHECKS.get(types[key])
     if check is not None:
       check(f"model.{key}", value)
+  if from_nnx.is_nnx(cls):
+    return from_nnx.wrap(cls, vocab_size, kwargs)
   return cls(vocab_size=vocab_size, **kwargs)
 
 

@@ -6,13 +6,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, make_text
-from helpers.runs import train_losses, write_config
+from helpers.runs import kill_once, train_losses, write_config
 from helpers.trees import assert_trees_close, assert_trees_equal
 
 from configs import tiny
@@ -78,13 +77,7 @@ def test_sigkill_at_any_moment_resumes_to_the_same_result(resumable, tmp_path):
   assert run_script("--config", spec, "--workdir", str(tmp_path / "straight")).returncode == 0
   killed = str(tmp_path / "killed")
   for delay in (0.0, 0.05, 0.2):  # Kill soon after checkpoints start appearing.
-    p = run_script("--config", spec, "--workdir", killed, wait=False)
-    deadline = time.time() + 120
-    while not glob.glob(os.path.join(killed, "checkpoints", "*")) and time.time() < deadline:
-      time.sleep(0.01)
-    time.sleep(delay)
-    p.send_signal(signal.SIGKILL)
-    p.communicate()
+    kill_once(spec, killed, "checkpoints/*", delay)
   r = run_script("--workdir", killed)
   assert r.returncode == 0, r.stderr[-2000:]
   assert train_losses(killed) == train_losses(str(tmp_path / "straight"))

@@ -1,16 +1,13 @@
 """LoRA runs: adapters alone train, the model stays frozen, every layout and a resume agree."""
 
-import glob
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 from conftest import ROOT
+from helpers import runs as runs_lib
 from helpers import states
 from helpers.runs import train_losses
 from helpers.trees import assert_trees_close
@@ -92,22 +89,6 @@ def test_jit_pmap_and_sharded_train_lora_alike(config, tmp_path):
   assert_same(frozen, runs.load_run(str(tmp_path / "jit"), merge=False)[3].frozen)
 
 
-def start(spec, workdir):
-  cmd = [sys.executable, "scripts/train.py", "--config", spec, "--workdir", workdir]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def kill_once(spec, workdir, pattern, delay):
-  """Starts the run and SIGKILLs it `delay` s after a file matching `pattern` appears."""
-  p = start(spec, workdir)
-  deadline = time.time() + 120
-  while not glob.glob(os.path.join(workdir, pattern)) and time.time() < deadline:
-    time.sleep(0.01)
-  time.sleep(delay)
-  p.send_signal(signal.SIGKILL)
-  p.communicate()
-
-
 @pytest.mark.slow  # Three processes: killed while saving the frozen model, then mid-run.
 def test_sigkill_at_any_moment_resumes_lora_to_the_same_result(config, tmp_path):
   config = lora_config(config, dropout=0.2)  # The resumed run draws the same adapter dropout.
@@ -117,8 +98,8 @@ def test_sigkill_at_any_moment_resumes_lora_to_the_same_result(config, tmp_path)
   spec = tmp_path / "config.json"
   spec.write_text(config.to_json_best_effort())
   killed = str(tmp_path / "killed")
-  kill_once(str(spec), killed, "frozen*", 0.0)
-  kill_once(str(spec), killed, "checkpoints/*", 0.3)
+  runs_lib.kill_once(str(spec), killed, "frozen*", 0.0)
+  runs_lib.kill_once(str(spec), killed, "checkpoints/*", 0.3)
   r = subprocess.run(
     [sys.executable, "scripts/train.py", "--workdir", killed],
     cwd=ROOT,

@@ -94,3 +94,9 @@ def test_flops_leave_out_the_frozen_weights_gradients():
   n_adapters = sum(x.size for x in jax.tree_util.tree_leaves(adapters))
   assert models.flops_per_token(model, adapters, 8, frozen) == full - 2 * weights + 6 * n_adapters
   assert models.flops_per_token(model, frozen, 8, None) == full
+
+
+def test_an_nnx_model_is_refused_in_one_sentence():
+  model = models.build_model(ml_collections.ConfigDict({"name": "helpers.nnx_gpt:GPT"}), 11)
+  with pytest.raises(UserError, match=r"GPT is an NNX module .*: set train.lora.rank=0\.$"):
+    lora.init(model, settings(), jax.random.key(0), 8)

@@ -101,6 +101,7 @@ def test_offline_tfds_fails_in_seconds_with_the_fix(tmp_path, monkeypatch):
     raise OSError("Name or service not known")
 
   monkeypatch.setattr(socket, "create_connection", no_network)
+  monkeypatch.setattr(data.tfds, "PACKAGED", {})  # As a dataset lm_jax carries no copy of.
   c = data_config(dataset="tiny_shakespeare", data_dir=str(tmp_path / "tfds"))
   # Refused by the connection check, before TFDS's own download retries (minutes) begin.
   with pytest.raises(UserError, match=r"raw.githubusercontent.com cannot be reached.*manual_dir"):
