@@ -40,8 +40,8 @@ def get_config(arg=None):
   # 'hf:NAME' (a Hugging Face dataset: a Hub name, a save_to_disk folder, a builder such as
   # hf:json with data.text_files); or 'synthetic'.
   d.dataset = "tiny_shakespeare"
-  d.format = "text"  # Records: 'text' (data.text_key), or 'chat' (a 'messages' list; the loss
-  # counts the assistant's tokens only).
+  d.format = "text"  # Records: 'text' (data.text_key), 'chat' (a 'messages' list; the loss
+  # counts the assistant's tokens only), or 'preference' (prompt, chosen, rejected: train.dpo).
   d.data_dir = ""  # Where TFDS or Hugging Face datasets keep prepared data ('' = their default).
   d.hf_config = ""  # hf: the dataset's configuration (subset) name, if it has several.
   d.hf_revision = ""  # hf: a Hub branch, tag or commit ('' = main).
@@ -145,6 +145,13 @@ def get_config(arg=None):
   t.lora.dropout = 0.0  # On the adapters' inputs, while training.
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
+  # What the run trains for (lm_jax/objectives): 'lm' next-token prediction; 'dpo' preference
+  # pairs (data.format='preference', configs/dpo.py).
+  t.objective = "lm"
+  t.dpo = ml_collections.ConfigDict()
+  t.dpo.loss = "sigmoid"  # sigmoid (DPO), ipo (IPO, per token) or simpo (SimPO: no reference).
+  t.dpo.beta = 0.1  # How far the policy may move from the reference (SimPO's reward scale).
+  t.dpo.simpo_gamma = 0.5  # simpo: the target margin between the two rewards.
   # Weights & Biases (docs/training.md; needs .[wandb]): metrics.jsonl's rows, this config and
   # run.json in a W&B run whose files lie in WORKDIR/wandb; a resumed run continues it.
   t.wandb = ml_collections.ConfigDict()

@@ -19,7 +19,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lm_jax import UserError, console, parallel
 
-FROZEN = "frozen"  # WORKDIR/frozen: what `Checkpointer.save_frozen` writes.
+# Trees a run writes once, beside its checkpoints (Checkpointer.save_once), as messages name them.
+ONCE = {"frozen": "frozen parameters", "reference": "reference model's parameters"}
 
 
 def _error_line(e: BaseException) -> str:
@@ -216,20 +217,21 @@ class Checkpointer:
       "the last checkpoint written, which is intact."
     )
 
-  # Parameters a run reads but never trains (a LoRA run's model): written once, when it starts.
+  # Parameters a run reads but never trains, written once when it starts: WORKDIR/frozen (a
+  # LoRA run's model), WORKDIR/reference (the starting model preference tuning compares with).
 
-  @property
-  def frozen_path(self) -> str:
-    return os.path.join(os.path.dirname(self.directory), FROZEN)
+  def _once_path(self, name: str) -> str:
+    assert name in ONCE, name
+    return os.path.join(os.path.dirname(self.directory), name)
 
-  def save_frozen(self, tree) -> None:
-    """Writes WORKDIR/frozen (global arrays), replacing any earlier copy; returns once written.
+  def save_once(self, name: str, tree) -> None:
+    """Writes WORKDIR/`name` (global arrays), replacing any earlier copy; returns once written.
 
     Orbax writes into a temporary directory and renames it, so a run killed mid-write leaves
     either no copy or a whole one; a run that restarts before its first checkpoint writes it
     again.
     """
-    path = self.frozen_path
+    path = self._once_path(name)
     if jax.process_index() == 0:  # What a write killed midway left: Orbax's temporary copies.
       for stale in glob.glob(f"{glob.escape(path)}.orbax-checkpoint-tmp*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -239,31 +241,31 @@ class Checkpointer:
         ckptr.wait_until_finished()
       except Exception as e:  # pylint: disable=broad-except  (disk full, permissions)
         raise UserError(
-          f"could not write the frozen parameters to {path} ({_error_line(e)}): free disk "
+          f"could not write the {ONCE[name]} to {path} ({_error_line(e)}): free disk "
           "space or fix its permissions, then run the same command."
         ) from e
 
-  def restore_frozen(self, target):
-    """Reads WORKDIR/frozen onto `target`'s shapes and shardings (abstract arrays)."""
-    path = self.frozen_path
+  def restore_once(self, name: str, target):
+    """Reads WORKDIR/`name` onto `target`'s shapes and shardings (abstract arrays)."""
+    path, what = self._once_path(name), ONCE[name]
     if not os.path.isdir(path):
       raise UserError(
-        f"{path} is missing: this run trains adapters on parameters it saved there when it "
-        "started, and cannot go on without them; start the run again in a new --workdir."
+        f"{path} is missing: this run reads the {what} it saved there when it started, and "
+        "cannot go on without them; start the run again in a new --workdir."
       )
     with ocp.StandardCheckpointer() as ckptr:
       lines = mismatch(ckptr.metadata(path).item_metadata.tree, target, "saved")
       if lines:
         raise UserError(
-          f"the frozen parameters in {path} do not fit the model of this config (path: saved "
-          f"vs config shape, dtype):\n{lines}\nUse the config the run was trained with."
+          f"the {what} in {path} do not fit the model of this config (path: saved vs config "
+          f"shape, dtype):\n{lines}\nUse the config the run was trained with."
         )
       try:
         return ckptr.restore(path, target)
       except Exception as e:  # pylint: disable=broad-except  (damage: reported, nothing changed)
         raise UserError(
-          f"could not read the frozen parameters in {path} ({_error_line(e)}): the copy is "
-          "damaged; start the run again in a new --workdir."
+          f"could not read the {what} in {path} ({_error_line(e)}): the copy is damaged; "
+          "start the run again in a new --workdir."
         ) from e
 
   def close(self) -> None:

@@ -6,7 +6,7 @@ optim.py, train.parallel and config.mesh in parallel.py, train.wandb in tracking
 `check_config` calls them all. Nothing here reads data, compiles, or starts a backend.
 """
 
-from lm_jax import UserError, data, models, optim, parallel, profiling, runs, tracking
+from lm_jax import UserError, data, models, objectives, optim, parallel, profiling, runs, tracking
 from lm_jax import config as config_lib
 from lm_jax.data import batches
 
@@ -54,6 +54,7 @@ def _check(config) -> None:
   config_lib.check_int("eval.stride", e.get("stride", 0), 0)
   profiling.check_profile_steps(c.get("profile_steps"))
   tracking.check_config(c.get("wandb"))
+  objectives.check_config(config)
   parallel.check_config(c, config.mesh)
   data.check_config(config.data)
   models.check_config(config.model)

@@ -36,11 +36,12 @@ def initial_state(
 ) -> Start:
   """The state a run starts from, in `s.plan`'s layout, by the one rule every entry point takes.
 
-  1. The newest checkpoint in `ckpt` that restores (or `step`), with its frozen parameters.
+  1. The newest checkpoint in `ckpt` that restores (or `step`), with the trees saved once
+     (a LoRA run's frozen model, preference tuning's reference).
   2. Else, with train.init_from, that run's or Hugging Face model's parameters and a fresh
      optimizer state (`resume_only`: refused instead, for a run loaded back).
   3. Else fresh parameters from config.seed.
-  A trainer's (writable) `ckpt` also saves a new LoRA run's frozen parameters, once; no `ckpt`
+  A trainer's (writable) `ckpt` also saves those trees, once, at a fresh start; no `ckpt`
   (a run not on disk yet) starts at 2 or 3.
   """
   plan, abstract = s.plan, s.abstract
@@ -51,9 +52,10 @@ def initial_state(
     at, tree, meta = restored
     arrays = {k: tree[k] for k in state_lib.arrays(abstract)}
     state = abstract.replace(**plan.put({**arrays, "diverged_at": np.int32(0)}))
-    if abstract.frozen is not None:  # Saved once, when the run started.
-      frozen = ckpt.restore_frozen(state_lib.with_shardings(plan, abstract.frozen))
-      state = state.replace(frozen=plan.put(frozen))
+    for name in checkpoint.ONCE:  # Saved once, when the run started.
+      if getattr(abstract, name) is not None:
+        once = ckpt.restore_once(name, state_lib.with_shardings(plan, getattr(abstract, name)))
+        state = state.replace(**{name: plan.put(once)})
     return Start(state, state_lib.rng_from_tree(tree), at, meta)
   if resume_only:
     workdir = os.path.dirname(ckpt.directory)
@@ -65,8 +67,9 @@ def initial_state(
     state = plan.init(s.create, abstract, plan.place(params))
   else:
     state = plan.init(s.create, abstract)
-  if state.frozen is not None and ckpt is not None and not ckpt.read_only:
-    ckpt.save_frozen(plan.place(plan.get(state.frozen)))
+  for name in checkpoint.ONCE:
+    if getattr(state, name) is not None and ckpt is not None and not ckpt.read_only:
+      ckpt.save_once(name, plan.place(plan.get(getattr(state, name))))
   return Start(state, s.rng, 0, None)
 
 
@@ -121,6 +124,7 @@ def load_run(
   if merge and state.frozen is not None:
     adapted = state_lib.adapted_params(state, config)
     state = state.replace(params=adapted, opt_state=None, frozen=None, apply_fn=s.model.apply)
+  state = state.replace(reference=None)  # Preference tuning's; nothing a loaded run reads.
   return Loaded(config, s.model, tokenizer, state, at, s.plan)
 
 

@@ -36,6 +36,9 @@ class TrainState:
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   frozen: Any = None  # Parameters read but never trained (a LoRA run's model), or None.
+  # The starting model's parameters, kept frozen beside those that train, for an objective
+  # that compares with it (preference tuning without LoRA), else None.
+  reference: Any = None
 
   def variables(self, params) -> dict:
     """What apply_fn takes, with `params` in place of the trained parameters."""
@@ -57,12 +60,15 @@ def carries_state(config, model) -> bool:
   return config.data.order == "sequential" and models.has_carry(model)
 
 
-def state_factory(config, model, tx) -> tuple[Callable[..., TrainState], jax.Array]:
+def state_factory(
+  config, model, tx, reference: bool = False
+) -> tuple[Callable[..., TrainState], jax.Array]:
   """(create, the dropout key), both from config.seed; the one place a TrainState is made.
 
   `create(model_params=None)` gives the step-0 state: the model's parameters as `model.init`
   draws them, or `model_params` (train.init_from's), and a fresh optimizer state. With
-  train.lora.rank > 0 the state trains adapters and holds the model's parameters frozen.
+  train.lora.rank > 0 the state trains adapters and holds the model's parameters frozen; with
+  `reference`, a copy of the starting parameters too (none under LoRA: the frozen model is it).
   """
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   seq_len = config.data.seq_len
@@ -88,6 +94,7 @@ def state_factory(config, model, tx) -> tuple[Callable[..., TrainState], jax.Arr
       apply_fn,
       tx,
       frozen=frozen,
+      reference=params if reference and adapters is None else None,
       diverged_at=step,
       schedule_state=schedule_state,
       carry=carry,
@@ -112,7 +119,14 @@ class Setup:
 
 
 def setup(
-  config, vocab_size: int, tokenizer=None, *, devices=None, plan=None, batch_sizes=None
+  config,
+  vocab_size: int,
+  tokenizer=None,
+  *,
+  devices=None,
+  plan=None,
+  batch_sizes=None,
+  reference: bool = False,
 ) -> Setup:
   """The model, optimizer, initial-state factory and layout of `config` (checked before).
 
@@ -122,6 +136,7 @@ def setup(
   the compile check passes a TPU topology's compile-only devices. `plan` is the layout when
   it was made before (an explicit train.parallel, made before the data is read); otherwise it
   is made here, for `batch_sizes` ({what: rows}; default: the training and evaluation batches).
+  `reference`: the state keeps a frozen copy of the starting parameters (state_factory).
   """
   c, seq_len = config.train, config.data.seq_len
   if tokenizer is not None:
@@ -140,7 +155,7 @@ def setup(
       "raise model.max_len or lower data.seq_len."
     )
   tx, lr_schedule = optim.make_optimizer(config.optim, c.num_steps)
-  create, rng = state_factory(config, model, tx)
+  create, rng = state_factory(config, model, tx, reference)
   abstract = jax.eval_shape(create)
   flops_per_token = models.flops_per_token(model, abstract.params, seq_len, abstract.frozen)
   if plan is None:

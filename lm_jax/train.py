@@ -26,9 +26,8 @@ from lm_jax import (
   checkpoint,
   checks,
   console,
-  data,
-  evaluate,
   losses,
+  objectives,
   optim,
   parallel,
   placement,
@@ -76,8 +75,8 @@ def compile_step(s: state_lib.Setup) -> Callable:
       f"train.grad_accum_steps={c.grad_accum_steps} does not divide the "
       f"{per_replica} rows each device gets: pick a divisor of {per_replica}."
     )
-  z_loss = s.config.optim.get("z_loss", 0.0)
-  step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps, z_loss=z_loss)
+  loss = objectives.loss(s)
+  step = functools.partial(train_step, grad_accum_steps=c.grad_accum_steps, loss=loss)
   return plan.compile_step(step, state=s.abstract)
 
 
@@ -88,10 +87,8 @@ class _Run:
 
   setup: state_lib.Setup
   workdir: str
-  tokens: dict
+  objective: Any  # lm_jax/objectives: the data, the batches, the evaluation.
   train_step: Callable
-  eval_step: Callable
-  eval_protocol: evaluate.Protocol
   resolved: dict  # The setup's, and the evaluation protocol in words (run.json).
   harness: Any = None  # train.eval_tasks: a harness.InLoop; None when off.
 
@@ -106,16 +103,15 @@ class _Run:
 
 def _prepare(config, workdir: str, plan) -> _Run:
   """Data first (it gives the vocabulary and the length of an epoch), then the setup."""
-  tokenizer, tokens = data.prepare(config.data, workdir, is_writer=jax.process_index() == 0)
-  c, d = config.train, config.data
-  if c.get("num_epochs"):
-    epoch = batches.steps_per_epoch(tokens["train"], c.batch_size, d.seq_len, d.order)
-    config = config_lib.with_epochs(config, epoch)
+  objective = objectives.make(config, workdir)
+  if config.train.get("num_epochs"):
+    config = config_lib.with_epochs(config, objective.steps_per_epoch(config))
   config_lib.check_epoch_keys(config)
-  s = state_lib.setup(config, tokenizer.vocab_size, tokenizer, plan=plan)
-  how = evaluate.protocol(config, s.model)
-  eval_rows = config.train.eval_batch_size or config.train.batch_size
-  resolved = {**s.resolved, "eval_protocol": how.describe(d.seq_len, eval_rows)}
+  tokenizer = objective.tokenizer
+  reference = objectives.needs_reference(config)
+  s = state_lib.setup(config, tokenizer.vocab_size, tokenizer, plan=plan, reference=reference)
+  objective = objective.bind(s)
+  resolved = {**s.resolved, "eval_protocol": objective.describe()}
   harness = None
   if config.train.get("eval_tasks"):
     try:
@@ -125,8 +121,7 @@ def _prepare(config, workdir: str, plan) -> _Run:
         f"train.eval_tasks needs lm-evaluation-harness ({e}): pip install -e .[harness]."
       ) from e
     harness = harness_lib.InLoop(config, workdir, s.model, tokenizer, s.plan)
-  steps = (compile_step(s), how.compile(s.plan), how)
-  return _Run(s, workdir, tokens, *steps, resolved, harness)
+  return _Run(s, workdir, objective, compile_step(s), resolved, harness)
 
 
 def _begin(run: _Run, start: runs.Start, writer: records.MetricWriter) -> None:
@@ -145,7 +140,7 @@ def _begin(run: _Run, start: runs.Start, writer: records.MetricWriter) -> None:
     writer.write_text("config", "```\n" + config.to_json_best_effort(indent=2) + "\n```")
   records.truncate_metrics(run.workdir, start.step)  # Lines a killed run wrote past its save.
   records.write_config(config, run.workdir)  # Only now: a refused restore leaves records alone.
-  records.write_run_info(config, run.workdir, data.fingerprints(run.tokens), run.resolved)
+  records.write_run_info(config, run.workdir, run.objective.fingerprints(), run.resolved)
 
 
 class _Meter:
@@ -188,18 +183,8 @@ def _check_finite(metrics: dict, step: int, ckpt: checkpoint.Checkpointer) -> No
 
 
 def _evaluate(run: _Run, state, writer: records.MetricWriter, step: int) -> dict:
-  c = run.config
-  batch_size = c.train.eval_batch_size or c.train.batch_size
-  m = evaluate.evaluate(
-    run.eval_step,
-    state.replace(carry=None),  # Training's carry is not evaluation's.
-    run.tokens["validation"],
-    c.data.seq_len,
-    batch_size,
-    run.plan,
-    run.eval_protocol,
-  )
-  writer.write(step, val_loss=m["loss"], val_ppl=m["perplexity"], **evaluate.per_source(m))
+  m = run.objective.evaluate(state)
+  writer.write(step, **run.objective.logged(m))
   return m
 
 
@@ -224,7 +209,7 @@ def _after_validation(run: _Run, state, val_loss: float):
 def _meta(run: _Run) -> dict:
   """What the batch after a checkpoint depends on, besides its step: saved beside the state."""
   c = run.config
-  return {"seed": c.seed, "order": c.data.order, "data_fingerprints": data.fingerprints(run.tokens)}
+  return {"seed": c.seed, "order": c.data.order, "data_fingerprints": run.objective.fingerprints()}
 
 
 def _batch_changes(saved: dict, now: dict) -> list[str]:
@@ -253,11 +238,7 @@ def _loop(run: _Run, start: runs.Start, ckpt, writer):
   evaluate, save and stop. Returns (state, the last evaluation's metrics)."""
   c, d, plan = run.config.train, run.config.data, run.plan
   state, rng, start_step = start.state, start.rng, start.step
-  rows = plan.rows(c.batch_size)
-  seed, train_tokens = run.config.seed, run.tokens["train"]
-  make_batch = lambda step: plan.shard(
-    batches.train_batch(train_tokens, seed, step, c.batch_size, d.seq_len, rows, d.order)
-  )
+  make_batch = lambda step: plan.shard(run.objective.batch(step))
   prefetcher = batches.Prefetcher(make_batch, range(start_step, c.num_steps), d.prefetch)
   progress = console.Progress(start_step, c.num_steps, enabled=jax.process_index() == 0)
   meter, received = _Meter(run, start_step), []
@@ -305,10 +286,11 @@ def _loop(run: _Run, start: runs.Start, ckpt, writer):
         eval_metrics = _evaluate(run, state, writer, done) if do_eval else None
         if eval_metrics:
           state = _after_validation(run, state, eval_metrics["loss"])
-          progress.write(
-            f"step {done}: val_loss {eval_metrics['loss']:.4f} "
-            f"val_ppl {eval_metrics['perplexity']:.2f}"
+          logged = run.objective.logged(eval_metrics).items()
+          line = " ".join(
+            f"{k} {v:.{2 if k == 'val_ppl' else 4}f}" for k, v in logged if "/" not in k
           )
+          progress.write(f"step {done}: {line}")
         if do_save:
           _save(run, ckpt, state, rng, done, eval_metrics)
           writer.flush()  # TensorBoard holds every line up to the checkpoint.
@@ -347,46 +329,36 @@ def _catch_signals(received: list):
       signal.signal(s, h)
 
 
+LANGUAGE = losses.CrossEntropy()  # train_step's loss by default: next-token cross-entropy.
+
+
 def train_step(
   state: state_lib.TrainState,
   batch,
   rng,
   axis_name=None,
   grad_accum_steps: int = 1,
-  z_loss: float = 0.0,
+  loss=LANGUAGE,
 ):
   """One optimizer step on `batch`; returns (new state, scalar metrics).
 
-  The loss is the mean over every target token of the global batch: token-loss
-  sums are divided by the global token count, so summing gradients over
-  replicas (pmap) or over microbatches (`grad_accum_steps`, scanned here)
-  gives exactly the one-device, one-batch gradient up to rounding. `z_loss`
-  adds that coefficient times the mean log(Z)^2 (losses.z_loss_sum), reported
-  apart as 'z_loss'; 'train_loss' stays the cross-entropy. A stateful schedule's
-  'lr_scale' multiplies the updates. With a carry in the state (a recurrent model on
-  contiguous streams), the step starts from it where `batch['continues']` is 1 and returns
-  the state after its last token as the next step's carry.
+  `loss` (losses.CrossEntropy, or an objective's) gives sums over the batch; the step takes
+  the gradient of their total over `loss.count` of the global batch (target tokens, pairs), so
+  summing gradients over replicas (pmap) or over microbatches (`grad_accum_steps`, scanned
+  here) gives exactly the one-device, one-batch gradient up to rounding; each sum over that
+  count is a metric ('train_loss' first). A stateful schedule's 'lr_scale' multiplies the
+  updates. A carry the loss returns (a recurrent model on contiguous streams) is the next
+  step's.
   """
   rng = jax.random.fold_in(rng, state.step)
   if axis_name is not None:
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-  if "weights" not in batch:
-    batch = {**batch, "weights": jnp.ones(batch["targets"].shape, jnp.float32)}
-  if state.carry is not None:  # Rows starting a stream over ('continues' 0) start from zeros.
-    batch = {**batch, "carry": _continued(state.carry, batch["continues"])}
-  num_tokens = parallel.psum(batch["weights"].sum(), axis_name)
+  batch = loss.prepare(state, batch)
+  count = parallel.psum(loss.count(batch), axis_name)
 
   def loss_fn(params, micro, rng):
-    kwargs = {"deterministic": False, "rngs": {"dropout": rng}}
-    if "carry" in micro:  # The carry is an input, not a parameter: no gradient crosses it.
-      logits, carry = state.apply_fn(
-        state.variables(params), micro["inputs"], cache=micro["carry"], **kwargs
-      )
-    else:
-      logits, carry = state.apply_fn(state.variables(params), micro["inputs"], **kwargs), None
-    loss_sum, _ = losses.cross_entropy_sums(logits, micro["targets"], micro["weights"])
-    z_sum = z_loss * losses.z_loss_sum(logits, micro["weights"]) if z_loss else jnp.zeros(())
-    return (loss_sum + z_sum) / num_tokens, ((loss_sum, z_sum), carry)
+    total, sums, carry = loss(state, params, micro, rng)
+    return total / count, (sums, carry)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
@@ -402,8 +374,8 @@ def train_step(
       (_, (sums, carry)), grads = grad_fn(state.params, m, jax.random.fold_in(rng, i))
       return jax.tree_util.tree_map(jnp.add, total, (sums, grads)), carry
 
-    zero = jnp.zeros((), jnp.float32)
-    zeros = ((zero, zero), jax.tree_util.tree_map(jnp.zeros_like, state.params))
+    zero = {name: jnp.zeros((), jnp.float32) for name in loss.names}
+    zeros = (zero, jax.tree_util.tree_map(jnp.zeros_like, state.params))
     (sums, grads), carries = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
     join = lambda x: x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
     carry = jax.tree_util.tree_map(join, carries)
@@ -413,9 +385,9 @@ def train_step(
     scale = state.schedule_state["lr_scale"]
     updates = jax.tree_util.tree_map(lambda u: u * scale.astype(u.dtype), updates)
   params = optax.apply_updates(state.params, updates)
-  loss_sum, z_sum = parallel.psum(sums, axis_name)
+  sums = parallel.psum(sums, axis_name)
   metrics = {
-    "train_loss": loss_sum / num_tokens,
+    "train_loss": sums["train_loss"] / count,
     "grad_norm": optax.tree.norm(grads),
     "update_norm": optax.tree.norm(updates),
   }
@@ -423,15 +395,8 @@ def train_step(
   finite = jnp.all(jnp.isfinite(jnp.stack(list(metrics.values()))))
   diverged_at = jnp.where(finite | (state.diverged_at > 0), state.diverged_at, state.step + 1)
   metrics["diverged_at"] = diverged_at
-  if z_loss:
-    metrics["z_loss"] = z_sum / num_tokens
+  metrics.update({name: sums[name] / count for name in loss.names[1:]})
   new = state.replace(
     step=state.step + 1, params=params, opt_state=opt_state, carry=carry, diverged_at=diverged_at
   )
   return new, metrics
-
-
-def _continued(carry, continues_B):
-  """The carry where a row continues its stream, zeros where one starts."""
-  keep = lambda x: x * continues_B.reshape(-1, *([1] * (x.ndim - 1))).astype(x.dtype)
-  return jax.tree_util.tree_map(keep, carry)

@@ -247,6 +247,15 @@ def pieces(template: ChatTemplate | None, turns: list[dict]) -> list[tuple[str, 
   return merged
 
 
+def render_text(template: ChatTemplate | None, turns: list[dict], add_generation_prompt=False):
+  """The conversation's text by `template` (None: the built-in one), with the header that asks
+  for the assistant's reply when `add_generation_prompt`."""
+  if template is not None:
+    return template.render(turns, add_generation_prompt=add_generation_prompt)
+  text = "".join(t for t, _ in _built_in(turns))
+  return text + (BUILT_IN.format(role="assistant") if add_generation_prompt else "")
+
+
 def render(tokenizer, turns: list[dict]) -> list[tuple[str, int]]:
   """The conversation as `tokenizer`'s model reads it, in pieces `(text, weight)`: its chat
   template where it has one (`chat_template`), else the built-in template."""

@@ -214,6 +214,33 @@ def _file_ranges(ranges, key: str, size: int) -> Iterator[tuple]:
       yield ((path, start, stop),)
 
 
+def records(path: str, start: int = 0, stop: int | None = None) -> Iterator[tuple]:
+  """`(where, record)` with every field, of records [start, stop) of a JSON Lines or Parquet
+  file (lines or rows; stop None: to the end); `where()` names the record for a refusal."""
+  if path.endswith(".parquet"):
+    row = 0
+    for batch in _parquet(path).iter_batches(ROWS, use_threads=False):
+      for record in batch.to_pylist():
+        if start <= row and (stop is None or row < stop):
+          yield (lambda r=row: f"{path} row {r}"), record
+        row += 1
+    return
+  with _open(path) as f:
+    for i, line in enumerate(f):
+      if stop is not None and i >= stop:
+        return
+      if i < start or not line.strip():
+        continue
+      where = lambda i=i: f"{path} line {i + 1}"
+      try:
+        record = json.loads(line)
+      except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{where()} is not a JSON record ({e}): fix or drop it.") from e
+      if not isinstance(record, dict):
+        raise UserError(f"{where()} is not a JSON object: write one object a line.")
+      yield where, record
+
+
 def _num_records(path: str) -> int:
   """Rows of a Parquet file; lines of a JSON Lines file (read through once)."""
   if path.endswith(".parquet"):

@@ -159,6 +159,11 @@ def _splits(c) -> dict[str, Source]:
   """The configured splits of one source, by kind."""
   records = c.dataset in record_files.SUFFIXES or c.dataset.startswith(hf_datasets.PREFIX)
   fmt = c.get("format", "text")
+  if fmt == "preference":
+    raise UserError(
+      "data.format='preference' holds pairs of responses, not text to predict: train them "
+      "with train.objective='dpo' (configs/dpo.py), whose evaluation reports val_dpo_*."
+    )
   if fmt not in FORMATS or (fmt == "chat" and not records):
     raise UserError(
       f"data.format={fmt!r} with data.dataset={c.dataset!r}: use data.format 'text', or "

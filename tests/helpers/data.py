@@ -1,7 +1,11 @@
-"""Data configs, token caches of one text file, and the memory a tokenizing process takes."""
+"""Data configs, token caches of one text file, the memory a tokenizing process takes, and
+preference pairs."""
 
+import json
 import subprocess
 import sys
+
+from conftest import make_text
 
 from configs import tiny
 from lm_jax.data import chunks, text_files, token_cache, tokenizers
@@ -53,3 +57,17 @@ def assert_memory_does_not_grow(tokenize_mib) -> None:
   (small_tokens, small), (big_tokens, big) = [tokenize_mib(mib) for mib in (8, 32)]
   assert big_tokens > 3.9 * small_tokens
   assert big - small < 8 * 1024, (small, big)  # Reading whole files would add 24 MiB or more.
+
+
+def pair(i: int, chat: bool) -> dict:
+  """A prompt, a reply in the corpus's words (chosen) and one of repeated words (rejected)."""
+  prompt = make_text(16, seed=100 + i).split("\n")[0]
+  replies = {"chosen": " " + make_text(8, seed=200 + i).strip(), "rejected": " fox fox fox."}
+  if chat:
+    return {"messages": [{"role": "user", "content": prompt}], **replies}
+  return {"prompt": prompt, **replies}
+
+
+def write_pairs(path, n=48, chat=False) -> str:
+  path.write_text("".join(json.dumps(pair(i, chat)) + "\n" for i in range(n)))
+  return str(path)

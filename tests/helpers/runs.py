@@ -51,3 +51,15 @@ def kill_once(spec: str, workdir: str, pattern: str, delay: float, env=None) -> 
   time.sleep(delay)
   p.send_signal(signal.SIGKILL)
   p.communicate()
+
+
+def sigterm_at(monkeypatch, at_step: int) -> None:
+  """Makes a run in this process receive SIGTERM while it logs the metrics of `at_step`."""
+  real = records.MetricWriter.write
+
+  def write(self, step, **metrics):
+    if step == at_step and "train_loss" in metrics:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, step, **metrics)
+
+  monkeypatch.setattr(records.MetricWriter, "write", write)

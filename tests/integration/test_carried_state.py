@@ -13,7 +13,7 @@ from helpers import states
 from helpers.trees import assert_trees_close, assert_trees_equal
 
 from lm_jax import config as config_lib
-from lm_jax import models, optim, records, runs, train
+from lm_jax import data, models, optim, records, runs, train
 from lm_jax.data import batches
 
 
@@ -107,7 +107,7 @@ def word_config(config):
 def test_resume_mid_epoch_with_carried_state_is_bit_exact(config, tmp_path):
   c = word_config(config)
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  tokens = train.data.prepare(c.data, "", is_writer=False)[1]["train"]
+  tokens = data.prepare(c.data, "", is_writer=False)[1]["train"]
   per_epoch = batches.steps_per_epoch(tokens, 8, 16, "sequential")
   end = per_epoch + 3  # The straight run wraps around...
   c.train.update(num_steps=end, eval_every=4, checkpoint_every=per_epoch // 2)

@@ -3,7 +3,6 @@
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, make_text
-from helpers.runs import kill_once, train_losses, write_config
+from helpers.runs import kill_once, sigterm_at, train_losses, write_config
 from helpers.trees import assert_trees_close, assert_trees_equal
 
 from configs import tiny
@@ -27,18 +26,6 @@ def run_script(*args, wait=True):
       cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
   return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def sigterm_at(monkeypatch, at_step):
-  """Makes the run receive SIGTERM while it logs the metrics of `at_step`."""
-  real = records.MetricWriter.write
-
-  def write(self, step, **metrics):
-    if step == at_step and "train_loss" in metrics:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return real(self, step, **metrics)
-
-  monkeypatch.setattr(records.MetricWriter, "write", write)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT
 from corpora import CONVERSATIONS, write_chats
 from helpers import hf
+from helpers.data import write_pairs
 
 from lm_jax import config as config_lib
 from lm_jax import records, train
@@ -18,7 +19,7 @@ CONFIGS = sorted(
   if not p.endswith("__init__.py")
 )
 # Configs whose argument names the model they start from: a small chat model made here.
-FROM_A_MODEL = ("finetune_hf.py", "sft_hf.py")
+FROM_A_MODEL = ("dpo.py", "finetune_hf.py", "sft_hf.py")
 
 
 def smoke(name: str, corpus: dict, workdir: str, source: str = ""):
@@ -26,6 +27,8 @@ def smoke(name: str, corpus: dict, workdir: str, source: str = ""):
   arg = f"{source},smoke" if source else "smoke"
   config = config_lib.load(os.path.join(ROOT, "configs", f"{name}:{arg}"))
   config.data.update(dataset="text" if config.data.format == "text" else "jsonl")
+  if config.data.format == "preference":
+    config.data.seq_len = 32  # Room for a prompt and a reply.
   config.data.text_files.update(corpus)
   for key, source_config in config.data.mixture.items():  # Each source reads the text too.
     config.data.mixture[key] = {"weight": source_config.weight, "dataset": "text"}
@@ -41,6 +44,8 @@ def test_smoke_preset_trains(name, corpus, tmp_path):
     source = hf.chat_model(tmp_path / "model", texts)
   if name == "sft_hf.py":
     corpus = {"train": write_chats(tmp_path / "chats.jsonl"), "validation": "", "test": ""}
+  if name == "dpo.py":
+    corpus = {"train": write_pairs(tmp_path / "pairs.jsonl"), "validation": "", "test": ""}
   workdir = str(tmp_path / "run")
   _, final = smoke(name, corpus, workdir, source)
   assert math.isfinite(final["loss"])
