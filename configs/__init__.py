@@ -65,4 +65,7 @@ def apply(config, preset: str):
   if config.data.tokenizer == "sentencepiece":
     config.data.vocab_size = 320  # A small text has too few words for 32k pieces.
   config.train.update(SMOKE_TRAIN)
+  if config.train.get("objective") == "grpo":  # Whole groups, and room for prompt and reply.
+    config.train.grpo.update(group_size=2, max_new_tokens=8)
+    config.data.seq_len = 32
   return config

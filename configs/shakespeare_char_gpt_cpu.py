@@ -41,7 +41,8 @@ def get_config(arg=None):
   # hf:json with data.text_files); or 'synthetic'.
   d.dataset = "tiny_shakespeare"
   d.format = "text"  # Records: 'text' (data.text_key), 'chat' (a 'messages' list; the loss
-  # counts the assistant's tokens only), or 'preference' (prompt, chosen, rejected: train.dpo).
+  # counts the assistant's tokens only), 'preference' (prompt, chosen, rejected: train.dpo), or
+  # 'prompt' (a prompt and fields for reward functions: train.grpo).
   d.data_dir = ""  # Where TFDS or Hugging Face datasets keep prepared data ('' = their default).
   d.hf_config = ""  # hf: the dataset's configuration (subset) name, if it has several.
   d.hf_revision = ""  # hf: a Hub branch, tag or commit ('' = main).
@@ -146,12 +147,22 @@ def get_config(arg=None):
   t.profile_steps = []  # [first, last]: a jax.profiler trace of those steps in WORKDIR/profile/.
   t.compilation_cache = True  # JAX's persistent compilation cache in data.cache_dir/jax_cache.
   # What the run trains for (lm_jax/objectives): 'lm' next-token prediction; 'dpo' preference
-  # pairs (data.format='preference', configs/dpo.py).
+  # pairs (data.format='preference', configs/dpo.py); 'grpo' rewards (configs/grpo.py).
   t.objective = "lm"
   t.dpo = ml_collections.ConfigDict()
   t.dpo.loss = "sigmoid"  # sigmoid (DPO), ipo (IPO, per token) or simpo (SimPO: no reference).
   t.dpo.beta = 0.1  # How far the policy may move from the reference (SimPO's reward scale).
   t.dpo.simpo_gamma = 0.5  # simpo: the target margin between the two rewards.
+  # 'grpo': prompts (data.format='prompt'), completions sampled each step and scored
+  # (configs/grpo.py); train.batch_size counts completions, whole groups of group_size.
+  t.grpo = ml_collections.ConfigDict()
+  t.grpo.reward = ""  # 'package.module:function', comma-separated for several.
+  t.grpo.reward_weights = []  # One weight per function ([]: all 1).
+  t.grpo.group_size = 8  # Completions per prompt; advantages are normalised within a group.
+  t.grpo.max_new_tokens = 64  # Longest completion; data.seq_len holds prompt and completion.
+  t.grpo.temperature = 1.0  # Sampling temperature of the completions (evaluation: greedy).
+  t.grpo.kl = 0.04  # Coefficient of the KL penalty to the starting model (0: no reference).
+  t.grpo.clip = 0.2  # The policy ratio's clip range, 1 +- clip.
   # Weights & Biases (docs/training.md; needs .[wandb]): metrics.jsonl's rows, this config and
   # run.json in a W&B run whose files lie in WORKDIR/wandb; a resumed run continues it.
   t.wandb = ml_collections.ConfigDict()

@@ -213,6 +213,13 @@ class Plan:
       )
     return batch
 
+  def host_rows(self, x) -> np.ndarray:
+    """This process's rows of a step's per-row output (pmap: [devices, rows, ...]), as numpy."""
+    if self.mode == "pmap":
+      x = np.asarray(jax.device_get(x))
+      return x.reshape(-1, *x.shape[2:])
+    return self._local_rows(x) if self.mode == "sharded" else np.asarray(x)
+
   def to_host(self, tree):
     """Replicated step outputs (metrics, sums) -> numpy on every process."""
     if self.mode == "pmap":

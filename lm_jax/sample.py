@@ -115,6 +115,36 @@ def full_forward_step_fn(apply_fn, batch_size: int, length: int):
   return step_fn, cache
 
 
+def decoder(model, params, batch_size: int, length: int, use_cache: bool = True):
+  """(step_fn, empty cache) of `model` for `length` positions: its own cache where it has
+  `init_cache` (and `use_cache`), else the full forward pass at each step."""
+  if use_cache and hasattr(model, "init_cache"):
+    step_fn = lambda tokens, cache: model.apply({"params": params}, tokens, cache=cache)
+    return step_fn, model.init_cache(batch_size, length)
+  apply_fn = lambda tokens: model.apply({"params": params}, tokens)
+  return full_forward_step_fn(apply_fn, batch_size, length)
+
+
+def batch_step(params, batch, rng, axis_name=None, *, model, prefill, max_new_tokens, **kw):
+  """`sample` of batch['prompt'] (lengths batch['lengths']) by `model` with `params`, as a step
+  a parallel.Plan compiles: under pmap each device draws its own rows. Returns int32[B, P +
+  max_new_tokens]; `kw` are `sample`'s settings (temperature, top_k, top_p, eos_id)."""
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  B, P = batch["prompt"].shape
+  step_fn, cache = decoder(model, params, B, P + max_new_tokens)
+  return sample(
+    step_fn,
+    cache,
+    batch["prompt"],
+    batch["lengths"],
+    rng,
+    min_len=prefill,
+    max_new_tokens=max_new_tokens,
+    **kw,
+  )
+
+
 @functools.partial(
   jax.jit, static_argnames=("model", "min_len", "max_new_tokens", "top_k", "eos_id", "use_cache")
 )
@@ -134,12 +164,7 @@ def _generate(
   use_cache,
 ):
   B, P = prompt_BxP.shape
-  if use_cache and hasattr(model, "init_cache"):
-    step_fn = lambda tokens, cache: model.apply({"params": params}, tokens, cache=cache)
-    cache = model.init_cache(B, P + max_new_tokens)
-  else:
-    apply_fn = lambda tokens: model.apply({"params": params}, tokens)
-    step_fn, cache = full_forward_step_fn(apply_fn, B, P + max_new_tokens)
+  step_fn, cache = decoder(model, params, B, P + max_new_tokens, use_cache)
   return sample(
     step_fn,
     cache,

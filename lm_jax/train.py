@@ -251,6 +251,9 @@ def _loop(run: _Run, start: runs.Start, ckpt, writer):
       # The prefetcher yields one batch per step; the range stops the loop with the last.
       for step, batch in zip(range(start_step, c.num_steps), prefetcher, strict=False):
         tracer.before(step)
+        sampled = {}
+        if hasattr(run.objective, "complete"):  # Completions of the current parameters.
+          batch, sampled = run.objective.complete(state, batch, step, rng)
         state, metrics = run.train_step(state, batch, rng)
         tracer.after(step, metrics)
         # One step in flight at most: enough to hide dispatch, and XLA:CPU's in-process
@@ -276,7 +279,8 @@ def _loop(run: _Run, start: runs.Start, ckpt, writer):
           rates = meter.read(done, prefetcher)
           peak = profiling.peak_memory_bytes()  # None on CPU.
           rates.update({} if peak is None else {"peak_memory_bytes": peak})
-          writer.write(done, **metrics, learning_rate=_learning_rate(run, state, step), **rates)
+          lr = _learning_rate(run, state, step)
+          writer.write(done, **metrics, **sampled, learning_rate=lr, **rates)
           progress.log(
             done,
             loss=f"{metrics['train_loss']:.4f}",

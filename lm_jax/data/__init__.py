@@ -12,8 +12,6 @@ Documents are joined by the tokenizer's end-of-document token into one stream pe
 training windows cross document boundaries (packing, as in GPT-2 pretraining).
 """
 
-import os
-
 import ml_collections
 
 from lm_jax import UserError
@@ -82,10 +80,7 @@ def prepare(data_config, workdir: str, is_writer: bool = True):
   tokenizer = tokenizers.obtain(c, workdir, named)
   corpus = streams.corpus(named, tokenizer)
   streams.check_length(corpus, c.seq_len)
-  path = os.path.join(workdir, "tokenizer.json")
-  if workdir and is_writer and not os.path.exists(path):  # Once all splits are known usable.
-    os.makedirs(workdir, exist_ok=True)
-    tokenizers.save(tokenizer, path)
+  tokenizers.keep(tokenizer, workdir, is_writer)  # Once all splits are known usable.
   return tokenizer, corpus
 
 

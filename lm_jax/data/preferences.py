@@ -18,12 +18,11 @@ data.holdout_fraction of the train records are the validation pairs.
 
 import dataclasses
 import hashlib
-import os
 
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import chat, record_files, text_files, tokenizers
+from lm_jax.data import chat, record_files, tokenizers
 
 FIELDS = ("chosen", "rejected")
 
@@ -108,57 +107,17 @@ def encode(tokenizer, records, seq_len: int) -> Pairs:
   return Pairs(np.stack(tokens), np.stack(weights), dropped)
 
 
-def _records(c) -> dict[str, list]:
-  """Each split's `(where, record)`, read from data.text_files."""
-  if c.dataset not in record_files.SUFFIXES:
-    raise UserError(
-      f"data.format='preference' reads record files, and data.dataset={c.dataset!r} is not "
-      f"one: set data.dataset to one of {sorted(record_files.SUFFIXES)}."
-    )
-  found = {}
-  for split in ("train", "validation"):
-    if c.text_files[split]:
-      paths = text_files.expand(c.text_files[split], f"data.text_files.{split}")
-      record_files.check_paths(c.dataset, paths, f"data.text_files.{split}")
-      found[split] = [r for p in paths for r in record_files.records(p)]
-  if "train" not in found:
-    raise UserError(
-      "data.text_files.train is empty: name the preference records with "
-      "--config.data.text_files.train=PATH."
-    )
-  if "validation" not in found:
-    if not c.holdout_fraction > 0:
-      raise UserError(
-        "no validation pairs: set data.text_files.validation, or data.holdout_fraction > 0 "
-        "to hold out the last train records."
-      )
-    train = found["train"]
-    cut = len(train) - max(1, int(len(train) * c.holdout_fraction))
-    found["train"], found["validation"] = train[:cut], train[cut:]
-  return found
-
-
 def prepare(data_config, workdir: str, is_writer: bool = True):
   """(the tokenizer, {split: Pairs}); the tokenizer is saved in `workdir` as data.prepare does."""
   c = data_config
-  saved = workdir and os.path.exists(os.path.join(workdir, "tokenizer.json"))
-  if not saved and tokenizers.kind(c.tokenizer).reads_text:
-    raise UserError(
-      f"data.format='preference' tunes a model with its own tokenizer, and data.tokenizer="
-      f"{c.tokenizer!r} would train a new one: set data.tokenizer='hf' and data.hf_tokenizer "
-      "to the model (configs/dpo.py does)."
-    )
-  tokenizer = tokenizers.obtain(c, workdir, [])
+  tokenizer = tokenizers.the_models(c, workdir, "data.format='preference'", "configs/dpo.py")
   pairs = {}
-  for split, records in _records(c).items():
+  for split, records in record_files.by_split(c, "data.format='preference'").items():
     pairs[split] = encode(tokenizer, records, c.seq_len)
     if not len(pairs[split]):
       raise UserError(
         f"the {split} split holds no pair that fits data.seq_len={c.seq_len} "
         f"({pairs[split].dropped} prompts fill it): raise data.seq_len or give pairs."
       )
-  path = os.path.join(workdir, "tokenizer.json")
-  if workdir and is_writer and not os.path.exists(path):
-    os.makedirs(workdir, exist_ok=True)
-    tokenizers.save(tokenizer, path)
+  tokenizers.keep(tokenizer, workdir, is_writer)
   return tokenizer, pairs

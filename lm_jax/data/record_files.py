@@ -241,6 +241,37 @@ def records(path: str, start: int = 0, stop: int | None = None) -> Iterator[tupl
       yield where, record
 
 
+def by_split(c, reader: str) -> dict[str, list]:
+  """The train and validation splits' `(where, record)`, all of them, read from
+  data.text_files; without validation files, the last data.holdout_fraction of the train
+  records. `reader` names what reads them, for a refusal."""
+  if c.dataset not in SUFFIXES:
+    raise UserError(
+      f"{reader} reads record files, and data.dataset={c.dataset!r} is not "
+      f"one: set data.dataset to one of {sorted(SUFFIXES)}."
+    )
+  found = {}
+  for split in ("train", "validation"):
+    if c.text_files[split]:
+      paths = text_files.expand(c.text_files[split], f"data.text_files.{split}")
+      check_paths(c.dataset, paths, f"data.text_files.{split}")
+      found[split] = [r for p in paths for r in records(p)]
+  if "train" not in found:
+    raise UserError(
+      "data.text_files.train is empty: name the records with --config.data.text_files.train=PATH."
+    )
+  if "validation" not in found:
+    if not c.holdout_fraction > 0:
+      raise UserError(
+        "no validation records: set data.text_files.validation, or data.holdout_fraction > 0 "
+        "to hold out the last train records."
+      )
+    train = found["train"]
+    cut = len(train) - max(1, int(len(train) * c.holdout_fraction))
+    found["train"], found["validation"] = train[:cut], train[cut:]
+  return found
+
+
 def _num_records(path: str) -> int:
   """Rows of a Parquet file; lines of a JSON Lines file (read through once)."""
   if path.endswith(".parquet"):

@@ -24,6 +24,8 @@ from lm_jax.data import chunks, hf_datasets, record_files, text_files, tfds
 
 SPLITS = ("train", "validation", "test")
 FORMATS = ("text", "chat")  # data.format: documents, or conversations (lm_jax/data/chat.py).
+# The formats other objectives read (lm_jax/objectives): data.format -> (objective, its config).
+OBJECTIVE_FORMATS = {"preference": ("dpo", "configs/dpo.py"), "prompt": ("grpo", "configs/grpo.py")}
 # The data keys that say where a source's text is; a mixture source may set these.
 SOURCE_KEYS = (
   "dataset",
@@ -159,10 +161,11 @@ def _splits(c) -> dict[str, Source]:
   """The configured splits of one source, by kind."""
   records = c.dataset in record_files.SUFFIXES or c.dataset.startswith(hf_datasets.PREFIX)
   fmt = c.get("format", "text")
-  if fmt == "preference":
+  if fmt in OBJECTIVE_FORMATS:
+    objective, config = OBJECTIVE_FORMATS[fmt]
     raise UserError(
-      "data.format='preference' holds pairs of responses, not text to predict: train them "
-      "with train.objective='dpo' (configs/dpo.py), whose evaluation reports val_dpo_*."
+      f"data.format={fmt!r} holds records that {objective} reads, not text to predict: set "
+      f"train.objective={objective!r} ({config} does)."
     )
   if fmt not in FORMATS or (fmt == "chat" and not records):
     raise UserError(

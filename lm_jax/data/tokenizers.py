@@ -410,3 +410,26 @@ def obtain(data_config, workdir: str, sources) -> Tokenizer:
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   save(tokenizer, cache)
   return tokenizer
+
+
+def the_models(data_config, workdir: str, reader: str, config_file: str) -> Tokenizer:
+  """The tokenizer of the model a run tunes: the workdir's, or data.hf_tokenizer's; a kind
+  that would train a new tokenizer on the text is refused, since `reader` (the data format
+  that reads the records) tunes an existing model (`config_file` sets it up)."""
+  saved = workdir and os.path.exists(os.path.join(workdir, "tokenizer.json"))
+  if not saved and kind(data_config.tokenizer).reads_text:
+    raise UserError(
+      f"{reader} tunes a model with its own tokenizer, and data.tokenizer="
+      f"{data_config.tokenizer!r} would train a new one: set data.tokenizer='hf' and "
+      f"data.hf_tokenizer to the model ({config_file} does)."
+    )
+  return obtain(data_config, workdir, [])
+
+
+def keep(tokenizer: Tokenizer, workdir: str, is_writer: bool) -> None:
+  """Saves `tokenizer` as WORKDIR/tokenizer.json once (the writer process; not when `workdir`
+  is ''), so that sampling and evaluation decode exactly as training encoded."""
+  path = os.path.join(workdir, "tokenizer.json")
+  if workdir and is_writer and not os.path.exists(path):
+    os.makedirs(workdir, exist_ok=True)
+    save(tokenizer, path)

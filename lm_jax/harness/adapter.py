@@ -60,30 +60,6 @@ def _score_step(params, batch, axis_name=None, *, model):
   return {"logprob": logp_BxL, "greedy": jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL}
 
 
-def _generate_step(params, batch, rng, axis_name=None, *, model, prefill, max_new_tokens, **kw):
-  """The prompts in `batch` continued by `max_new_tokens` tokens: int32[B, P + max_new_tokens]."""
-  if axis_name is not None:  # Each device draws its own rows.
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-  prompt_BxP = batch["prompt"]
-  B, P = prompt_BxP.shape
-  if hasattr(model, "init_cache"):
-    step_fn = lambda tokens, cache: model.apply({"params": params}, tokens, cache=cache)
-    cache = model.init_cache(B, P + max_new_tokens)
-  else:
-    apply_fn = lambda tokens: model.apply({"params": params}, tokens)
-    step_fn, cache = sample.full_forward_step_fn(apply_fn, B, P + max_new_tokens)
-  return sample.sample(
-    step_fn,
-    cache,
-    prompt_BxP,
-    batch["lengths"],
-    rng,
-    min_len=prefill,
-    max_new_tokens=max_new_tokens,
-    **kw,
-  )
-
-
 class Programs:
   """The scoring and sampling programs of one model under one plan, compiled once per shape.
 
@@ -101,7 +77,7 @@ class Programs:
   def generate(self, **statics):
     key = tuple(sorted(statics.items()))
     if key not in self._generate:
-      step = functools.partial(_generate_step, model=self.model, **statics)
+      step = functools.partial(sample.batch_step, model=self.model, **statics)
       self._generate[key] = self.plan.compile_step(step, in_axes=(0, 0, None), donate=False)
     return self._generate[key]
 

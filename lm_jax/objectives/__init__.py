@@ -4,6 +4,8 @@
         instruction tuning): language.py
   dpo   preference pairs, DPO's loss (or IPO's, SimPO's) against the frozen starting model:
         preference.py
+  grpo  prompts, completions sampled each step with the current parameters and scored by reward
+        functions, GRPO's clipped objective: grpo.py
 
 `train.objective` names it. `make(config, workdir)` reads the objective's data (and the
 tokenizer); once the setup exists, `bind(setup)` lays its evaluation out for the devices. The
@@ -17,13 +19,15 @@ training loop then asks it, and nothing else, about data and evaluation:
   evaluate(state)             metrics over the whole validation split, 'loss' among them
   logged(metrics)             those metrics as the loop writes them ('val_loss', ...)
   describe()                  the evaluation in words (run.json)
+  complete(state, batch, step, rng)  (grpo) the batch of `step` completed by sampling with the
+                              current parameters, and host metrics to log with the step's
 """
 
 from lm_jax import UserError
 from lm_jax import config as config_lib
-from lm_jax.objectives import language, preference
+from lm_jax.objectives import grpo, language, preference
 
-OBJECTIVES = {"lm": language.LanguageModel, "dpo": preference.Preference}
+OBJECTIVES = {"lm": language.LanguageModel, "dpo": preference.Preference, "grpo": grpo.GRPO}
 
 
 def check_config(config) -> None:

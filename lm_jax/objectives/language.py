@@ -3,7 +3,7 @@
 import jax
 
 from lm_jax import UserError, data, evaluate, losses
-from lm_jax.data import batches
+from lm_jax.data import batches, sources
 
 
 class LanguageModel:
@@ -18,10 +18,12 @@ class LanguageModel:
   @staticmethod
   def check_config(config) -> None:
     """Its keys are the data's and config.eval's, checked with them."""
-    if config.data.get("format") == "preference":
+    fmt = config.data.get("format")
+    if fmt in sources.OBJECTIVE_FORMATS:
+      objective, file = sources.OBJECTIVE_FORMATS[fmt]
       raise UserError(
-        "data.format='preference' holds pairs of responses, which train.objective='lm' does "
-        "not read: set train.objective='dpo' (configs/dpo.py does)."
+        f"data.format={fmt!r} holds records that train.objective='lm' does not read: set "
+        f"train.objective={objective!r} ({file} does)."
       )
 
   @staticmethod

@@ -19,7 +19,7 @@ CONFIGS = sorted(
   if not p.endswith("__init__.py")
 )
 # Configs whose argument names the model they start from: a small chat model made here.
-FROM_A_MODEL = ("dpo.py", "finetune_hf.py", "sft_hf.py")
+FROM_A_MODEL = ("dpo.py", "finetune_hf.py", "grpo.py", "sft_hf.py")
 
 
 def smoke(name: str, corpus: dict, workdir: str, source: str = ""):
@@ -29,6 +29,8 @@ def smoke(name: str, corpus: dict, workdir: str, source: str = ""):
   config.data.update(dataset="text" if config.data.format == "text" else "jsonl")
   if config.data.format == "preference":
     config.data.seq_len = 32  # Room for a prompt and a reply.
+  if config.train.objective == "grpo":
+    config.train.grpo.reward = "helpers.rewards:shorter"
   config.data.text_files.update(corpus)
   for key, source_config in config.data.mixture.items():  # Each source reads the text too.
     config.data.mixture[key] = {"weight": source_config.weight, "dataset": "text"}
@@ -46,6 +48,8 @@ def test_smoke_preset_trains(name, corpus, tmp_path):
     corpus = {"train": write_chats(tmp_path / "chats.jsonl"), "validation": "", "test": ""}
   if name == "dpo.py":
     corpus = {"train": write_pairs(tmp_path / "pairs.jsonl"), "validation": "", "test": ""}
+  if name == "grpo.py":  # The pairs' records hold a prompt too.
+    corpus = {"train": write_pairs(tmp_path / "prompts.jsonl"), "validation": "", "test": ""}
   workdir = str(tmp_path / "run")
   _, final = smoke(name, corpus, workdir, source)
   assert math.isfinite(final["loss"])
