@@ -17,12 +17,10 @@ data.holdout_fraction of the train records are the validation pairs.
 """
 
 import dataclasses
-import hashlib
 
 import numpy as np
 
-from lm_jax import UserError
-from lm_jax.data import chat, record_files, tokenizers
+from lm_jax.data import chat, record_files
 
 FIELDS = ("chosen", "rejected")
 
@@ -40,22 +38,15 @@ class Pairs:
 
   @property
   def fingerprint(self) -> str:
-    h = hashlib.sha256(self.tokens.tobytes())
-    h.update(self.weights.tobytes())
-    return h.hexdigest()
+    return record_files.fingerprint(self.tokens, self.weights)
 
 
 def _text(record: dict, key: str, where) -> str:
   value = record.get(key)
   if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
-    value = value[0].get("content")  # TRL's conversational form: [{"role": "assistant", ...}].
-  if not isinstance(value, str):
-    got = "has no field" if key not in record else f"has a {type(value).__name__} in field"
-    raise UserError(
-      f"{where()} {got} {key!r} (its fields: {sorted(record)}): a preference record holds "
-      "'prompt' (or 'messages'), 'chosen' and 'rejected' texts."
-    )
-  return value
+    record = {key: value[0].get("content")}  # TRL's form: [{"role": "assistant", ...}].
+  fix = "a preference record holds 'prompt' (or 'messages'), 'chosen' and 'rejected' texts"
+  return record_files.text_field(record, key, where, fix)
 
 
 def encode_pair(tokenizer, record: dict, where) -> tuple[list, list, list]:
@@ -110,14 +101,9 @@ def encode(tokenizer, records, seq_len: int) -> Pairs:
 def prepare(data_config, workdir: str, is_writer: bool = True):
   """(the tokenizer, {split: Pairs}); the tokenizer is saved in `workdir` as data.prepare does."""
   c = data_config
-  tokenizer = tokenizers.the_models(c, workdir, "data.format='preference'", "configs/dpo.py")
-  pairs = {}
-  for split, records in record_files.by_split(c, "data.format='preference'").items():
-    pairs[split] = encode(tokenizer, records, c.seq_len)
-    if not len(pairs[split]):
-      raise UserError(
-        f"the {split} split holds no pair that fits data.seq_len={c.seq_len} "
-        f"({pairs[split].dropped} prompts fill it): raise data.seq_len or give pairs."
-      )
-  tokenizers.keep(tokenizer, workdir, is_writer)
-  return tokenizer, pairs
+  empty = lambda pairs: (
+    f"pair that fits data.seq_len={c.seq_len} ({pairs.dropped} prompts fill it): raise "
+    "data.seq_len or give pairs"
+  )
+  reader, encode_fn = "data.format='preference'", lambda t, r: encode(t, r, c.seq_len)
+  return record_files.encoded(c, workdir, is_writer, reader, "configs/dpo.py", encode_fn, empty)

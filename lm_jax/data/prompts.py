@@ -10,13 +10,11 @@ data.holdout_fraction of the train records are the held-out prompts.
 """
 
 import dataclasses
-import hashlib
-import json
 
 import numpy as np
 
 from lm_jax import UserError
-from lm_jax.data import chat, record_files, tokenizers
+from lm_jax.data import chat, record_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +34,7 @@ class Prompts:
 
   @property
   def fingerprint(self) -> str:
-    h = hashlib.sha256(self.ids.tobytes())
-    h.update(self.lengths.tobytes())
-    h.update(json.dumps(self.fields, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    return record_files.fingerprint(self.ids, self.lengths, extra=self.fields)
 
 
 def encode(tokenizer, records, length: int) -> Prompts:
@@ -74,14 +69,9 @@ def prepare(data_config, workdir: str, length: int, is_writer: bool = True):
   """(the tokenizer, {split: Prompts} of prompts at most `length` ids); the tokenizer is the
   model's, saved in `workdir` as data.prepare does."""
   c = data_config
-  tokenizer = tokenizers.the_models(c, workdir, "data.format='prompt'", "configs/grpo.py")
-  found = {}
-  for split, records in record_files.by_split(c, "data.format='prompt'").items():
-    found[split] = encode(tokenizer, records, length)
-    if not len(found[split]):
-      raise UserError(
-        f"the {split} split holds no prompt of at most {length} tokens (data.seq_len less "
-        f"train.grpo.max_new_tokens; {found[split].dropped} longer): raise data.seq_len."
-      )
-  tokenizers.keep(tokenizer, workdir, is_writer)
-  return tokenizer, found
+  empty = lambda found: (
+    f"prompt of at most {length} tokens (data.seq_len less train.grpo.max_new_tokens; "
+    f"{found.dropped} longer): raise data.seq_len"
+  )
+  reader, encode_fn = "data.format='prompt'", lambda t, r: encode(t, r, length)
+  return record_files.encoded(c, workdir, is_writer, reader, "configs/grpo.py", encode_fn, empty)

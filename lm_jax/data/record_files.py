@@ -10,13 +10,16 @@ chunk. A held-out end (data.holdout_fraction) is the last records of the train f
 import dataclasses
 import functools
 import gzip
+import hashlib
 import io
 import json
 import os
 from collections.abc import Iterator
 
+import numpy as np
+
 from lm_jax import UserError
-from lm_jax.data import chat, chunks, text_files
+from lm_jax.data import chat, chunks, text_files, tokenizers
 
 SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst"), "parquet": (".parquet",)}
 ROWS = 1024  # Parquet rows decoded at a time.
@@ -142,7 +145,7 @@ class Documents:
       if self.format == "chat":
         parts = chat.pieces(self.template, chat.messages(record, where))
       else:
-        parts = [(_text(record, self.text_key, where), 1)]
+        parts = [(text_field(record, self.text_key, where), 1)]
       new = not first
       first = False
       for text, weight in parts:
@@ -151,14 +154,14 @@ class Documents:
           new = False
 
 
-def _text(record: dict, key: str, where) -> str:
+def text_field(
+  record: dict, key: str, where, fix="set data.text_key to the field that holds the text"
+):
+  """The text in field `key` of `record`, refused naming the record (`where()`) and `fix`."""
   text = record.get(key)
   if not isinstance(text, str):
     got = "has no field" if key not in record else f"has a {type(text).__name__} in field"
-    raise UserError(
-      f"{where()} {got} {key!r} (its fields: {sorted(record)}): set data.text_key to the field "
-      "that holds the text."
-    )
+    raise UserError(f"{where()} {got} {key!r} (its fields: {sorted(record)}): {fix}.")
   return text
 
 
@@ -214,31 +217,42 @@ def _file_ranges(ranges, key: str, size: int) -> Iterator[tuple]:
       yield ((path, start, stop),)
 
 
-def records(path: str, start: int = 0, stop: int | None = None) -> Iterator[tuple]:
-  """`(where, record)` with every field, of records [start, stop) of a JSON Lines or Parquet
-  file (lines or rows; stop None: to the end); `where()` names the record for a refusal."""
-  if path.endswith(".parquet"):
-    row = 0
-    for batch in _parquet(path).iter_batches(ROWS, use_threads=False):
-      for record in batch.to_pylist():
-        if start <= row and (stop is None or row < stop):
-          yield (lambda r=row: f"{path} row {r}"), record
-        row += 1
+def records(path: str) -> Iterator[tuple]:
+  """`(where, record)` of every record of a JSON Lines or Parquet file, with all its fields;
+  `where()` names the record for a refusal."""
+  if not path.endswith(".parquet"):
+    yield from _json_records(path, 0, None)
     return
-  with _open(path) as f:
-    for i, line in enumerate(f):
-      if stop is not None and i >= stop:
-        return
-      if i < start or not line.strip():
-        continue
-      where = lambda i=i: f"{path} line {i + 1}"
-      try:
-        record = json.loads(line)
-      except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{where()} is not a JSON record ({e}): fix or drop it.") from e
-      if not isinstance(record, dict):
-        raise UserError(f"{where()} is not a JSON object: write one object a line.")
-      yield where, record
+  row = 0
+  for batch in _parquet(path).iter_batches(ROWS, use_threads=False):
+    for record in batch.to_pylist():
+      yield (lambda r=row: f"{path} row {r}"), record
+      row += 1
+
+
+def encoded(c, workdir: str, is_writer: bool, reader: str, config_file: str, encode, empty):
+  """(the model's tokenizer, {split: `encode(tokenizer, records)`}) of the records by_split
+  reads for `reader` (a data.format; `config_file` sets it up); a split that encodes to nothing
+  is refused as 'the SPLIT split holds no ' + `empty(encoded)`. The tokenizer is kept in
+  `workdir`, as data.prepare keeps it."""
+  tokenizer = tokenizers.the_models(c, workdir, reader, config_file)
+  found = {}
+  for split, records in by_split(c, reader).items():
+    found[split] = encode(tokenizer, records)
+    if not len(found[split]):
+      raise UserError(f"the {split} split holds no {empty(found[split])}.")
+  tokenizers.keep(tokenizer, workdir, is_writer)
+  return tokenizer, found
+
+
+def fingerprint(*arrays, extra=None) -> str:
+  """The sha256 of arrays' bytes (and of `extra`, as JSON): what a split of records encodes to."""
+  h = hashlib.sha256()
+  for a in arrays:
+    h.update(np.ascontiguousarray(a).tobytes())
+  if extra is not None:
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+  return h.hexdigest()
 
 
 def by_split(c, reader: str) -> dict[str, list]:

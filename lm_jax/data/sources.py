@@ -157,6 +157,16 @@ def _weights(c) -> dict[str, fractions.Fraction]:
   return {n: w / total for n, w in raw.items()}
 
 
+def check_format(data_config, objective: str) -> None:
+  """Refuses a data.format other than the one train.objective `objective` reads."""
+  (fmt, (_, config)), *_ = [(f, o) for f, o in OBJECTIVE_FORMATS.items() if o[0] == objective]
+  if data_config.get("format") != fmt:
+    raise UserError(
+      f"train.objective={objective!r} reads data.format={fmt!r} records, and data.format is "
+      f"{data_config.get('format')!r}: set data.format={fmt!r} ({config} does)."
+    )
+
+
 def _splits(c) -> dict[str, Source]:
   """The configured splits of one source, by kind."""
   records = c.dataset in record_files.SUFFIXES or c.dataset.startswith(hf_datasets.PREFIX)

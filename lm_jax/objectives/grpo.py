@@ -31,6 +31,7 @@ from lm_jax import UserError, losses, sample
 from lm_jax import config as config_lib
 from lm_jax import state as state_lib
 from lm_jax.data import prompts as prompts_lib
+from lm_jax.data import sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,11 +183,7 @@ class GRPO:
     config_lib.check_number("train.grpo.kl", g.kl, 0)
     config_lib.check_number("train.grpo.clip", g.clip, 0, above=True)
     config_lib.check_str("train.grpo.reward", g.reward)
-    if config.data.get("format") != "prompt":
-      raise UserError(
-        f"train.objective='grpo' samples completions of prompts, and data.format="
-        f"{config.data.get('format')!r}: set data.format='prompt' (configs/grpo.py does)."
-      )
+    sources.check_format(config.data, "grpo")
     if config.train.batch_size % g.group_size:
       raise UserError(
         f"train.batch_size={config.train.batch_size} is not a multiple of "

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax import UserError, losses, parallel
 from lm_jax import config as config_lib
-from lm_jax.data import preferences
+from lm_jax import losses, parallel
+from lm_jax.data import preferences, sources
 
 LOSSES = ("sigmoid", "ipo", "simpo")
 
@@ -113,11 +113,7 @@ class Preference:
     config_lib.check_choice("train.dpo.loss", d.loss, LOSSES)
     config_lib.check_number("train.dpo.beta", d.beta, 0, above=True)
     config_lib.check_number("train.dpo.simpo_gamma", d.simpo_gamma)
-    if config.data.get("format") != "preference":
-      raise UserError(
-        f"train.objective='dpo' trains on preference pairs, and data.format="
-        f"{config.data.get('format')!r}: set data.format='preference' (configs/dpo.py does)."
-      )
+    sources.check_format(config.data, "dpo")
 
   @staticmethod
   def needs_reference(config) -> bool:
