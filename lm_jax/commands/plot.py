@@ -2,6 +2,7 @@
 
 lm-jax plot runs/gpt_cpu runs/lstm --out curves.png
 lm-jax plot runs/gpt_vs_llama --group_by model.name --band std --out curves.png
+lm-jax plot runs/grpo --metric reward --out reward.png    # METRIC and val_METRIC
 """
 
 import os
@@ -14,9 +15,16 @@ from lm_jax import config as config_lib
 flags.DEFINE_string("out", "curves.png", "Image file to write.")
 flags.DEFINE_list("group_by", [], "Config keys, comma-separated: one curve each.")
 flags.DEFINE_enum("band", "minmax", ["minmax", "std"], "Band around a group's mean.")
+flags.DEFINE_string(
+  "metric", "loss", "What to plot: train_loss and val_loss, or METRIC and val_METRIC."
+)
 FLAGS = flags.FLAGS
 
-CURVES = (("train_loss", "-", "train"), ("val_loss", "o--", "val"))
+
+def curves(metric: str) -> tuple:
+  """(metrics.jsonl key, line style, label) of the train and validation curves of `metric`."""
+  train = "train_loss" if metric == "loss" else metric
+  return ((train, "-", "train"), (f"val_{metric}", "o--", "val"))
 
 
 def tokens_per_step(workdir):
@@ -31,7 +39,7 @@ def draw(axes, label, color, workdirs, band):
 
   rows = [records.read_metrics(w) for w in workdirs]
   scale = tokens_per_step(workdirs[0])
-  for key, style, kind in CURVES:
+  for key, style, kind in curves(FLAGS.metric):
     steps, mean, low, high = compare.mean_curve(rows, key, band)
     if not steps:
       continue
@@ -71,7 +79,7 @@ def main(argv):
     draw(axes, label + n, f"C{i}", workdirs, FLAGS.band)
   for ax, xlabel in zip(axes, ("step", "tokens seen"), strict=True):
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss (nats per token)")
+    ax.set_ylabel("loss (nats per token)" if FLAGS.metric == "loss" else FLAGS.metric)
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
